@@ -1,0 +1,3 @@
+from parnn.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""The exceptions parnn raises for its users.
+
+Every user-facing error is a :class:`ParnnError` (a ``ValueError``) whose message names
+the bad value, the rule it broke, the valid choices and the fix, on one line. The CLI
+prints that line and exits with :attr:`ParnnError.exit_code`; there is no traceback.
+``assert`` is kept for internal invariants.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ParnnError",
+    "ConfigError",
+    "ModelError",
+    "DataError",
+    "PartitionError",
+    "ScheduleError",
+    "CheckpointError",
+    "RankFailedError",
+]
+
+
+class ParnnError(ValueError):
+    """Base class of every error parnn reports to its user."""
+
+    exit_code: int = 2
+
+
+class ConfigError(ParnnError):
+    """A setting out of range or a combination of settings that cannot work."""
+
+
+class ModelError(ParnnError):
+    """An unknown model name, a user model that is not sequential, a bad input shape."""
+
+
+class DataError(ParnnError):
+    """An unknown dataset, a missing directory or file, a corrupt or truncated file."""
+
+
+class PartitionError(ParnnError):
+    """Stage boundaries that are empty, not increasing or out of range; unknown methods."""
+
+
+class ScheduleError(ParnnError):
+    """An unknown pipeline schedule or one that cannot run with the given settings."""
+
+
+class CheckpointError(ParnnError):
+    """A checkpoint or results directory that is missing, corrupt or from another run."""
+
+
+class RankFailedError(ParnnError):
+    """A worker process (a rank) raised or died; the whole job was stopped.
+
+    ``rank`` is the failing rank (``None`` when unknown) and ``detail`` its error text.
+    """
+
+    exit_code = 1
+
+    def __init__(self, rank: int | None, detail: str) -> None:
+        self.rank = rank
+        self.detail = detail
+        where = f"rank {rank}" if rank is not None else "a worker"
+        super().__init__(f"{where} failed: {detail}")
