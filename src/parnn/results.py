@@ -52,7 +52,7 @@ def _default(value: object) -> object:
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, set | frozenset):
-        return sorted(value)  # type: ignore[type-var]
+        return sorted(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
