@@ -1,0 +1,148 @@
+"""Resumable studies: a study is a list of cells, each measured once and appended to a
+JSON-lines file as soon as it finishes, so that an interrupted study resumes where it
+stopped (re-running skips finished cells).
+
+A results directory holds ``study.json`` (the kind of study, its settings and the machine
+facts) and ``cells.jsonl`` (one record per finished cell: its key, its measurements).
+Re-running with different settings in the same directory is refused, naming what differs,
+and nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from parnn.errors import CheckpointError
+from parnn.progress import progress_bar
+from parnn.results import append_jsonl, machine_facts, read_json, read_jsonl, write_json
+
+__all__ = ["CELLS_FILE", "STUDY_FILE", "Cell", "StudyStore", "cell_id"]
+
+STUDY_FILE = "study.json"
+CELLS_FILE = "cells.jsonl"
+
+
+def cell_id(key: Mapping[str, Any]) -> str:
+    """A stable text id of a cell key: 'batch_size=4|model=vgg16|scheme=auto'."""
+    return "|".join(f"{name}={key[name]}" for name in sorted(key))
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One point of a sweep: ``key`` names it (model, batch size, scheme...)."""
+
+    key: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.key)
+
+
+class StudyStore:
+    """The results directory of one study."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    @property
+    def study_path(self) -> Path:
+        return self.directory / STUDY_FILE
+
+    @property
+    def cells_path(self) -> Path:
+        return self.directory / CELLS_FILE
+
+    def open(self, kind: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Start or resume the study ``kind`` with ``settings``; returns the header.
+
+        A directory holding another study, or the same study with other settings, is
+        refused with a message that names the differences; nothing is overwritten.
+        """
+        settings = dict(settings)
+        if self.study_path.exists():
+            header = read_json(self.study_path)
+            differences = _differences(
+                {"kind": header.get("kind"), **header.get("settings", {})},
+                {"kind": kind, **settings},
+            )
+            if differences:
+                raise CheckpointError(
+                    f"{self.directory} holds a study with other settings ({'; '.join(differences)}): "
+                    "resume it with the same flags, or choose another --out"
+                )
+            return dict(header)
+        header = {
+            "kind": kind,
+            "settings": settings,
+            "machine": machine_facts(),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_json(self.study_path, header)
+        return header
+
+    def header(self) -> dict[str, Any]:
+        if not self.study_path.exists():
+            raise CheckpointError(
+                f"{self.directory} holds no study ({STUDY_FILE} is missing): "
+                "give the --out directory of a `parnn study` run"
+            )
+        return dict(read_json(self.study_path))
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every finished cell's record, in the order they finished."""
+        return list(read_jsonl(self.cells_path))
+
+    def finished_ids(self) -> set[str]:
+        return {str(record["cell"]) for record in self.records() if "cell" in record}
+
+    def run(
+        self,
+        cells: Sequence[Cell],
+        measure: Callable[[Cell], Mapping[str, Any]],
+        *,
+        description: str = "cells",
+        quiet: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Measure every unfinished cell, appending each record as soon as it is done.
+
+        Returns the records of all cells (finished earlier or now), in ``cells`` order.
+        """
+        done = {str(r["cell"]): r for r in self.records() if "cell" in r}
+        todo = [cell for cell in cells if cell.id not in done]
+        with progress_bar(len(cells), description, quiet=quiet) as bar:
+            bar.advance(len(cells) - len(todo))
+            if todo and len(todo) < len(cells):
+                bar.set_postfix(f"resumed: {len(cells) - len(todo)} cells already done")
+            for cell in todo:
+                started = time.perf_counter()
+                measured = dict(measure(cell))
+                record = {
+                    "cell": cell.id,
+                    "key": dict(cell.key),
+                    **measured,
+                    "cell_wall_s": time.perf_counter() - started,
+                }
+                append_jsonl(self.cells_path, record)
+                done[cell.id] = record
+                bar.advance()
+        return [done[cell.id] for cell in cells if cell.id in done]
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    names: Iterable[str] = sorted(set(old) | set(new))
+    return [
+        f"{name}: {old.get(name)!r} there, {new.get(name)!r} now"
+        for name in names
+        if _normal(old.get(name)) != _normal(new.get(name))
+    ]
+
+
+def _normal(value: Any) -> Any:
+    """JSON round-trips tuples as lists: compare them alike."""
+    if isinstance(value, tuple | list):
+        return [_normal(v) for v in value]
+    return value
