@@ -17,6 +17,7 @@ __all__ = [
     "ScheduleError",
     "CheckpointError",
     "RankFailedError",
+    "ParnnWarning",
 ]
 
 
@@ -53,13 +54,25 @@ class CheckpointError(ParnnError):
 class RankFailedError(ParnnError):
     """A worker process (a rank) raised or died; the whole job was stopped.
 
-    ``rank`` is the failing rank (``None`` when unknown) and ``detail`` its error text.
+    ``rank`` is the failing rank (``None`` when unknown) and ``detail`` its error text;
+    ``traceback`` is the worker's formatted traceback (empty when it died without one), for
+    logs, never for the one-line message.
     """
 
     exit_code = 1
 
-    def __init__(self, rank: int | None, detail: str) -> None:
+    def __init__(self, rank: int | None, detail: str, *, traceback: str = "") -> None:
         self.rank = rank
         self.detail = detail
+        self.traceback = traceback
         where = f"rank {rank}" if rank is not None else "a worker"
         super().__init__(f"{where} failed: {detail}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Picklable (a task-parallel job may hand it to another process).
+        return (type(self), (self.rank, self.detail), {"traceback": self.traceback})
+
+
+class ParnnWarning(UserWarning):
+    """A setting that works but probably not as the user hopes (oversubscribed cores,
+    an ignored option)."""

@@ -1,0 +1,327 @@
+"""The parent side of :func:`parnn.launch.launch`: start the ranks, collect results,
+stop everything at the first failure."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar
+
+import psutil
+import torch.distributed as dist
+
+from parnn.errors import ConfigError, ParnnWarning, RankFailedError
+from parnn.launch.config import LaunchConfig, usable_cores
+from parnn.launch.placement import THREAD_ENV_VARS, plan_cores, warn_if_oversubscribed
+from parnn.launch.worker import child_main, one_line
+
+__all__ = ["launch", "leftover_processes"]
+
+T = TypeVar("T")
+
+_PORT_ATTEMPTS = 3
+_EXIT_GRACE_S = 10.0  # seconds a rank may take to exit after sending its result
+_ENV_LOCK = threading.Lock()
+
+
+def _check_importable(fn: Callable[..., Any]) -> None:
+    name = getattr(fn, "__qualname__", repr(fn))
+    try:
+        pickle.dumps(fn)  # by reference: module and name
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing
+        raise ConfigError(
+            f"fn={name}: the worker processes cannot import it ({type(exc).__name__}); pass "
+            "a top-level function defined in a module (not a lambda or a nested function)"
+        ) from exc
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _thread_env(threads: int) -> Iterator[None]:
+    """Set the OpenMP/MKL thread variables while children start: a spawned child imports
+    torch (and sizes its thread pools) before any of our code runs in it."""
+    with _ENV_LOCK:
+        saved = {name: os.environ.get(name) for name in THREAD_ENV_VARS}
+        os.environ.update({name: str(threads) for name in THREAD_ENV_VARS})
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def launch(fn: Callable[..., T], config: LaunchConfig, *args: Any) -> list[T]:
+    """Run ``fn(rank, world_size, *args)`` in ``config.num_processes`` fresh processes and
+    return the results in rank order.
+
+    ``fn``, ``args`` and the results must be picklable; ``fn`` must be a top-level function
+    of an importable module (or of a script guarded by ``if __name__ == "__main__"``). If a
+    rank raises or dies, the other ranks are killed and :class:`RankFailedError` names it.
+    """
+    _check_importable(fn)
+    cores = config.cores or usable_cores()
+    plan = plan_cores(config.num_processes, config.threads_per_process, cores)
+    warn_if_oversubscribed(config.num_processes, config.threads_per_process, len(cores))
+    for attempt in range(_PORT_ATTEMPTS):
+        store = _host_store(config) if config.init_process_group else None
+        # Without a process group fn initialises itself (env://) and rank 0 hosts the
+        # store, on a port probed here that another program may take in between.
+        port = (
+            store.port
+            if store is not None
+            else config.master_port or _free_port(config.master_addr)
+        )
+        try:
+            return _run_ranks(fn, args, config, plan, port)
+        except RankFailedError as error:
+            retry = store is None and config.master_port is None and "EADDRINUSE" in error.detail
+            if not retry or attempt + 1 == _PORT_ATTEMPTS:
+                raise
+        finally:
+            del store  # stops the store server
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _host_store(config: LaunchConfig) -> dist.TCPStore:
+    # The parent hosts the rendezvous store: the kernel picks a free port atomically
+    # (port 0), and the store outlives any one rank.
+    try:
+        return dist.TCPStore(
+            config.master_addr,
+            config.master_port or 0,
+            None,
+            True,
+            timeout=datetime.timedelta(seconds=config.failure_timeout_s),
+            wait_for_workers=False,
+        )
+    except (RuntimeError, OSError) as exc:
+        raise ConfigError(
+            f"master_addr={config.master_addr!r} master_port={config.master_port}: cannot "
+            f"listen there ({exc}); leave master_port unset to get a free port"
+        ) from exc
+
+
+# Errors a rank sees because a peer died: symptoms, not causes.
+_PEER_GONE = ("closed by peer", "reset by peer", "broken pipe", "connection refused")
+
+
+@dataclass(slots=True)
+class _Failure:
+    rank: int
+    detail: str  # one line: "<ExcType>: <message>", or what the exit status means
+    traceback: str
+    at: float  # time.monotonic() of the failure (the child's) or of its discovery
+    symptom: bool  # looks like the consequence of another rank's failure
+
+
+def _exit_detail(exitcode: int, started: bool) -> str:
+    if exitcode < 0:
+        number = -exitcode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        hint = (
+            " (the kernel's OOM killer sends it when memory runs out)" if name == "SIGKILL" else ""
+        )
+        return f"process killed by {name} (signal {number}){hint}"
+    if not started:
+        return (
+            f"process exited with code {exitcode} while starting, before fn ran: fn must be "
+            "importable by a fresh interpreter (top-level in a module, or in a script guarded "
+            "by if __name__ == '__main__'); see its stderr"
+        )
+    if exitcode == 0:
+        return "process exited with code 0 without returning a result (os._exit(0) in fn?)"
+    return (
+        f"process exited with code {exitcode} without raising (os._exit, or a crash in native code)"
+    )
+
+
+def _run_ranks(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    config: LaunchConfig,
+    plan: list[tuple[int, ...]],
+    port: int,
+) -> list[Any]:
+    context: SpawnContext | ForkServerContext
+    if config.start_method == "forkserver":
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["parnn.launch"])  # children start with torch loaded
+    else:
+        context = multiprocessing.get_context("spawn")
+    processes: list[BaseProcess] = []
+    readers: list[Connection] = []
+    try:
+        # Unpinned ranks get the launcher's affinity (a forkserver child has the server's).
+        cores = plan if config.pin else [usable_cores()] * config.num_processes
+        with _thread_env(config.threads_per_process):
+            environ = dict(os.environ)
+            for rank in range(config.num_processes):
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=child_main,
+                    args=(writer, rank, fn, args, config, cores[rank], port, environ),
+                    name=f"parnn-rank-{rank}",
+                )
+                readers.append(reader)
+                try:
+                    process.start()  # pickles args (tensors in shared memory stay shared)
+                except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                    raise ConfigError(
+                        f"the arguments of {getattr(fn, '__qualname__', fn)} cannot be sent to "
+                        f"the worker processes ({type(exc).__name__}: {exc}); pass picklable "
+                        "values"
+                    ) from exc
+                finally:
+                    writer.close()  # the child holds the only writer: its death closes the pipe
+                processes.append(process)
+        return _supervise(processes, readers)
+    finally:
+        _stop(processes, config.kill_grace_s)
+        for reader in readers:
+            reader.close()
+
+
+def _supervise(processes: Sequence[BaseProcess], readers: Sequence[Connection]) -> list[Any]:
+    """Collect every rank's result, or stop at the first failure and raise it."""
+    results: dict[int, Any] = {}
+    started: set[int] = set()
+    failures: list[_Failure] = []
+    reported: set[int] = set()
+    open_readers = {reader: rank for rank, reader in enumerate(readers)}
+    running = {process.sentinel: rank for rank, process in enumerate(processes)}
+    first_failure_at = 0.0
+    deadline: float | None = None  # after a first failure: when to stop listening
+    exit_deadline: float | None = None  # after the last result: when to stop waiting
+
+    def receive(reader: Connection, rank: int) -> None:
+        try:
+            message = pickle.loads(reader.recv_bytes())
+        except EOFError:
+            del open_readers[reader]
+            return
+        except Exception as exc:  # noqa: BLE001 - a result the parent cannot unpickle
+            message = (
+                "error",
+                f"cannot unpickle the result: {one_line(exc)}",
+                "",
+                time.monotonic(),
+            )
+        if message[0] == "started":
+            started.add(rank)
+        elif message[0] == "ok":
+            results[rank] = message[1]
+        else:
+            _, detail, trace, at = message
+            reported.add(rank)
+            symptom = any(text in detail.lower() for text in _PEER_GONE)
+            failures.append(_Failure(rank, detail, trace, at, symptom))
+
+    while running or open_readers:
+        until = deadline if deadline is not None else exit_deadline
+        timeout = None if until is None else max(0.0, until - time.monotonic())
+        ready = wait([*open_readers, *running], timeout)
+        for item in ready:
+            if isinstance(item, Connection):
+                if item in open_readers:
+                    receive(item, open_readers[item])
+                continue
+            assert isinstance(item, int)  # a process sentinel
+            rank = running.pop(item)
+            process = processes[rank]
+            process.join()
+            reader = readers[rank]
+            while reader in open_readers and reader.poll():
+                receive(reader, rank)  # what it said before it died
+            exitcode = process.exitcode if process.exitcode is not None else -1
+            if rank not in reported and (exitcode != 0 or rank not in results):
+                detail = _exit_detail(exitcode, rank in started)
+                failures.append(_Failure(rank, detail, "", time.monotonic(), symptom=False))
+        if failures:
+            if deadline is None:  # let near-simultaneous failures arrive, then choose
+                first_failure_at = time.monotonic()
+                deadline = first_failure_at + 0.25
+            if all(failure.symptom for failure in failures):
+                deadline = max(deadline, first_failure_at + 1.5)  # the cause is surely on its way
+            if time.monotonic() >= deadline:
+                break
+        elif len(results) == len(processes):
+            exit_deadline = exit_deadline or time.monotonic() + _EXIT_GRACE_S
+            if time.monotonic() >= exit_deadline:
+                stuck = sorted(running.values())
+                warnings.warn(
+                    f"ranks {stuck} returned their results but did not exit within "
+                    f"{_EXIT_GRACE_S:g} s (stuck in an atexit handler or joining a child?); "
+                    "killed them",
+                    ParnnWarning,
+                    stacklevel=4,
+                )
+                break
+    if failures:
+        cause = min(failures, key=lambda failure: (failure.symptom, failure.at))
+        raise RankFailedError(cause.rank, cause.detail, traceback=cause.traceback)
+    return [results[rank] for rank in range(len(processes))]
+
+
+def _stop(processes: Sequence[BaseProcess], grace_s: float) -> None:
+    """SIGTERM every live rank (and what it started), SIGKILL after ``grace_s``, reap all."""
+    alive = [process for process in processes if process.is_alive()]
+    descendants: list[psutil.Process] = []
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            descendants += psutil.Process(process.pid).children(recursive=True)
+    for process in alive:
+        process.terminate()
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    deadline = time.monotonic() + grace_s
+    while (still := [p.sentinel for p in alive if p.is_alive()]) and time.monotonic() < deadline:
+        wait(still, max(0.0, deadline - time.monotonic()))
+    for process in alive:
+        if process.is_alive():
+            process.kill()
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    for process in processes:
+        process.join(timeout=10)
+
+
+def leftover_processes() -> list[psutil.Process]:
+    """Descendants of this process other than multiprocessing's own helpers (the fork
+    server, the resource tracker): empty after :func:`launch` returns or raises. For tests
+    that assert "no orphans"."""
+    me = os.getpid()
+    leftovers = []
+    for process in psutil.Process(me).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(process.cmdline())
+            helper = "multiprocessing.forkserver" in command or "resource_tracker" in command
+            if process.status() != psutil.STATUS_ZOMBIE and not (helper and process.ppid() == me):
+                leftovers.append(process)
+    return leftovers
