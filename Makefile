@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.parnn-installed
+LINT_PATHS := src tests $(wildcard benchmarks)
 
 .PHONY: setup run test lint typecheck pytest clean
 
@@ -22,8 +23,8 @@ run: setup
 	$(BIN)/parnn demo
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: setup
 	$(BIN)/mypy
