@@ -1,0 +1,122 @@
+"""Data-parallel engines vs the serial baselines, repeated; medians into a summary.
+
+    python benchmarks/data_parallel/main.py --data-dir ../shared/data/mnist --repeats 3
+
+Each repeat runs `parnn dp --compare` (serial 1 thread, serial with every core as intra-op
+threads, then the engines) on LeNet-5 / MNIST (8,000 train / 2,000 validation) and keeps
+every run's result; the summary holds the median samples/s, speedups and accuracy of each
+run label, and the 1-minute load average before and after each repeat (the machine may be
+shared: a load above the core count means the timings are polluted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from parnn.data_parallel.compare import comparison_configs, parse_compare_list, run_comparison
+from parnn.data_parallel.config import DataParallelConfig
+from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
+from parnn.results import machine_facts, write_json
+from parnn.train import OptimizerConfig
+from parnn.train.setup import setup_training
+
+HERE = Path(__file__).resolve().parent
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared/data/mnist")
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--engines", default="ddp,hogwild,local-sgd,mpi")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--momentum", type=float, default=0.5)
+    parser.add_argument("--average-every", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    return parser.parse_args()
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [row[key] for row in rows if row.get(key) is not None]
+    return round(statistics.median(values), 4) if values else None
+
+
+def main() -> None:
+    args = _arguments()
+    names = parse_compare_list(args.engines)
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        names = [name for name in names if name != "mpi"]
+    setup = setup_training(args.model, "mnist", data_dir=args.data_dir, seed=0)
+    initial = copy.deepcopy(setup.model)
+    base = DataParallelConfig(
+        engine="ddp",
+        num_processes=args.processes,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        optimizer=OptimizerConfig(name="sgd", lr=args.lr, momentum=args.momentum),
+    )
+    configs = comparison_configs(base, names, average_every=args.average_every)
+    repeats: list[dict[str, Any]] = []
+    for repeat in range(args.repeats):
+        load_before = round(os.getloadavg()[0], 2)
+        comparison = run_comparison(
+            lambda: copy.deepcopy(initial), setup.train_data, setup.val_data, configs,
+            model_name=args.model, quiet=True,
+        )  # fmt: skip
+        load_after = round(os.getloadavg()[0], 2)
+        rows = comparison.speedups()
+        repeats.append({"repeat": repeat, "load_before": load_before, "load_after": load_after,
+                        "speedup": rows})  # fmt: skip
+        print(f"repeat {repeat}: load {load_before} -> {load_after}")
+        for row in rows:
+            print(f"  {row['label']:<14} {row['samples_per_s']:>9,.0f} samples/s  "
+                  f"x{row['speedup_vs_1_thread']:.2f} vs 1t  x{row['speedup_vs_all_cores']:.2f} "
+                  f"vs all cores  acc {row['accuracy']:.4f}")  # fmt: skip
+        if repeat == args.repeats - 1:
+            args.out.mkdir(parents=True, exist_ok=True)
+            plot_loss(comparison.runs, args.out / "loss_vs_time.png", x_axis="time")
+            plot_loss(comparison.runs, args.out / "loss_vs_samples.png", x_axis="samples")
+            plot_cpu(comparison.runs, args.out / "cpu.png")
+            plot_throughput(comparison.runs, args.out / "throughput.png")
+    labels = [row["label"] for row in repeats[0]["speedup"]]
+    summary = []
+    for label in labels:
+        rows = [row for rep in repeats for row in rep["speedup"] if row["label"] == label]
+        summary.append({
+            "label": label,
+            "samples_per_s": _median(rows, "samples_per_s"),
+            "speedup_vs_1_thread": _median(rows, "speedup_vs_1_thread"),
+            "speedup_vs_all_cores": _median(rows, "speedup_vs_all_cores"),
+            "accuracy": _median(rows, "accuracy"),
+            "accuracy_delta_points": _median(rows, "accuracy_delta_points"),
+            "cpu_process_percent": _median(rows, "cpu_process_percent"),
+        })  # fmt: skip
+    write_json(
+        args.out / "summary.json",
+        {
+            "settings": vars(args),
+            "engines": names,
+            "median": summary,
+            "repeats": repeats,
+            "machine": machine_facts(),
+        },  # fmt: skip
+    )
+    print("median over repeats:")
+    for row in summary:
+        print(f"  {row['label']:<14} {row['samples_per_s']:>9,.0f} samples/s  "
+              f"x{row['speedup_vs_1_thread']} vs 1t  x{row['speedup_vs_all_cores']} vs all cores  "
+              f"acc {row['accuracy']}  delta {row['accuracy_delta_points']} pts")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

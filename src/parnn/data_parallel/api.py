@@ -1,0 +1,181 @@
+"""The seed project's Python API, on parnn's engines::
+
+    trainer = DistributedTrainer(num_processes=2, criterion=nn.CrossEntropyLoss(),
+                                 root_dir="runs/mnist", batch_size=64)
+    result = trainer(model, train_dataset, optimizer_factory, scheduler_factory, epochs=2)
+
+    tester = DistributedTester(test_dataset, root_dir="runs/mnist", num_processes=2)
+    evaluation = tester(model)
+
+``optimizer_factory(params) -> Optimizer`` and ``scheduler_factory(optimizer) -> scheduler``
+must be top-level functions (or ``functools.partial`` of them): the workers are spawned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from parnn.data_parallel.config import DataParallelConfig
+from parnn.data_parallel.result import DataParallelResult
+from parnn.data_parallel.runner import run_data_parallel
+from parnn.errors import ConfigError
+from parnn.launch import LaunchConfig, launch
+from parnn.results import write_json
+from parnn.train import EvalResult, OptimizerConfig, dataset_tensors, evaluate
+
+__all__ = ["DistributedTester", "DistributedTrainer"]
+
+
+class DistributedTrainer:
+    """Train a model data-parallel on ``num_processes`` pinned processes.
+
+    ``batch_size`` is the batch of one optimizer step, split over the ranks (ddp,
+    local-sgd, mpi) or taken by each Hogwild worker per update; ``per_process_batch=True``
+    makes it each rank's batch. Results (``result.json``, ``model.pt``) go to ``root_dir``.
+    """
+
+    def __init__(
+        self,
+        num_processes: int = 2,
+        criterion: nn.Module | None = None,
+        root_dir: str | Path | None = None,
+        batch_size: int = 64,
+        *,
+        engine: str = "ddp",
+        threads_per_process: int = 1,
+        per_process_batch: bool = False,
+        accumulate_steps: int = 1,
+        average_every: int | None = None,
+        seed: int = 0,
+        quiet: bool = True,
+    ) -> None:
+        self.criterion = criterion
+        self.root_dir = Path(root_dir) if root_dir is not None else None
+        self.quiet = quiet
+        self.settings: dict[str, Any] = {
+            "engine": engine,
+            "num_processes": 1 if engine == "serial" else num_processes,
+            "threads_per_process": threads_per_process,
+            "batch_size": batch_size,
+            "per_process_batch": per_process_batch,
+            "accumulate_steps": accumulate_steps,
+            "average_every": average_every,
+            "seed": seed,
+        }
+        DataParallelConfig(**self.settings)  # bad settings fail here, not in __call__
+
+    def __call__(
+        self,
+        model: nn.Module,
+        train_dataset: Dataset[Any],
+        optimizer_factory: Callable[..., torch.optim.Optimizer] | OptimizerConfig | None = None,
+        scheduler_factory: Callable[[torch.optim.Optimizer], Any] | None = None,
+        *,
+        epochs: int = 1,
+        steps: int | None = None,
+        val_dataset: Dataset[Any] | None = None,
+    ) -> DataParallelResult:
+        """Train ``model`` in place; returns the run's result (loss curve, throughput...)."""
+        optimizer: OptimizerConfig | None = None
+        factory: Callable[..., torch.optim.Optimizer] | None = None
+        if isinstance(optimizer_factory, OptimizerConfig):
+            optimizer = optimizer_factory
+        else:
+            factory = optimizer_factory
+        config = DataParallelConfig(
+            **self.settings, epochs=epochs, steps=steps, optimizer=optimizer or OptimizerConfig()
+        )
+        result = run_data_parallel(
+            model,
+            train_dataset,
+            val_dataset,
+            config,
+            criterion=self.criterion,
+            optimizer_factory=factory,
+            scheduler_factory=scheduler_factory,
+            quiet=self.quiet,
+        )
+        if result is None:
+            raise ConfigError(
+                "DistributedTrainer starts its own processes: call run_data_parallel under "
+                "torchrun/mpirun instead"
+            )
+        if self.root_dir is not None:
+            write_json(self.root_dir / "result.json", result.to_dict(cpu_trace=True))
+            torch.save(model.state_dict(), self.root_dir / "model.pt")
+        return result
+
+
+def _evaluate_shard(
+    rank: int, world_size: int, model: nn.Module, dataset: Dataset[Any], batch_size: int
+) -> tuple[EvalResult, list[int]]:
+    inputs, targets = dataset_tensors(dataset)
+    index = torch.tensor_split(torch.arange(targets.shape[0]), world_size)[rank]
+    shard: Dataset[Any] = torch.utils.data.TensorDataset(inputs[index], targets[index])
+    result = evaluate(model, shard, batch_size=batch_size)
+    num_classes = len(result.per_class_accuracy)
+    return result, torch.bincount(targets[index], minlength=num_classes).tolist()
+
+
+def _combine(parts: list[tuple[EvalResult, list[int]]]) -> EvalResult:
+    total = sum(result.num_samples for result, _ in parts)
+    num_classes = max(len(counts) for _, counts in parts)
+    correct = [0.0] * num_classes
+    counts = [0] * num_classes
+    for result, shard_counts in parts:
+        for label, (accuracy, count) in enumerate(
+            zip(result.per_class_accuracy, shard_counts, strict=False)
+        ):
+            counts[label] += count
+            correct[label] += round((accuracy or 0.0) * count)
+    return EvalResult(
+        loss=sum(result.loss * result.num_samples for result, _ in parts) / total,
+        accuracy=sum(correct) / total,
+        per_class_accuracy=tuple(
+            correct[label] / counts[label] if counts[label] else None
+            for label in range(num_classes)
+        ),
+        num_samples=total,
+    )
+
+
+class DistributedTester:
+    """Evaluate a model on ``dataset`` split over ``num_processes`` pinned processes; the
+    shards' sums are combined into one :class:`~parnn.train.EvalResult` (``eval.json`` in
+    ``root_dir``)."""
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        root_dir: str | Path | None = None,
+        *,
+        num_processes: int = 2,
+        batch_size: int = 256,
+    ) -> None:
+        if num_processes < 1 or batch_size < 1:
+            raise ConfigError(
+                f"num_processes {num_processes} and batch_size {batch_size} must be >= 1"
+            )
+        if len(dataset) < num_processes:  # type: ignore[arg-type]
+            raise ConfigError(
+                f"{len(dataset)} samples cannot be split over {num_processes} processes: "  # type: ignore[arg-type]
+                "use fewer processes"
+            )
+        self.dataset = dataset
+        self.root_dir = Path(root_dir) if root_dir is not None else None
+        self.num_processes = num_processes
+        self.batch_size = batch_size
+
+    def __call__(self, model: nn.Module) -> EvalResult:
+        config = LaunchConfig(num_processes=self.num_processes, init_process_group=False)
+        parts = launch(_evaluate_shard, config, model, self.dataset, self.batch_size)
+        result = _combine(parts)
+        if self.root_dir is not None:
+            write_json(self.root_dir / "eval.json", result.to_dict())
+        return result

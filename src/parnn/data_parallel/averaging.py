@@ -1,0 +1,148 @@
+"""Weight averaging (local SGD): each rank trains its own replica on its shard and the
+replicas' parameters are averaged every ``average_every`` steps, and once more at the end.
+
+One algorithm, two transports: ``local-sgd`` all-reduces over ``torch.distributed`` (gloo)
+and ``mpi`` over MPI (:mod:`parnn.data_parallel.mpi`). Parameters and floating-point
+buffers (e.g. BatchNorm statistics) are packed into one flat float32 buffer, summed with
+a single all-reduce and divided by N; that is what torch's
+``PeriodicModelAverager(period=k)`` does for the parameters. Optimizer state (SGD
+momentum, Adam moments) stays per replica.
+
+With ``average_every=1`` and SGD (momentum and weight decay included, both linear in the
+gradient), averaging the parameters after every step equals averaging the gradients:
+the run reproduces synchronous data parallelism up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from parnn.data_parallel.ddp import gather_logs
+from parnn.data_parallel.job import TrainJob
+from parnn.data_parallel.loop import StepLog, WorkerOutput, numpy_state, run_loop
+
+__all__ = [
+    "TorchTransport",
+    "Transport",
+    "average_replicas",
+    "broadcast_replica",
+    "local_sgd_worker",
+    "train_replica",
+]
+
+
+class Transport(Protocol):
+    """Collectives on a flat, contiguous float32 CPU tensor, in place."""
+
+    world_size: int
+
+    def allreduce_sum_(self, flat: torch.Tensor) -> None: ...
+
+    def broadcast_(self, flat: torch.Tensor, root: int) -> None: ...
+
+
+class TorchTransport:
+    """The default ``torch.distributed`` process group (gloo on CPU)."""
+
+    def __init__(self) -> None:
+        self.world_size = dist.get_world_size()
+
+    def allreduce_sum_(self, flat: torch.Tensor) -> None:
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+
+    def broadcast_(self, flat: torch.Tensor, root: int) -> None:
+        dist.broadcast(flat, src=root)
+
+
+def _replica_tensors(model: nn.Module) -> list[torch.Tensor]:
+    tensors = [param.data for param in model.parameters()]
+    tensors += [buffer for buffer in model.buffers() if buffer.is_floating_point()]
+    return tensors
+
+
+def _pack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([tensor.reshape(-1).to(torch.float32) for tensor in tensors])  # (P,)
+
+
+def _unpack_(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+    offset = 0
+    for tensor in tensors:
+        count = tensor.numel()
+        tensor.copy_(flat[offset : offset + count].view_as(tensor))
+        offset += count
+
+
+@torch.no_grad()
+def average_replicas(model: nn.Module, transport: Transport) -> None:
+    """Replace this replica's parameters and float buffers by the mean over all ranks."""
+    tensors = _replica_tensors(model)
+    flat = _pack(tensors)
+    transport.allreduce_sum_(flat)
+    flat /= transport.world_size
+    _unpack_(flat, tensors)
+
+
+@torch.no_grad()
+def broadcast_replica(model: nn.Module, transport: Transport, root: int = 0) -> None:
+    """Make every replica start from rank ``root``'s parameters."""
+    tensors = _replica_tensors(model)
+    flat = _pack(tensors)
+    transport.broadcast_(flat, root)
+    _unpack_(flat, tensors)
+
+
+def train_replica(
+    rank: int,
+    job: TrainJob,
+    transport: Transport,
+    *,
+    on_average: Callable[[int, nn.Module], None] | None = None,
+) -> tuple[StepLog, nn.Module]:
+    """Train this rank's replica (a private copy of the job's model), averaging every
+    ``average_every`` steps and at the end; returns the log and the trained replica.
+    ``on_average(steps_done, model)`` runs right after each averaging (for tests)."""
+    job.seed_worker(rank)
+    model = job.private_model()
+    broadcast_replica(model, transport)
+    optimizer = job.optimizer_factory(model.parameters())
+    scheduler = job.scheduler_factory(optimizer) if job.scheduler_factory is not None else None
+    period = job.config.averaging_period
+    shards = list(job.shards(rank))
+    last_step = len(shards)
+
+    def after_step(steps_done: int) -> None:
+        if steps_done % period == 0 or steps_done == last_step:
+            average_replicas(model, transport)
+            if on_average is not None:
+                on_average(steps_done, model)
+
+    log = run_loop(
+        rank=rank,
+        world_size=transport.world_size,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=job.criterion,
+        inputs=job.inputs,
+        targets=job.targets,
+        shards=shards,
+        accumulate_steps=job.config.accumulate_steps,
+        after_step=after_step,
+        fail_at=job.config.fail_at,
+        board=job.board,
+    )
+    return log, model
+
+
+def local_sgd_worker(rank: int, world_size: int, job: TrainJob) -> WorkerOutput:
+    """One local-SGD rank over the initialised ``torch.distributed`` process group."""
+    transport = TorchTransport()
+    dist.barrier()
+    log, model = train_replica(rank, job, transport)
+    logs = gather_logs(log, rank, world_size)
+    return WorkerOutput(logs=logs, state=numpy_state(model) if rank == 0 else None)

@@ -1,0 +1,153 @@
+"""Engines side by side on one model and data: the same seed, the same initial weights and
+the same data for every run, then a speedup table against (a) one process with one thread
+and (b) one process using every core through intra-op threads."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from parnn.data_parallel.config import ENGINES, DataParallelConfig
+from parnn.data_parallel.result import DataParallelResult
+from parnn.data_parallel.runner import run_data_parallel
+from parnn.errors import ConfigError
+from parnn.launch import usable_cores
+
+__all__ = [
+    "BASELINES",
+    "COMPARE_NAMES",
+    "Comparison",
+    "comparison_configs",
+    "parse_compare_list",
+    "run_comparison",
+]
+
+BASELINES = ("serial", "serial-threads")
+"""One process with one thread; one process with one intra-op thread per usable core."""
+COMPARE_NAMES = (*ENGINES, "serial-threads")
+
+
+def parse_compare_list(text: str) -> list[str]:
+    """'serial,ddp,hogwild' -> names, checked; the two baselines are always added first."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in COMPARE_NAMES]
+    if not names or unknown:
+        raise ConfigError(
+            f"bad --compare list {text!r}: unknown {', '.join(unknown) or 'nothing given'}; "
+            f"choose from {', '.join(COMPARE_NAMES)}, e.g. --compare serial,ddp,hogwild,local-sgd"
+        )
+    ordered = list(BASELINES) + [name for name in names if name not in BASELINES]
+    return list(dict.fromkeys(ordered))
+
+
+def comparison_configs(
+    base: DataParallelConfig,
+    names: Sequence[str],
+    *,
+    average_every: int | None = None,
+    all_cores: int | None = None,
+) -> list[DataParallelConfig]:
+    """One config per compared name; the engines keep ``base``'s processes and threads,
+    local-sgd and mpi average every ``average_every`` steps."""
+    cores = all_cores or len(base.cores or usable_cores())
+    configs = []
+    for name in names:
+        changes: dict[str, Any] = {"engine": name, "average_every": None, "fail_at": None}
+        if name == "serial":
+            changes.update(engine="serial", num_processes=1, threads_per_process=1)
+        elif name == "serial-threads":
+            changes.update(engine="serial", num_processes=1, threads_per_process=cores)
+        elif name in ("local-sgd", "mpi"):
+            changes["average_every"] = average_every
+        configs.append(dataclasses.replace(base, **changes))
+    return configs
+
+
+@dataclass(slots=True)
+class Comparison:
+    """The runs of one comparison, baselines first."""
+
+    runs: list[DataParallelResult]
+
+    def _baseline(self, threads_all: bool) -> DataParallelResult | None:
+        serial = [run for run in self.runs if run.config.engine == "serial"]
+        if not serial:
+            return None
+        return (
+            max(serial, key=lambda run: run.config.threads_per_process)
+            if threads_all
+            else min(serial, key=lambda run: run.config.threads_per_process)
+        )
+
+    def speedups(self) -> list[dict[str, Any]]:
+        """One row per run: throughput, speedups over both baselines, accuracy and CPU."""
+        one = self._baseline(threads_all=False)
+        every = self._baseline(threads_all=True)
+        one_accuracy = one.val.accuracy if one is not None and one.val is not None else None
+        rows = []
+        for run in self.runs:
+            accuracy = run.val.accuracy if run.val is not None else None
+            rows.append(
+                {
+                    "label": run.label,
+                    "engine": run.config.engine,
+                    "processes": run.config.num_processes,
+                    "threads_per_process": run.config.threads_per_process,
+                    "samples_per_s": round(run.samples_per_s, 1),
+                    "train_s": round(run.train_s, 3),
+                    "speedup_vs_1_thread": _ratio(run, one),
+                    "speedup_vs_all_cores": _ratio(run, every),
+                    "accuracy": accuracy,
+                    "accuracy_delta_points": (
+                        round(100 * (accuracy - one_accuracy), 2)
+                        if accuracy is not None and one_accuracy is not None
+                        else None
+                    ),
+                    "final_train_loss": run.curve.tail_loss(),
+                    "cpu_total_percent": run.cpu_summary.get("mean_total_percent"),
+                    "cpu_process_percent": run.cpu_summary.get("mean_process_percent"),
+                    "peak_rss_mib": max(rank["peak_rss_mib"] for rank in run.ranks),
+                }
+            )
+        return rows
+
+    def to_dict(self, *, cpu_trace: bool = False) -> dict[str, Any]:
+        return {
+            "runs": [run.to_dict(cpu_trace=cpu_trace) for run in self.runs],
+            "speedup": self.speedups(),
+        }
+
+
+def _ratio(run: DataParallelResult, baseline: DataParallelResult | None) -> float | None:
+    if baseline is None or baseline.samples_per_s <= 0:
+        return None
+    return round(run.samples_per_s / baseline.samples_per_s, 3)
+
+
+def run_comparison(
+    model_factory: Callable[[], nn.Module],
+    train_data: Dataset[Any],
+    val_data: Dataset[Any] | None,
+    configs: Sequence[DataParallelConfig],
+    *,
+    model_name: str | None = None,
+    quiet: bool = False,
+    on_run: Callable[[DataParallelResult], None] | None = None,
+) -> Comparison:
+    """Run each config on a fresh model from ``model_factory()`` (which seeds and builds)."""
+    runs = []
+    for config in configs:
+        result = run_data_parallel(
+            model_factory(), train_data, val_data, config, model_name=model_name, quiet=quiet
+        )
+        if result is None:  # pragma: no cover - only under an external launcher
+            raise ConfigError("--compare starts its own processes: run it without torchrun/mpirun")
+        runs.append(result)
+        if on_run is not None:
+            on_run(result)
+    return Comparison(runs)

@@ -1,0 +1,218 @@
+"""The settings of one data-parallel run: which engine, how many processes, what a step is.
+
+A *step* is one optimizer update. ``batch_size`` is the batch of one step:
+
+- synchronous engines (``ddp``, ``local-sgd``, ``mpi``): the global batch, split evenly
+  over the ranks (``batch_size / num_processes`` samples each), so that N ranks take the
+  same steps as the reference trainer with the same batch size;
+- ``hogwild``: each worker's update uses ``batch_size`` samples of its own shard, so the
+  workers together take as many updates per epoch as the reference trainer;
+- ``serial``: one process, the reference trainer's loop (the baseline).
+
+``per_process_batch`` makes ``batch_size`` the batch of each rank instead (global batch
+``batch_size x num_processes``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from parnn.errors import ConfigError, ParnnWarning
+from parnn.train import SCHEDULES, OptimizerConfig
+
+__all__ = [
+    "AVERAGING_ENGINES",
+    "ENGINES",
+    "SYNCHRONOUS_ENGINES",
+    "DataParallelConfig",
+    "FailurePlan",
+]
+
+ENGINES = ("serial", "ddp", "hogwild", "local-sgd", "mpi")
+SYNCHRONOUS_ENGINES = ("ddp", "local-sgd", "mpi")
+"""Engines whose ranks take every step together (a global batch split over the ranks)."""
+AVERAGING_ENGINES = ("local-sgd", "mpi")
+"""Engines that average parameters every ``average_every`` steps instead of gradients."""
+FAILURE_KINDS = ("raise", "exit")
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePlan:
+    """A failure to inject, for tests of failure propagation: ``rank`` fails when it starts
+    step ``step`` (0-based), by raising (``raise``) or by dying without a word (``exit``)."""
+
+    rank: int
+    step: int = 0
+    kind: str = "raise"
+
+    def __post_init__(self) -> None:
+        if self.rank < 0 or self.step < 0:
+            raise ConfigError(f"failure plan rank {self.rank} and step {self.step} must be >= 0")
+        if self.kind not in FAILURE_KINDS:
+            raise ConfigError(
+                f"unknown failure kind {self.kind!r}: choose one of {', '.join(FAILURE_KINDS)}"
+            )
+
+
+@dataclass(kw_only=True, slots=True)
+class DataParallelConfig:
+    """How to train data-parallel: engine, processes, batches, length, optimizer, schedule."""
+
+    engine: str = "ddp"
+    """serial, ddp, hogwild, local-sgd or mpi."""
+    num_processes: int = 2
+    """Worker processes (ranks); one pinned core each by default. ``serial`` runs one."""
+    threads_per_process: int = 1
+    """torch intra-op threads in each worker."""
+    batch_size: int = 64
+    """Samples of one optimizer step (see the module docstring for each engine)."""
+    per_process_batch: bool = False
+    """``batch_size`` is each rank's batch; the global batch is batch_size x num_processes."""
+    accumulate_steps: int = 1
+    """Gradient accumulation: each rank splits its share of a step into this many
+    micro-batches and sums their gradients before the update (DDP syncs on the last)."""
+    average_every: int | None = None
+    """local-sgd / mpi: average the replicas' parameters every this many steps (default 1).
+    Ignored, with a warning, by the other engines."""
+    epochs: int = 1
+    """Passes over the training data (used when ``steps`` is None)."""
+    steps: int | None = None
+    """Optimizer steps to run; overrides ``epochs``."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """Optimizer name and hyper-parameters; each worker builds its own (Hogwild and the
+    averaging engines keep per-worker optimizer state, e.g. SGD momentum)."""
+    schedule: str = "constant"
+    """LR schedule (constant, step, cosine, warm), stepped once per optimizer step."""
+    warmup_steps: int | None = None
+    """Warm-up steps of the 'warm' schedule; None = 10% of the run."""
+    seed: int = 0
+    """Seed of the data order; worker ``r`` also seeds its own RNG with ``seed + r``."""
+    drop_last: bool = False
+    """Drop each epoch's last, incomplete global batch."""
+    pin: bool = True
+    """Pin each worker to its own core (round-robin over the usable cores)."""
+    cores: tuple[int, ...] | None = None
+    """The cores to pin to; None = every usable core."""
+    failure_timeout_s: float = 30.0
+    """How long the survivors of a failed rank may take to stop before they are killed."""
+    monitor_interval_s: float = 0.25
+    """Seconds between two CPU-utilisation samples; 0 turns the monitor off."""
+    eval_batch_size: int = 256
+    """Mini-batch size of the final evaluation (does not change the results)."""
+    fail_at: FailurePlan | None = None
+    """Test hook: make one rank fail at one step."""
+
+    def __post_init__(self) -> None:
+        self.engine = str(self.engine).lower()
+        self.schedule = str(self.schedule).lower()
+        if self.engine not in ENGINES:
+            raise ConfigError(
+                f"unknown engine {self.engine!r}: choose one of {', '.join(ENGINES)}, "
+                "e.g. --engine ddp"
+            )
+        for name in ("num_processes", "threads_per_process", "batch_size", "accumulate_steps"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} {value} must be >= 1")
+        if self.engine == "serial" and self.num_processes != 1:
+            raise ConfigError(
+                f"engine serial runs one process, not {self.num_processes}: drop --processes "
+                "(use --threads for intra-op threads) or pick a parallel engine"
+            )
+        if self.engine in SYNCHRONOUS_ENGINES and not self.per_process_batch:
+            if self.batch_size < self.num_processes:
+                raise ConfigError(
+                    f"more processes ({self.num_processes}) than samples per batch "
+                    f"({self.batch_size}): every rank needs at least one sample per step; "
+                    f"use --batch-size >= {self.num_processes} or fewer --processes"
+                )
+            if self.batch_size % self.num_processes:
+                lower = self.batch_size - self.batch_size % self.num_processes
+                raise ConfigError(
+                    f"global batch {self.batch_size} is not divisible by {self.num_processes} "
+                    f"processes: use --batch-size {lower} or "
+                    f"{lower + self.num_processes}, or --per-process-batch"
+                )
+        if self.accumulate_steps > self.rank_batch_size:
+            raise ConfigError(
+                f"{self.accumulate_steps} accumulation steps exceed the {self.rank_batch_size} "
+                "samples each rank takes per step: use --accumulate <= that"
+            )
+        if self.average_every is not None:
+            if self.average_every < 1:
+                raise ConfigError(
+                    f"average-every {self.average_every} must be >= 1 steps, e.g. --average-every 4"
+                )
+            if self.engine not in AVERAGING_ENGINES:
+                warnings.warn(
+                    f"average_every is ignored by engine {self.engine!r}; it applies to "
+                    f"{' and '.join(AVERAGING_ENGINES)}",
+                    ParnnWarning,
+                    stacklevel=2,
+                )
+        if self.steps is None and self.epochs < 1:
+            raise ConfigError(f"epochs {self.epochs} must be >= 1, e.g. --epochs 2")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps {self.steps} must be >= 1, or leave --steps unset")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown LR schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"
+            )
+        if self.seed < 0:
+            raise ConfigError(f"seed {self.seed} must be >= 0")
+        if self.failure_timeout_s <= 0:
+            raise ConfigError(f"failure timeout {self.failure_timeout_s} s must be > 0")
+        if self.monitor_interval_s < 0:
+            raise ConfigError(f"monitor interval {self.monitor_interval_s} s must be >= 0")
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"evaluation batch size {self.eval_batch_size} must be >= 1")
+        if self.fail_at is not None and self.fail_at.rank >= self.num_processes:
+            raise ConfigError(
+                f"failure plan rank {self.fail_at.rank} is out of range for "
+                f"{self.num_processes} processes"
+            )
+
+    @property
+    def synchronous(self) -> bool:
+        return self.engine in SYNCHRONOUS_ENGINES
+
+    @property
+    def averaging_period(self) -> int:
+        """Steps between two parameter averagings (local-sgd, mpi)."""
+        return self.average_every if self.average_every is not None else 1
+
+    @property
+    def rank_batch_size(self) -> int:
+        """Samples one rank takes per step (before the last, smaller batch of an epoch)."""
+        if self.synchronous and not self.per_process_batch:
+            return self.batch_size // self.num_processes
+        return self.batch_size
+
+    @property
+    def round_size(self) -> int:
+        """Samples all ranks take together in one step (a 'round' for Hogwild)."""
+        return self.rank_batch_size * self.num_processes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "num_processes": self.num_processes,
+            "threads_per_process": self.threads_per_process,
+            "batch_size": self.batch_size,
+            "per_process_batch": self.per_process_batch,
+            "rank_batch_size": self.rank_batch_size,
+            "global_batch_size": self.round_size,
+            "accumulate_steps": self.accumulate_steps,
+            "average_every": self.averaging_period if self.engine in AVERAGING_ENGINES else None,
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "optimizer": self.optimizer.to_dict(),
+            "schedule": self.schedule,
+            "warmup_steps": self.warmup_steps,
+            "seed": self.seed,
+            "drop_last": self.drop_last,
+            "pin": self.pin,
+            "cores": list(self.cores) if self.cores is not None else None,
+        }

@@ -1,0 +1,86 @@
+"""Synchronous data parallelism with ``DistributedDataParallel`` over gloo, and the serial
+baseline (the same loop in one process).
+
+Each rank holds a full replica. DDP broadcasts rank 0's parameters when it wraps the
+model, then all-reduces (averages) the gradients in buckets while the backward pass runs,
+so every rank applies the same update. With the global batch split over the ranks and the
+loss weighted by ``m * N / L`` (see :mod:`parnn.data_parallel.loop`), the gradient is the
+reference trainer's, and N ranks reproduce its parameters step for step.
+
+Uneven inputs. Every rank takes part in every step (a rank whose shard of a small last
+round is empty adds a zero gradient), so the collectives always match and ``Join`` is not
+needed; the weighting keeps the last, uneven round exact. ``drop_last`` drops it instead.
+
+Gradient accumulation: the first ``accumulate_steps - 1`` micro-batches run under
+``no_sync()`` (gradients accumulate locally); the last one triggers the all-reduce.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from parnn.data_parallel.job import TrainJob
+from parnn.data_parallel.loop import StepLog, WorkerOutput, numpy_state, run_loop
+
+__all__ = ["ddp_worker", "gather_logs", "serial_worker"]
+
+
+def gather_logs(log: StepLog, rank: int, world_size: int) -> list[StepLog]:
+    """Every rank's log on rank 0 (an empty list elsewhere); metadata only, a few KiB."""
+    gathered: list[Any] | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(log, gathered, dst=0)
+    return [entry for entry in gathered if entry is not None] if gathered is not None else []
+
+
+def serial_worker(rank: int, world_size: int, job: TrainJob) -> WorkerOutput:
+    """The reference loop in one process (with the threads the launcher gave it)."""
+    job.seed_worker(rank)
+    model = job.private_model()
+    optimizer = job.optimizer_factory(model.parameters())
+    scheduler = job.scheduler_factory(optimizer) if job.scheduler_factory is not None else None
+    log = run_loop(
+        rank=rank,
+        world_size=1,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=job.criterion,
+        inputs=job.inputs,
+        targets=job.targets,
+        shards=job.shards(rank),
+        accumulate_steps=job.config.accumulate_steps,
+        fail_at=job.config.fail_at,
+        board=job.board,
+    )
+    return WorkerOutput(logs=[log], state=numpy_state(model))
+
+
+def ddp_worker(rank: int, world_size: int, job: TrainJob) -> WorkerOutput:
+    """One DDP rank; the process group is already initialised (gloo)."""
+    job.seed_worker(rank)
+    model = job.private_model()
+    ddp_model = DistributedDataParallel(model)  # broadcasts rank 0's parameters and buffers
+    optimizer = job.optimizer_factory(ddp_model.parameters())
+    scheduler = job.scheduler_factory(optimizer) if job.scheduler_factory is not None else None
+    dist.barrier()  # start the clock together
+    log = run_loop(
+        rank=rank,
+        world_size=world_size,
+        model=ddp_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=job.criterion,
+        inputs=job.inputs,
+        targets=job.targets,
+        shards=job.shards(rank),
+        accumulate_steps=job.config.accumulate_steps,
+        global_weighting=True,
+        no_sync=ddp_model.no_sync,
+        fail_at=job.config.fail_at,
+        board=job.board,
+    )
+    logs = gather_logs(log, rank, world_size)
+    return WorkerOutput(logs=logs, state=numpy_state(model) if rank == 0 else None)

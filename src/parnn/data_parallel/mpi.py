@@ -1,0 +1,338 @@
+"""Weight averaging over MPI with mpi4py: the ``mpi`` engine.
+
+The algorithm is local SGD (:mod:`parnn.data_parallel.averaging`); the transport is MPI.
+The flat parameter buffer goes through a buffer-based ``Allreduce`` on a numpy view of
+the tensor (no copy, no pickling); only the small step logs are gathered as objects.
+
+Two ways to run it:
+
+- ``mpirun -n 4 parnn dp --engine mpi ...``: every MPI process runs the command; rank 0
+  evaluates, prints and writes the results (:func:`run_mpi_rank`).
+- ``parnn dp --engine mpi --processes 4``: parnn starts ``mpiexec -n 4`` itself
+  (:func:`launch_mpi`), found next to the Python interpreter or on ``PATH``, and reads the
+  result back from a temporary directory.
+
+mpi4py is an optional extra: ``pip install 'parnn[mpi]' mpich`` (MPICH from PyPI) or
+Debian's ``apt-get install openmpi-bin libopenmpi-dev`` then ``pip install 'parnn[mpi]'``.
+Importing this module does not import mpi4py (which would initialise MPI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+from parnn.data_parallel.averaging import train_replica
+from parnn.data_parallel.job import TrainJob
+from parnn.data_parallel.loop import WorkerOutput, numpy_state
+from parnn.errors import ConfigError, RankFailedError
+from parnn.launch import pin_current_process, plan_cores, usable_cores
+from parnn.results import atomic_write_bytes, atomic_write_text
+
+__all__ = [
+    "INSTALL_HINT",
+    "MpiEnv",
+    "MpiTransport",
+    "find_mpiexec",
+    "launch_mpi",
+    "mpi_available",
+    "mpi_env",
+    "require_mpi",
+    "run_mpi_rank",
+]
+
+INSTALL_HINT = (
+    "install the MPI extra: pip install 'parnn[mpi]' mpich (MPICH from PyPI), or "
+    "apt-get install openmpi-bin libopenmpi-dev and then pip install 'parnn[mpi]'"
+)
+_JOB_FILE = "job.pt"
+_OUTPUT_FILE = "output.pkl"
+_LOG_FILE = "mpiexec.log"
+
+
+def mpi_available() -> bool:
+    """Whether mpi4py can be imported (without importing it)."""
+    return importlib.util.find_spec("mpi4py") is not None
+
+
+def require_mpi() -> None:
+    if not mpi_available():
+        raise ConfigError(f"--engine mpi needs mpi4py, which is not installed: {INSTALL_HINT}")
+
+
+def find_mpiexec() -> str:
+    """``mpiexec`` (or ``mpirun``) beside this Python (a venv with PyPI's mpich), else on PATH."""
+    beside = Path(sys.executable).parent
+    for name in ("mpiexec", "mpirun"):
+        candidate = beside / name
+        if candidate.exists() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    for name in ("mpiexec", "mpirun"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ConfigError(f"--engine mpi needs an MPI launcher (mpiexec), none found: {INSTALL_HINT}")
+
+
+class MpiEnv:
+    """Where this process sits in a job started by mpirun/mpiexec (from its variables)."""
+
+    __slots__ = ("local_rank", "local_size", "rank", "size")
+
+    def __init__(self, rank: int, size: int, local_rank: int, local_size: int) -> None:
+        self.rank = rank
+        self.size = size
+        self.local_rank = local_rank
+        self.local_size = local_size
+
+
+def mpi_env(environ: Mapping[str, str] | None = None) -> MpiEnv | None:
+    """The MPI launcher's rank variables (MPICH/Hydra: PMI_*, MPI_LOCAL*; Open MPI:
+    OMPI_COMM_WORLD_*), or None when this process was not started by an MPI launcher."""
+    env = os.environ if environ is None else environ
+    for prefix_rank, prefix_size, local_rank, local_size in (
+        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+         "OMPI_COMM_WORLD_LOCAL_SIZE"),
+        ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+        ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK", "PMIX_LOCAL_SIZE"),
+    ):  # fmt: skip
+        if prefix_rank in env and prefix_size in env:
+            try:
+                rank, size = int(env[prefix_rank]), int(env[prefix_size])
+                return MpiEnv(
+                    rank, size, int(env.get(local_rank, rank)), int(env.get(local_size, size))
+                )
+            except ValueError:
+                return None
+    return None
+
+
+class MpiTransport:
+    """Collectives over an mpi4py communicator on numpy views of float32 tensors."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.world_size: int = comm.Get_size()
+
+    def allreduce_sum_(self, flat: torch.Tensor) -> None:
+        from mpi4py import MPI
+
+        self.comm.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)  # buffer, not pickle
+
+    def broadcast_(self, flat: torch.Tensor, root: int) -> None:
+        self.comm.Bcast(flat.numpy(), root=root)
+
+
+def _pin(job: TrainJob, local_rank: int, local_size: int) -> None:
+    config = job.config
+    plan = plan_cores(local_size, config.threads_per_process, config.cores or usable_cores())
+    pin_current_process(plan[local_rank] if config.pin else None, config.threads_per_process)
+
+
+def _train(job: TrainJob, comm: Any, local_rank: int, local_size: int) -> WorkerOutput | None:
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if size != job.config.num_processes:
+        raise ConfigError(
+            f"--processes {job.config.num_processes} but mpirun started {size} ranks: "
+            "make them equal or drop --processes"
+        )
+    _pin(job, local_rank, local_size)
+    comm.Barrier()
+    log, model = train_replica(rank, job, MpiTransport(comm))
+    logs = comm.gather(log, root=0)  # the step logs: small metadata, pickled
+    if rank != 0:
+        return None
+    return WorkerOutput(logs=list(logs), state=numpy_state(model))
+
+
+def _abort(comm: Any, rank: int, exc: BaseException) -> None:
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+    sys.stderr.write(f"parnn: error: rank {rank} failed: {detail}\n")
+    sys.stderr.flush()
+    comm.Abort(1)  # ends every rank: the others may be waiting in an Allreduce
+
+
+def run_mpi_rank(job: TrainJob, env: MpiEnv) -> WorkerOutput | None:
+    """Train in this MPI process (started by an external mpirun); rank 0 returns every
+    rank's logs and the final parameters, the other ranks None. A failure on any rank
+    prints it and aborts the whole job."""
+    require_mpi()
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    try:
+        return _train(job, comm, env.local_rank, env.local_size)
+    except BaseException as exc:
+        _abort(comm, comm.Get_rank(), exc)
+        raise
+
+
+# ── parnn starts mpiexec itself ──────────────────────────────────────────────────────────
+
+
+def _die_with_parent() -> None:  # runs in the mpiexec child before exec
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+
+def _stop_tree(process: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
+    try:
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.Error:
+        tree = []
+    for member in tree:
+        with contextlib.suppress(psutil.Error):
+            member.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    for member in alive:
+        with contextlib.suppress(psutil.Error):
+            member.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
+
+
+def _read_failures(directory: Path) -> list[dict[str, Any]]:
+    failures = []
+    for path in directory.glob("error-rank*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            failures.append(json.loads(path.read_text(encoding="utf-8")))
+    return sorted(failures, key=lambda failure: float(failure.get("time", 0.0)))
+
+
+class _RankWatch:
+    """Which rank's process vanished first: each rank writes its pid at start-up, and a
+    rank that dies without a word (os._exit, a signal) is the first one gone."""
+
+    def __init__(self, directory: Path, num_ranks: int) -> None:
+        self.directory = directory
+        self.num_ranks = num_ranks
+        self.processes: dict[int, psutil.Process] = {}
+        self.first_gone: int | None = None
+
+    def poll(self) -> None:
+        if len(self.processes) < self.num_ranks:
+            for rank in range(self.num_ranks):
+                path = self.directory / f"rank{rank}.pid"
+                if rank not in self.processes and path.exists():
+                    with contextlib.suppress(ValueError, psutil.Error, OSError):
+                        self.processes[rank] = psutil.Process(int(path.read_text()))
+        if self.first_gone is None:
+            for rank, process in sorted(self.processes.items()):
+                try:
+                    gone = process.status() == psutil.STATUS_ZOMBIE
+                except psutil.Error:
+                    gone = True
+                if gone and not (self.directory / f"rank{rank}.done").exists():
+                    self.first_gone = rank
+                    return
+
+
+def _launcher_failure(log_text: str, returncode: int, rank: int | None) -> RankFailedError:
+    # Hydra (MPICH) may name the rank that died: "RANK 1 PID 123 RUNNING AT vm EXIT CODE: 17"
+    match = re.search(r"RANK\s+(\d+)\s+PID\s+\d+.*?EXIT CODE:\s*(-?\d+)", log_text, re.S)
+    if match:
+        return RankFailedError(
+            int(match.group(1)),
+            f"process exited with code {match.group(2)} without raising (reported by mpiexec)",
+        )
+    if rank is not None:
+        return RankFailedError(
+            rank,
+            f"process exited without raising (os._exit, a signal or a crash in native code); "
+            f"mpiexec's exit code {returncode}",
+        )
+    tail = " ".join(log_text.strip().splitlines()[-3:])[-300:]
+    return RankFailedError(None, f"mpiexec exited with code {returncode}: {tail or 'no output'}")
+
+
+def launch_mpi(job: TrainJob, *, failure_timeout_s: float = 30.0) -> WorkerOutput:
+    """Run ``job`` under ``mpiexec -n N`` started here; returns rank 0's output or raises
+    :class:`RankFailedError` naming the failed rank (the others are stopped)."""
+    require_mpi()
+    mpiexec = find_mpiexec()
+    with tempfile.TemporaryDirectory(prefix="parnn-mpi-") as tmp:
+        directory = Path(tmp)
+        torch.save(job, directory / _JOB_FILE)
+        command: Sequence[str] = [
+            mpiexec, "-n", str(job.config.num_processes),
+            sys.executable, "-m", "parnn.data_parallel.mpi_rank", str(directory),
+        ]  # fmt: skip
+        with open(directory / _LOG_FILE, "wb") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
+            watch = _RankWatch(directory, job.config.num_processes)
+            try:
+                first_failure: float | None = None
+                while process.poll() is None:
+                    time.sleep(0.05)
+                    watch.poll()
+                    if first_failure is None and any(directory.glob("error-rank*.json")):
+                        first_failure = time.monotonic()
+                    if first_failure and time.monotonic() - first_failure > failure_timeout_s:
+                        break
+            finally:
+                if process.poll() is None:
+                    _stop_tree(process)
+        failures = _read_failures(directory)
+        if failures:
+            cause = failures[0]
+            raise RankFailedError(
+                int(cause["rank"]), str(cause["detail"]), traceback=str(cause["traceback"])
+            )
+        output_path = directory / _OUTPUT_FILE
+        if process.returncode != 0 or not output_path.exists():
+            log_text = (directory / _LOG_FILE).read_text(encoding="utf-8", errors="replace")
+            raise _launcher_failure(log_text, process.returncode or 0, watch.first_gone)
+        with open(output_path, "rb") as handle:
+            output: WorkerOutput = pickle.load(handle)
+        return output
+
+
+def main(argv: Sequence[str]) -> int:
+    """Each rank started by :func:`launch_mpi` (``python -m parnn.data_parallel.mpi_rank DIR``)."""
+    directory = Path(argv[0])
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    atomic_write_text(directory / f"rank{rank}.pid", str(os.getpid()))
+    try:
+        job: TrainJob = torch.load(directory / _JOB_FILE, weights_only=False)
+        env = mpi_env()
+        local_rank, local_size = (env.local_rank, env.local_size) if env else (rank, 1)
+        output = _train(job, comm, local_rank, local_size)
+        if output is not None:
+            atomic_write_bytes(directory / _OUTPUT_FILE, pickle.dumps(output))
+        atomic_write_text(directory / f"rank{rank}.done", "")
+    except BaseException as exc:
+        record = {
+            "rank": rank,
+            "detail": " ".join(f"{type(exc).__name__}: {exc}".split())[:500],
+            "traceback": traceback.format_exc(),
+            "time": time.time(),
+        }
+        with contextlib.suppress(Exception):
+            atomic_write_text(directory / f"error-rank{rank}.json", json.dumps(record))
+        _abort(comm, rank, exc)
+        return 1
+    return 0

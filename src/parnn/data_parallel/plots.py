@@ -1,0 +1,147 @@
+"""Plots of data-parallel runs, rendered from their results: loss against wall time and
+against samples, CPU utilisation over time, throughput bars."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
+
+from parnn.data_parallel.result import DataParallelResult  # noqa: E402
+from parnn.data_parallel.scaling import BatchScalingResult  # noqa: E402
+
+__all__ = ["plot_batch_scaling", "plot_cpu", "plot_loss", "plot_throughput", "smooth"]
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` points (shorter at the start)."""
+    out: list[float] = []
+    total = 0.0
+    for index, value in enumerate(values):
+        total += value
+        if index >= window:
+            total -= values[index - window]
+        out.append(total / min(index + 1, window))
+    return out
+
+
+def plot_loss(runs: Sequence[DataParallelResult], path: Path, *, x_axis: str = "time") -> Path:
+    """Training loss (moving average over ~2% of the steps) against seconds or samples."""
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    for run in runs:
+        curve = run.curve
+        if not len(curve):
+            continue
+        window = max(1, len(curve) // 50)
+        x = curve.time_s if x_axis == "time" else curve.samples
+        axis.plot(x, smooth(curve.loss, window), label=run.label, linewidth=1.4)
+    axis.set_xlabel("wall time of training (s)" if x_axis == "time" else "training samples seen")
+    axis.set_ylabel("training loss (moving average)")
+    axis.set_yscale("log")
+    axis.set_title(f"loss vs {'time' if x_axis == 'time' else 'samples'}: {_subject(runs)}")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_cpu(runs: Sequence[DataParallelResult], path: Path) -> Path:
+    """One panel per run: each core (thin), their mean (bold) and this job's share (dashed)."""
+    panels = [run for run in runs if run.cpu is not None]
+    figure, axes = plt.subplots(
+        max(1, len(panels)), 1, figsize=(7.5, 1.9 * max(1, len(panels)) + 0.6), squeeze=False
+    )
+    for axis, run in zip(axes[:, 0], panels, strict=False):
+        trace = run.cpu
+        assert trace is not None
+        for core in range(trace.num_cores):
+            axis.plot(
+                trace.times_s, [sample[core] for sample in trace.per_core], linewidth=0.6,
+                alpha=0.6, label=f"core {core}",
+            )  # fmt: skip
+        axis.plot(trace.times_s, trace.total, color="black", linewidth=1.6, label="all cores")
+        axis.plot(trace.times_s, trace.process, color="tab:red", linestyle="--", label="this job")
+        axis.set_ylim(0, 105)
+        axis.set_ylabel("CPU %")
+        axis.set_title(
+            f"{run.label}: mean {run.cpu_summary.get('mean_total_percent')}% of the machine, "
+            f"this job {run.cpu_summary.get('mean_process_percent')}%",
+            fontsize=9,
+        )
+        axis.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel("seconds since the run started (process start-up included)")
+    if panels:
+        axes[0, 0].legend(fontsize=7, ncol=4, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_throughput(runs: Sequence[DataParallelResult], path: Path) -> Path:
+    """Training samples per second of each run."""
+    figure, axis = plt.subplots(figsize=(7.5, 3.5))
+    labels = [run.label for run in runs]
+    values = [run.samples_per_s for run in runs]
+    bars = axis.bar(labels, values, color="tab:blue")
+    axis.bar_label(bars, labels=[f"{value:,.0f}" for value in values], fontsize=8)
+    axis.set_ylabel("training samples / s")
+    axis.set_title(f"throughput: {_subject(runs)}")
+    axis.grid(True, axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _subject(runs: Sequence[DataParallelResult]) -> str:
+    return f"{runs[0].model} on {runs[0].data}" if runs else ""
+
+
+_REGIME_COLOURS = {
+    "perfect scaling": "tab:green",
+    "diminishing returns": "tab:orange",
+    "maximal data parallelism": "tab:red",
+}
+
+
+def plot_batch_scaling(result: BatchScalingResult, path: Path, *, title: str = "") -> Path:
+    """Steps to the target accuracy against batch size, log-log, with the perfect-scaling
+    line through the smallest batch size and each regime shaded."""
+    points = [point for point in result.points if point.steps is not None]
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    if points:
+        sizes = [point.batch_size for point in points]
+        steps = [point.steps or 0 for point in points]
+        axis.plot(sizes, steps, marker="o", color="tab:blue", label="measured (best LR)")
+        for point in points:
+            axis.annotate(f"lr {point.best_lr:g}", (point.batch_size, point.steps or 0),
+                          textcoords="offset points", xytext=(4, 6), fontsize=7)  # fmt: skip
+        all_sizes = [point.batch_size for point in result.points]
+        ideal = [steps[0] * sizes[0] / size for size in all_sizes]
+        axis.plot(
+            all_sizes, ideal, linestyle="--", color="grey", label="perfect scaling (slope -1)"
+        )
+        for span in result.regimes:
+            colour = _REGIME_COLOURS.get(span["regime"], "lightgrey")
+            axis.axvspan(span["from_batch"], span["to_batch"], color=colour, alpha=0.12,
+                         label=span["regime"])  # fmt: skip
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel("batch size")
+    axis.set_ylabel(f"steps to {100 * result.config.target_accuracy:g}% validation accuracy")
+    axis.set_title(title or "batch-size scaling")
+    axis.grid(True, which="both", alpha=0.3)
+    handles, labels = axis.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    axis.legend(unique.values(), unique.keys(), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
