@@ -1,0 +1,331 @@
+"""`parnn pipeline` (pipeline-parallel training) and `parnn schedules` (what torch offers)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from parnn.cli._options import (
+    batch_size_option,
+    data_dir_option,
+    data_option,
+    emit,
+    epochs_option,
+    input_shape_option,
+    json_option,
+    model_option,
+    out_option,
+    parse_input_shape,
+    quiet_option,
+    seed_option,
+    steps_option,
+)
+from parnn.errors import ConfigError
+from parnn.progress import stderr_console, stdout_console
+from parnn.train import SCHEDULES as LR_SCHEDULES
+from parnn.train import OptimizerConfig
+
+__all__ = ["COMMANDS"]
+
+
+def _fail_at(text: str | None) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    try:
+        rank, step = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--fail-at {text!r}: expected RANK:STEP, e.g. 1:3") from None
+    return rank, step
+
+
+@click.command("pipeline")
+@model_option("lenet5")
+@data_option("digits")
+@data_dir_option
+@input_shape_option
+@click.option(
+    "--stages", type=int, default=2, show_default=True, help="Processes (one pinned core each)."
+)
+@click.option(
+    "--stages-per-rank",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Stages per process (interleaved, looped, V schedules).",
+)
+@click.option(
+    "--partition",
+    default="equal-load",
+    show_default=True,
+    help="Boundaries 0,3,5 / unit counts 3,2 / a scheme / a method (auto, time, params...).",
+)
+@click.option(
+    "--schedule",
+    default="gpipe",
+    show_default=True,
+    help="Pipeline schedule (see `parnn schedules`).",
+)
+@click.option(
+    "--microbatches",
+    default="4",
+    show_default=True,
+    help="Micro-batches per mini-batch, or 'auto' (the simulator's fastest).",
+)
+@batch_size_option(32)
+@epochs_option(1)
+@steps_option(None)
+@click.option(
+    "--lr", type=float, default=None, help="Learning rate [default: 0.003 adam, 0.05 sgd]."
+)
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(list(LR_SCHEDULES)),
+    default="constant",
+    show_default=True,
+    help="LR schedule, stepped per optimizer step.",
+)
+@seed_option
+@click.option(
+    "--threads-per-stage",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Intra-op threads (and cores) per process.",
+)
+@click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation at each epoch's end.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    envvar="PARNN_CACHE_DIR",
+    help="Profile cache for cost-aware partitions and --microbatches auto.",
+)
+@click.option("--fail-at", default=None, hidden=True, help="TEST HOOK: RANK:STEP raises there.")
+@out_option
+@json_option
+@quiet_option
+def pipeline(
+    model: str,
+    data: str,
+    data_dir: Path | None,
+    input_shape: str | None,
+    stages: int,
+    stages_per_rank: int,
+    partition: str,
+    schedule: str,
+    microbatches: str,
+    batch_size: int,
+    epochs: int,
+    steps: int | None,
+    lr: float | None,
+    optimizer: str,
+    momentum: float,
+    lr_schedule: str,
+    seed: int,
+    threads_per_stage: int,
+    no_eval: bool,
+    cache_dir: Path | None,
+    fail_at: str | None,
+    out: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Train MODEL split into pipeline stages, one pinned process per stage (rank 0 the
+    master), on torch.distributed.pipelining; print per-stage costs and throughput."""
+    from parnn.pipeline import PipelineConfig, run_pipeline
+
+    fail_rank, fail_step = _fail_at(fail_at)
+    shape = parse_input_shape(input_shape)
+    prediction: dict[str, Any] | None = None
+    num_microbatches, chosen_partition, prediction = _microbatches(
+        microbatches,
+        model=model,
+        data=data,
+        shape=shape,
+        partition=partition,
+        stages=stages * stages_per_rank,
+        ranks=stages,
+        batch_size=batch_size,
+        schedule=schedule,
+        threads=threads_per_stage,
+        cache_dir=cache_dir,
+    )
+    config = PipelineConfig(
+        model=model,
+        data=data,
+        data_dir=data_dir,
+        input_shape=shape,
+        num_stages=stages,
+        stages_per_rank=stages_per_rank,
+        partition=chosen_partition if chosen_partition is not None else partition,
+        schedule=schedule,
+        num_microbatches=num_microbatches,
+        batch_size=batch_size,
+        epochs=epochs,
+        steps=steps,
+        optimizer=OptimizerConfig(
+            name=optimizer,
+            lr=lr if lr is not None else (0.003 if optimizer == "adam" else 0.05),
+            momentum=momentum,
+        ),
+        lr_schedule=lr_schedule,
+        seed=seed,
+        threads_per_stage=threads_per_stage,
+        evaluate=not no_eval,
+        out_dir=out,
+        fail_rank=fail_rank,
+        fail_at_step=fail_step,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_pipeline(config, quiet=quiet or as_json, profile_cache_dir=cache_dir)
+    for warning in caught:
+        stderr_console.print(f"[yellow]warning:[/] {warning.message}")
+    if result is None:  # a non-master rank under torchrun
+        return
+    payload = {"command": "pipeline", **result.to_dict(), "prediction": prediction}
+    emit(payload, as_json=as_json, render=lambda: _render(result, prediction))
+
+
+def _microbatches(
+    text: str,
+    *,
+    model: str,
+    data: str,
+    shape: tuple[int, ...] | None,
+    partition: str,
+    stages: int,
+    ranks: int,
+    batch_size: int,
+    schedule: str,
+    threads: int,
+    cache_dir: Path | None,
+) -> tuple[int, Any, dict[str, Any] | None]:
+    """The number of micro-batches: given, or the simulator's fastest for 'auto'."""
+    if text.strip().lower() != "auto":
+        try:
+            return int(text), None, None
+        except ValueError:
+            raise ConfigError(
+                f"--microbatches {text!r}: give a positive integer or 'auto'"
+            ) from None
+    from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
+    from parnn.pipeline import PipelineConfig
+    from parnn.pipeline.runtime import _sample_shape
+
+    sample = _sample_shape(
+        PipelineConfig(
+            model=model, data=data, input_shape=shape, batch_size=batch_size, num_microbatches=1
+        )
+    )
+    source = ProfileSource(
+        ProfileConfig(
+            model=model,
+            input_shape=sample,
+            num_classes=10,
+            cache_dir=cache_dir,
+            threads=threads,
+            quiet=True,
+        )
+    )
+    plan = resolve_plan(
+        partition,
+        source=source,
+        num_stages=stages,
+        batch_size=batch_size,
+        num_microbatches="auto",
+        schedule=schedule,
+        num_devices=ranks,
+    )
+    predicted = {
+        "num_microbatches": plan.num_microbatches,
+        "step_time_s": plan.chosen.step_time_s,
+        "samples_per_s": plan.samples_per_s,
+        "candidates": [c.to_dict() for c in plan.candidates],
+    }
+    return plan.num_microbatches, plan.partition, predicted
+
+
+def _render(result: Any, prediction: dict[str, Any] | None) -> None:
+    config = result.config
+    title = (
+        f"{config['model']} on {config['data']}: {result.num_ranks} ranks, "
+        f"{config['schedule']}, m={config['num_microbatches']}, partition {result.partition}"
+    )
+    table = Table(title=title)
+    for column in ("stage", "rank", "units", "params", "fwd ms", "bwd ms", "wait ms", "idle"):
+        table.add_column(column, justify="left" if column == "units" else "right")
+    for s in result.stages:
+        units = f"{s.units[0]}..{s.units[-1]}" if len(s.units) > 1 else s.units[0]
+        table.add_row(
+            str(s.stage),
+            str(s.rank),
+            units,
+            f"{s.parameters:,}",
+            f"{1000 * s.forward_s:.2f}",
+            f"{1000 * s.backward_s:.2f}",
+            f"{1000 * s.wait_s:.2f}",
+            f"{100 * s.idle_share:.0f}%",
+        )
+    stdout_console.print(table)
+    summary = Table(show_header=False)
+    summary.add_column("what")
+    summary.add_column("value", justify="right")
+    summary.add_row("step time (median)", f"{1000 * result.step_time_s:.2f} ms")
+    summary.add_row("throughput", f"{result.samples_per_s:,.0f} samples/s")
+    summary.add_row("bubble fraction", f"{100 * result.bubble_fraction:.1f}%")
+    if prediction is not None:
+        summary.add_row("predicted step (simulator)", f"{1000 * prediction['step_time_s']:.2f} ms")
+    for boundary in result.boundaries:
+        summary.add_row(
+            f"bytes after stage {boundary.after_stage}",
+            f"{boundary.activation_bytes / 1024:.1f} KiB/micro-batch, "
+            f"{boundary.bytes_per_step / 1024:.1f} KiB/step",
+        )
+    if result.val_accuracy is not None:
+        summary.add_row("validation accuracy", f"{100 * result.val_accuracy:.2f}%")
+    summary.add_row("steps / wall time", f"{result.steps} / {result.wall_s:.1f} s")
+    for name, path in result.files.items():
+        summary.add_row(name, path)
+    stdout_console.print(summary)
+
+
+@click.command("schedules")
+@json_option
+def schedules(as_json: bool) -> None:
+    """List the pipeline schedules the installed torch offers."""
+    from parnn.pipeline.schedules import SCHEDULES
+
+    rows = [
+        {
+            "name": spec.name,
+            "torch_class": spec.torch_class,
+            "stages_per_rank": str(
+                spec.fixed_stages_per_rank or (">= 2" if spec.multi_stage else 1)
+            ),
+            "description": spec.description,
+        }
+        for spec in SCHEDULES.values()
+        if spec.available
+    ]
+
+    def render() -> None:
+        table = Table(title="pipeline schedules (torch.distributed.pipelining)")
+        for column in ("name", "torch class", "stages/rank", "description"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["name"], row["torch_class"], str(row["stages_per_rank"]), row["description"]
+            )
+        stdout_console.print(table)
+
+    emit({"schedules": rows}, as_json=as_json, render=render)
+
+
+COMMANDS = [pipeline, schedules]

@@ -1,0 +1,255 @@
+"""Run a pipeline: plan and validate everything before a process starts, launch one pinned
+process per rank (or join a torchrun job), and turn rank 0's gathered measurements into a
+:class:`PipelineResult` with its JSON and Chrome trace."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from parnn.errors import PartitionError
+from parnn.launch import LaunchConfig, run_distributed
+from parnn.models import build_model, count_parameters
+from parnn.partition import Partition
+from parnn.partition.methods import needs_profile
+from parnn.partition.resolve import resolve_partition
+from parnn.pipeline.config import PipelineConfig
+from parnn.pipeline.result import BoundaryStats, PipelineResult, summarize_stages
+from parnn.pipeline.schedules import check_schedule, get_schedule
+from parnn.pipeline.stage import boundary_shapes
+from parnn.pipeline.worker import pipeline_worker
+from parnn.results import machine_facts, write_json
+from parnn.trace import TraceRecorder, write_chrome_trace
+
+__all__ = ["PipelinePlan", "plan_pipeline_run", "run_pipeline"]
+
+_DATA_SHAPES = {"digits": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+@dataclass(frozen=True, slots=True)
+class PipelinePlan:
+    """What a run will do, known before any process starts."""
+
+    partition: Partition
+    shapes: list[tuple[int, ...]]  # tensor entering each stage, then the output
+    unit_names: list[list[str]]  # per stage
+    stage_parameters: list[int]
+    input_shape: tuple[int, ...]
+
+
+def _sample_shape(config: PipelineConfig) -> tuple[int, ...]:
+    if config.input_shape is not None:
+        return tuple(config.input_shape)
+    return _DATA_SHAPES.get(config.data.strip().lower(), (3, 32, 32))
+
+
+def plan_pipeline_run(
+    config: PipelineConfig, *, profile_cache_dir: Path | None = None
+) -> PipelinePlan:
+    """Validate ``config`` and resolve its partition and boundary shapes, on the ``meta``
+    device (no weights, no data): every bad setting fails here, in one line."""
+    spec = get_schedule(config.schedule)
+    check_schedule(
+        spec,
+        num_ranks=config.num_stages,
+        stages_per_rank=config.stages_per_rank,
+        num_microbatches=config.num_microbatches,
+    )
+    sample_shape = _sample_shape(config)
+    with torch.device("meta"):
+        model = build_model(config.model, input_shape=sample_shape, num_classes=10)
+    num_units = len(model)
+    total = config.total_stages
+    if total > num_units:
+        raise PartitionError(
+            f"{total} stages but {config.model} has only {num_units} units: every stage needs "
+            f"at least one unit; use at most {num_units} stages"
+        )
+    if isinstance(config.partition, Partition):
+        partition = config.partition.check_units(num_units)
+    else:
+        partition = resolve_partition(
+            config.partition,
+            # Cost-aware methods profile the real model; the others only count its units.
+            model=config.model if needs_profile(config.partition) else model,
+            num_stages=total,
+            batch_size=config.batch_size,
+            num_microbatches=config.num_microbatches,
+            schedule=config.schedule,
+            input_shape=sample_shape,
+            num_classes=10,
+            threads=config.threads_per_stage,
+            cache_dir=profile_cache_dir,
+        )
+    if partition.num_stages != total:
+        raise PartitionError(
+            f"partition {partition} has {partition.num_stages} stages but the run has {total} "
+            f"({config.num_stages} ranks x {config.stages_per_rank} stages per rank): give "
+            f"{total} stages or change --stages"
+        )
+    shapes = boundary_shapes(model, partition, sample_shape, config.microbatch_size)
+    units = list(model.named_children())
+    names = [[units[i][0] for i in span] for span in partition.stage_ranges]
+    parameters = [
+        sum(count_parameters(units[i][1]) for i in span) for span in partition.stage_ranges
+    ]
+    return PipelinePlan(partition, shapes, names, parameters, sample_shape)
+
+
+def run_pipeline(
+    config: PipelineConfig, *, quiet: bool = False, profile_cache_dir: Path | None = None
+) -> PipelineResult | None:
+    """Train with the pipeline; returns the result on the master (None on other torchrun
+    ranks). Raises :class:`~parnn.errors.RankFailedError` when a rank fails."""
+    started = time.perf_counter()
+    plan = plan_pipeline_run(config, profile_cache_dir=profile_cache_dir)
+    launch_config = LaunchConfig(
+        num_processes=config.num_stages,
+        backend=config.backend,
+        threads_per_process=config.threads_per_stage,
+        pin=config.pin,
+    )
+    results = run_distributed(
+        pipeline_worker, launch_config, config, plan.partition, plan.shapes, quiet
+    )
+    gathered = results[0]
+    if gathered is None:
+        return None
+    result = _assemble(config, plan, gathered, wall_s=time.perf_counter() - started)
+    if config.out_dir is not None:
+        _write_files(config.out_dir, result, gathered, config)
+    return result
+
+
+def _assemble(
+    config: PipelineConfig, plan: PipelinePlan, gathered: dict[str, Any], *, wall_s: float
+) -> PipelineResult:
+    reports = gathered["reports"]
+    total_steps = gathered["total_steps"]
+    warm = min(config.measure_warmup_steps, max(0, total_steps - 1))
+    measured = set(range(warm, total_steps))
+    master = reports[0]
+    step_time_s = _median([master.step_times[s] for s in sorted(measured)])
+    stages = summarize_stages(
+        reports,
+        measured_steps=measured,
+        step_time_s=step_time_s,
+        unit_names=plan.unit_names,
+        stage_parameters=plan.stage_parameters,
+    )
+    busy = sum(s.compute_s for s in stages)
+    bubble = max(0.0, 1.0 - busy / (config.num_stages * step_time_s)) if step_time_s else 0.0
+    boundaries = []
+    for index, shape in enumerate(plan.shapes[1:-1]):
+        activation = math.prod(shape) * 4  # float32
+        boundaries.append(
+            BoundaryStats(index, list(shape), activation, 2 * config.num_microbatches * activation)
+        )
+    history = gathered["history"]
+    parameters = None
+    if config.return_parameters:
+        parameters = {}
+        for report in reports:
+            parameters.update(report.state)
+    return PipelineResult(
+        config=config.to_dict(),
+        partition=list(plan.partition.boundaries),
+        num_ranks=config.num_stages,
+        steps=total_steps,
+        samples=total_steps * config.batch_size,
+        step_time_s=step_time_s,
+        samples_per_s=config.batch_size / step_time_s if step_time_s else 0.0,
+        bubble_fraction=bubble,
+        wall_s=wall_s,
+        stages=stages,
+        boundaries=boundaries,
+        losses=reports[gathered["last_rank"]].losses,
+        history=history,
+        val_accuracy=history[-1]["val_accuracy"] if history else None,
+        val_loss=history[-1]["val_loss"] if history else None,
+        train_samples=gathered["train_samples"],
+        val_samples=gathered["val_samples"],
+        machine=machine_facts(),
+        parameters=parameters,
+    )
+
+
+def _median(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _trace_recorders(config: PipelineConfig, gathered: dict[str, Any]) -> list[TraceRecorder]:
+    total = gathered["total_steps"]
+    first = min(config.measure_warmup_steps, max(0, total - 1))
+    drawn = set(range(first, min(total, first + config.trace_steps)))
+    recorders = []
+    for report in gathered["reports"]:
+        label = ", ".join(str(s) for s in report.stages)
+        recorder = TraceRecorder(track=report.rank, track_name=f"rank {report.rank}: stage {label}")
+        kinds = {"F": "forward", "B": "backward", "W": "weight-grad"}
+        for step, stage, microbatch, kind, start, duration in report.chunks:
+            if step in drawn:
+                recorder.add(
+                    f"{kind}{microbatch}",
+                    kinds[kind],
+                    start,
+                    duration,
+                    step=step,
+                    stage=stage,
+                    microbatch=microbatch,
+                )
+        for step, start, duration in report.waits:
+            if step in drawn:
+                recorder.add("wait", "communication", start, duration, step=step)
+        for step, (start, length, opt) in enumerate(
+            zip(report.step_starts, report.step_times, report.optimizer_times, strict=True)
+        ):
+            if step in drawn:
+                recorder.add("optimizer", "optimizer", start + length - opt, opt, step=step)
+        recorders.append(recorder)
+    return recorders
+
+
+def _write_files(
+    out_dir: Path, result: PipelineResult, gathered: dict[str, Any], config: PipelineConfig
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trace_path = out_dir / "trace.json"
+    write_chrome_trace(
+        trace_path,
+        _trace_recorders(config, gathered),
+        metadata={"schedule": config.schedule, "partition": result.partition},
+    )
+    result.files = {"result": str(out_dir / "result.json"), "trace": str(trace_path)}
+    write_json(out_dir / "result.json", result.to_dict())
+
+
+def stage_table_rows(result: PipelineResult) -> list[dict[str, Any]]:
+    """Per-stage rows for tables (milliseconds and shares)."""
+    return [
+        {
+            "stage": s.stage,
+            "rank": s.rank,
+            "units": f"{s.units[0]}..{s.units[-1]}" if len(s.units) > 1 else s.units[0],
+            "parameters": s.parameters,
+            "forward_ms": 1000 * s.forward_s,
+            "backward_ms": 1000 * s.backward_s,
+            "wait_ms": 1000 * s.wait_s,
+            "idle_share": s.idle_share,
+        }
+        for s in result.stages
+    ]
+
+
+def model_units(model: nn.Sequential) -> list[str]:
+    return [name for name, _ in model.named_children()]

@@ -1,0 +1,176 @@
+"""Pipeline schedules by name: parnn's names for the schedules of
+``torch.distributed.pipelining``, and the rules each one needs, checked before any process
+starts (some schedules deadlock instead of failing when a rule is broken).
+
+A rank holds one stage (``gpipe``, ``1f1b``) or several (``interleaved-1f1b``,
+``looped-bfs``, ``zero-bubble`` and the V-shaped ``zbv``/``dualpipev``). GPipe with four
+stages and four micro-batches (F = forward, B = backward of micro-batch n)::
+
+    rank 0 | F0 F1 F2 F3 .  .  .  .  .  .  B3 B2 B1 B0
+    rank 1 |    F0 F1 F2 F3 .  .  .  .  B3 B2 B1 B0
+    rank 2 |       F0 F1 F2 F3 .  .  B3 B2 B1 B0
+    rank 3 |          F0 F1 F2 F3 B3 B2 B1 B0
+
+1F1B starts backward passes as soon as the last stage can, so at most ``num_stages``
+micro-batches are in flight per stage instead of ``m``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch.distributed.pipelining import schedules as torch_schedules
+
+from parnn.errors import ScheduleError
+
+__all__ = ["SCHEDULES", "ScheduleSpec", "get_schedule", "schedule_names", "stage_indices"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """What parnn knows of one schedule."""
+
+    name: str
+    torch_class: str  # class name in torch.distributed.pipelining.schedules
+    multi_stage: bool  # takes a list of stages per rank
+    layout: str  # "loop": rank r holds stages r, r+R, ...; "v": stages r and 2R-1-r
+    description: str
+    fixed_stages_per_rank: int | None = None  # V schedules need exactly 2
+
+    @property
+    def available(self) -> bool:
+        return hasattr(torch_schedules, self.torch_class)
+
+    def torch_schedule(self) -> Any:
+        return getattr(torch_schedules, self.torch_class)
+
+
+SCHEDULES: dict[str, ScheduleSpec] = {
+    spec.name: spec
+    for spec in (
+        ScheduleSpec(
+            "gpipe",
+            "ScheduleGPipe",
+            False,
+            "loop",
+            "all forwards, then all backwards (GPipe); m micro-batches in flight",
+        ),
+        ScheduleSpec(
+            "1f1b",
+            "Schedule1F1B",
+            False,
+            "loop",
+            "one forward, one backward (PipeDream-flush); needs m >= stages",
+        ),
+        ScheduleSpec(
+            "interleaved-1f1b",
+            "ScheduleInterleaved1F1B",
+            True,
+            "loop",
+            "1F1B over several stages per rank (Megatron interleaving)",
+        ),
+        ScheduleSpec(
+            "looped-bfs",
+            "ScheduleLoopedBFS",
+            True,
+            "loop",
+            "breadth-first over several stages per rank",
+        ),
+        ScheduleSpec(
+            "zero-bubble",
+            "ScheduleInterleavedZeroBubble",
+            True,
+            "loop",
+            "interleaved zero-bubble: weight gradients split off to fill bubbles",
+        ),
+        ScheduleSpec(
+            "zbv",
+            "ScheduleZBVZeroBubble",
+            True,
+            "v",
+            "zero-bubble V schedule: 2 stages per rank in a V",
+            fixed_stages_per_rank=2,
+        ),
+        ScheduleSpec(
+            "dualpipev",
+            "ScheduleDualPipeV",
+            True,
+            "v",
+            "DualPipe V schedule: 2 stages per rank in a V",
+            fixed_stages_per_rank=2,
+        ),
+    )
+}
+
+
+def schedule_names() -> tuple[str, ...]:
+    """The schedules the installed torch offers."""
+    return tuple(name for name, spec in SCHEDULES.items() if spec.available)
+
+
+def get_schedule(name: str) -> ScheduleSpec:
+    key = name.strip().lower()
+    spec = SCHEDULES.get(key)
+    if spec is None or not spec.available:
+        raise ScheduleError(
+            f"unknown schedule {name!r}; this torch offers: {', '.join(schedule_names())} "
+            "(see `parnn schedules`)"
+        )
+    return spec
+
+
+def check_schedule(
+    spec: ScheduleSpec, *, num_ranks: int, stages_per_rank: int, num_microbatches: int
+) -> None:
+    """Refuse, before any process starts, the settings under which ``spec`` cannot run."""
+    if num_microbatches < 1:
+        raise ScheduleError(f"--microbatches must be >= 1, got {num_microbatches}")
+    if stages_per_rank < 1:
+        raise ScheduleError(f"--stages-per-rank must be >= 1, got {stages_per_rank}")
+    if not spec.multi_stage and stages_per_rank != 1:
+        raise ScheduleError(
+            f"schedule {spec.name!r} runs one stage per rank, got --stages-per-rank "
+            f"{stages_per_rank}; use interleaved-1f1b, looped-bfs or zero-bubble for more"
+        )
+    if spec.fixed_stages_per_rank and stages_per_rank != spec.fixed_stages_per_rank:
+        raise ScheduleError(
+            f"schedule {spec.name!r} needs exactly --stages-per-rank "
+            f"{spec.fixed_stages_per_rank}, got {stages_per_rank}"
+        )
+    if spec.multi_stage and num_ranks < 2:
+        raise ScheduleError(
+            f"schedule {spec.name!r} needs at least 2 ranks (--stages 2 or more), got {num_ranks}"
+        )
+    if spec.name == "1f1b" and num_microbatches < num_ranks:
+        raise ScheduleError(
+            f"1f1b needs at least as many micro-batches as stages: --microbatches "
+            f"{num_microbatches} < --stages {num_ranks}; use --microbatches {num_ranks} or more, "
+            "or --schedule gpipe"
+        )
+    if spec.name in ("interleaved-1f1b", "zero-bubble"):
+        rounds = max(1, num_microbatches // num_ranks)
+        if num_microbatches % rounds:
+            raise ScheduleError(
+                f"{spec.name} needs --microbatches to be a multiple of the number of rounds "
+                f"({rounds} = microbatches // stages); got {num_microbatches}: use a multiple "
+                f"of --stages {num_ranks}"
+            )
+    if spec.name == "dualpipev" and num_microbatches < 2 * num_ranks:
+        raise ScheduleError(
+            f"{spec.name} needs --microbatches >= 2 x stages ({2 * num_ranks}), got "
+            f"{num_microbatches}"
+        )
+
+
+def stage_indices(
+    spec: ScheduleSpec, *, rank: int, num_ranks: int, stages_per_rank: int
+) -> list[int]:
+    """The pipeline stages rank ``rank`` holds.
+
+    Looped layouts give rank r the stages r, r+R, r+2R...; V layouts give rank r the
+    stages r and 2R-1-r, so that the first and the last stage live on rank 0.
+    """
+    if spec.layout == "v":
+        return [rank, 2 * num_ranks - 1 - rank]
+    return [rank + i * num_ranks for i in range(stages_per_rank)]

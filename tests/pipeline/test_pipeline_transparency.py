@@ -1,0 +1,90 @@
+"""The test that proves the engine: k pipelined training steps give the reference trainer's
+parameters on the same seed and data (gpipe and 1f1b, 2 and 4 stages, two models).
+
+Tolerance: rtol 1e-4, atol 1e-5. Splitting a mini-batch into micro-batches changes only
+the order of floating-point sums, so the difference stays at rounding level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from parnn.pipeline import PipelineConfig, run_pipeline
+from parnn.train import OptimizerConfig, TrainConfig
+from parnn.train import train as reference_train
+from parnn.train.setup import setup_training
+
+SMALL_VGG = f"{Path(__file__).with_name('small_vgg.py')}:build"
+STEPS = 3
+
+
+def _reference(
+    model: str, input_shape: tuple[int, ...] | None, batch_size: int
+) -> dict[str, torch.Tensor]:
+    setup = setup_training(model, "digits", input_shape=input_shape, seed=0)
+    config = TrainConfig(
+        batch_size=batch_size,
+        steps=STEPS,
+        optimizer=OptimizerConfig(name="adam", lr=0.003),
+        schedule="constant",
+        seed=0,
+        threads=1,
+        drop_last=True,
+    )
+    reference_train(setup.model, setup.train_data, setup.val_data, config, quiet=True)
+    return {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("model", "input_shape", "stages", "schedule"),
+    [
+        ("lenet5", None, 2, "gpipe"),
+        ("lenet5", None, 2, "1f1b"),
+        ("lenet5", None, 4, "gpipe"),
+        ("lenet5", None, 4, "1f1b"),
+        (SMALL_VGG, (1, 16, 16), 2, "gpipe"),
+        (SMALL_VGG, (1, 16, 16), 4, "1f1b"),
+    ],
+)
+def test_pipeline_steps_equal_the_reference_trainer(
+    model: str, input_shape: tuple[int, ...] | None, stages: int, schedule: str
+) -> None:
+    batch_size = 32
+    config = PipelineConfig(
+        model=model,
+        data="digits",
+        input_shape=input_shape,
+        num_stages=stages,
+        schedule=schedule,
+        num_microbatches=4,
+        batch_size=batch_size,
+        steps=STEPS,
+        partition="equal-load",
+        optimizer=OptimizerConfig(name="adam", lr=0.003),
+        lr_schedule="constant",
+        evaluate=False,
+        return_parameters=True,
+    )
+    with pytest.warns() if stages > 2 else _no_warning_check():
+        result = run_pipeline(config, quiet=True)
+    assert result is not None and result.parameters is not None
+    expected = _reference(model, input_shape, batch_size)
+    assert sorted(result.parameters) == sorted(expected)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(result.parameters[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    # ... and the parameters did move: the comparison is not between two untouched models.
+    setup = setup_training(model, "digits", input_shape=input_shape, seed=0)
+    initial = setup.model.state_dict()
+    assert any(not torch.equal(initial[k], expected[k]) for k in expected)
+
+
+class _no_warning_check:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
