@@ -1,0 +1,186 @@
+"""The communication model: what it costs to move a tensor from one pipeline stage to the next.
+
+A transfer of ``n`` bytes costs ``latency_s + n / bandwidth_bytes_per_s`` (the classic
+alpha-beta model). Both numbers are fitted by least squares to one-way times measured
+between two pinned processes over the backend in use (gloo on CPU): a ping-pong per size,
+half the median round trip. The fit weighs each size by ``1 / time`` so that the small
+sizes, which decide the latency, count as much as the large ones, which decide the
+bandwidth.
+
+    >>> model = fit_comm_model([1_000, 1_000_000], [101e-6, 1100e-6], backend="gloo")
+    >>> round(model.latency_s * 1e6), round(model.bandwidth_bytes_per_s / 1e9, 3)
+    (100, 1.0)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from parnn.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_SIZES_BYTES",
+    "CommModel",
+    "fit_comm_model",
+    "measure_comm_model",
+]
+
+# 1 KiB .. 32 MiB, every power of 4: covers a LeNet boundary (a few KiB per micro-batch)
+# up to a VGG16 conv boundary at 64x64 (tens of MiB per batch).
+DEFAULT_SIZES_BYTES: tuple[int, ...] = tuple(4**e * 1024 for e in range(0, 8))
+
+
+@dataclass(frozen=True, slots=True)
+class CommModel:
+    """``time(bytes) = latency_s + bytes / bandwidth_bytes_per_s`` for one transfer."""
+
+    latency_s: float
+    """Fixed cost of one transfer, seconds."""
+    bandwidth_bytes_per_s: float
+    """Bytes per second once a transfer is under way."""
+    backend: str = "gloo"
+    """The torch.distributed backend the times were measured on."""
+    sizes_bytes: tuple[int, ...] = ()
+    """The message sizes measured (empty for a model written by hand)."""
+    times_s: tuple[float, ...] = ()
+    """The median one-way time measured for each size, seconds."""
+
+    def __post_init__(self) -> None:
+        if not self.latency_s >= 0.0:
+            raise ConfigError(f"comm latency_s must be >= 0 seconds, got {self.latency_s}")
+        if not self.bandwidth_bytes_per_s > 0.0:
+            raise ConfigError(
+                f"comm bandwidth_bytes_per_s must be > 0, got {self.bandwidth_bytes_per_s}"
+            )
+        if len(self.sizes_bytes) != len(self.times_s):
+            raise ConfigError(
+                f"comm model has {len(self.sizes_bytes)} sizes but {len(self.times_s)} times"
+            )
+
+    def time_s(self, num_bytes: float) -> float:
+        """Seconds to move ``num_bytes`` from one process to another; 0 for nothing."""
+        if num_bytes <= 0:
+            return 0.0
+        return self.latency_s + float(num_bytes) / self.bandwidth_bytes_per_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "latency_s": self.latency_s,
+            "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s,
+            "sizes_bytes": list(self.sizes_bytes),
+            "times_s": list(self.times_s),
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> CommModel:
+        return cls(
+            latency_s=float(payload["latency_s"]),
+            bandwidth_bytes_per_s=float(payload["bandwidth_bytes_per_s"]),
+            backend=str(payload.get("backend", "gloo")),
+            sizes_bytes=tuple(int(s) for s in payload.get("sizes_bytes", ())),
+            times_s=tuple(float(t) for t in payload.get("times_s", ())),
+        )
+
+
+def fit_comm_model(
+    sizes_bytes: Sequence[int], times_s: Sequence[float], *, backend: str = "gloo"
+) -> CommModel:
+    """Fit ``latency + bytes / bandwidth`` to measured one-way times (relative least squares).
+
+    Needs at least two distinct sizes. A negative fitted latency (noise on a fast link) is
+    clipped to 0 and the bandwidth refitted through the origin.
+    """
+    sizes = np.asarray(sizes_bytes, dtype=np.float64)
+    times = np.asarray(times_s, dtype=np.float64)
+    if sizes.shape != times.shape or sizes.ndim != 1:
+        raise ConfigError(f"need one time per size; got {sizes.size} sizes, {times.size} times")
+    if np.unique(sizes).size < 2:
+        raise ConfigError("fitting a comm model needs times for at least two distinct sizes")
+    if np.any(times <= 0) or np.any(sizes <= 0):
+        raise ConfigError("comm sizes and times must all be > 0")
+    weights = 1.0 / times  # relative error: every size counts alike
+    design = np.stack([np.ones_like(sizes), sizes], axis=1) * weights[:, None]
+    (latency, seconds_per_byte), *_ = np.linalg.lstsq(design, times * weights, rcond=None)
+    if latency < 0.0 or seconds_per_byte <= 0.0:
+        latency = max(float(latency), 0.0)
+        # Refit the slope with the latency held: minimise sum(w^2 (lat + s x - t)^2) over s.
+        x, r = sizes * weights, (times - latency) * weights
+        seconds_per_byte = max(float(x @ r / (x @ x)), 1e-15)
+    return CommModel(
+        latency_s=float(latency),
+        bandwidth_bytes_per_s=1.0 / float(seconds_per_byte),
+        backend=backend,
+        sizes_bytes=tuple(int(s) for s in sizes_bytes),
+        times_s=tuple(float(t) for t in times_s),
+    )
+
+
+def _round_trips_per_block(size: int) -> int:
+    # Enough round trips that a timed block moves ~4 MiB: small messages are timed in bulk.
+    return max(1, min(64, (4 << 20) // max(size, 1)))
+
+
+def _ping_pong(
+    rank: int, world_size: int, sizes_bytes: Sequence[int], warmup: int, repeats: int
+) -> list[float]:
+    """Runs in each of the two processes: median one-way seconds per size (rank 0's view).
+
+    Per size: ``warmup`` untimed blocks, then ``repeats`` timed blocks of round trips; a
+    block's one-way time is its duration over twice its round trips."""
+    import torch
+    import torch.distributed as dist
+
+    peer = 1 - rank
+    medians: list[float] = []
+    for size in sizes_bytes:
+        buffer = torch.zeros(max(size // 4, 1), dtype=torch.float32)  # (size / 4,) float32
+        trips = _round_trips_per_block(size)
+        one_way: list[float] = []
+        for block in range(warmup + repeats):
+            dist.barrier()
+            start = time.perf_counter()
+            for _ in range(trips):
+                if rank == 0:
+                    dist.send(buffer, dst=peer)
+                    dist.recv(buffer, src=peer)
+                else:
+                    dist.recv(buffer, src=peer)
+                    dist.send(buffer, dst=peer)
+            if block >= warmup:
+                one_way.append((time.perf_counter() - start) / (2 * trips))
+        medians.append(statistics.median(one_way))
+    return medians
+
+
+def measure_comm_model(
+    *,
+    sizes_bytes: Sequence[int] = DEFAULT_SIZES_BYTES,
+    warmup: int = 3,
+    repeats: int = 11,
+    backend: str = "gloo",
+    threads: int = 1,
+) -> CommModel:
+    """Measure one-way transfer times between two pinned processes and fit the model.
+
+    Starts two processes with :func:`parnn.launch.launch` (one core and ``threads``
+    intra-op threads each), ping-pongs a float32 tensor of every size ``warmup + repeats``
+    times (small sizes in blocks of many round trips) and keeps the median one-way time.
+    Takes a few seconds plus process start-up.
+    """
+    from parnn.launch import LaunchConfig, launch
+
+    if len(set(sizes_bytes)) < 2:
+        raise ConfigError("measure at least two distinct message sizes")
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    config = LaunchConfig(num_processes=2, backend=backend, threads_per_process=threads)
+    results = launch(_ping_pong, config, list(sizes_bytes), warmup, repeats)
+    times = results[0]
+    return fit_comm_model([max(s // 4, 1) * 4 for s in sizes_bytes], times, backend=backend)

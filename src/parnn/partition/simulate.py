@@ -1,0 +1,298 @@
+"""Replay a pipeline schedule on per-stage costs and predict what a training step does.
+
+Each device is one worker that runs its actions (:mod:`.schedules`) in order. An action
+starts when the device is free and its input exists: the forward of micro-batch ``j`` on
+stage ``s`` needs the forward of ``j`` on ``s - 1``; the backward needs its own forward
+and the backward of ``j`` on ``s + 1``. A forward first receives its input
+(``recv_forward_s``, not on the first stage) and a backward first receives its gradient
+(``recv_backward_s``, not on the last stage); the receiving device is busy for that time
+(see :mod:`.cost`). Stages on the same device exchange nothing. After its last action a
+device runs the optimizer update of its stages; the step ends when the last update does.
+
+This reproduces the closed forms: with stage costs ``t_i`` (receive included) a forward
+pass takes ``sum(t_i) + (m - 1) max(t_i)``, and with equal stages GPipe and 1F1B leave a
+bubble of ``(p - 1) / (m + p - 1)`` of every device's time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from parnn.errors import ConfigError, ScheduleError
+from parnn.partition.cost import PartitionCost
+from parnn.partition.schedules import canonical_schedule, schedule_actions
+
+__all__ = [
+    "SimEvent",
+    "Simulation",
+    "StageTimes",
+    "closed_form_bubble",
+    "closed_form_forward_s",
+    "simulate",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimes:
+    """Seconds per micro-batch for every (virtual) stage, in model order."""
+
+    forward_s: tuple[float, ...]
+    backward_s: tuple[float, ...]
+    recv_forward_s: tuple[float, ...] = ()
+    """Receiving the input activations (default 0)."""
+    recv_backward_s: tuple[float, ...] = ()
+    """Receiving the output's gradient (default 0)."""
+    saved_bytes: tuple[int, ...] = ()
+    """Activation bytes one micro-batch keeps on the stage until its backward (default 0)."""
+    update_s: tuple[float, ...] = ()
+    """Optimizer update, once per step after the device's last action (default 0)."""
+
+    def __post_init__(self) -> None:
+        count = len(self.forward_s)
+        if count < 1:
+            raise ConfigError("stage times need at least one stage")
+        for name in ("backward_s", "recv_forward_s", "recv_backward_s", "saved_bytes", "update_s"):
+            values = getattr(self, name)
+            if not values:
+                object.__setattr__(
+                    self, name, (0,) * count if name == "saved_bytes" else (0.0,) * count
+                )
+            elif len(values) != count:
+                raise ConfigError(f"{name} has {len(values)} values for {count} stages")
+        for name in ("forward_s", "backward_s", "recv_forward_s", "recv_backward_s", "update_s"):
+            if any(not value >= 0.0 for value in getattr(self, name)):
+                raise ConfigError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.forward_s)
+
+    @classmethod
+    def from_cost(cls, cost: PartitionCost) -> StageTimes:
+        """The per-micro-batch times of a priced partition."""
+        stages = cost.stages
+        return cls(
+            forward_s=tuple(s.forward_s for s in stages),
+            backward_s=tuple(s.backward_s for s in stages),
+            recv_forward_s=tuple(s.recv_forward_s for s in stages),
+            recv_backward_s=tuple(s.recv_backward_s for s in stages),
+            saved_bytes=tuple(s.saved_bytes for s in stages),
+            update_s=tuple(s.update_s for s in stages),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SimEvent:
+    """One busy interval of a device."""
+
+    device: int
+    stage: int
+    microbatch: int
+    kind: str
+    """'forward', 'backward', 'recv-forward', 'recv-backward' or 'update' (micro-batch -1)."""
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """The predicted step of one schedule on one set of stage costs."""
+
+    schedule: str
+    num_microbatches: int
+    num_devices: int
+    num_stages: int
+    step_time_s: float
+    """From the first action's start to the last action's end."""
+    compute_s: tuple[float, ...]
+    """Per device: forward + backward seconds."""
+    comm_s: tuple[float, ...]
+    """Per device: seconds receiving."""
+    update_s: tuple[float, ...]
+    """Per device: seconds in the optimizer update at the end of the step."""
+    peak_in_flight: tuple[int, ...]
+    """Per device: most micro-batches (per chunk) forwarded and not yet backwarded."""
+    peak_activation_bytes: tuple[int, ...]
+    """Per device: most saved activation bytes held at once."""
+    events: tuple[SimEvent, ...] = field(repr=False, default=())
+
+    @property
+    def busy_s(self) -> tuple[float, ...]:
+        return tuple(
+            c + m + u for c, m, u in zip(self.compute_s, self.comm_s, self.update_s, strict=True)
+        )
+
+    @property
+    def idle_s(self) -> tuple[float, ...]:
+        return tuple(self.step_time_s - busy for busy in self.busy_s)
+
+    @property
+    def device_bubble(self) -> tuple[float, ...]:
+        """Per device: the fraction of the step it sits idle."""
+        if self.step_time_s <= 0:
+            return (0.0,) * self.num_devices
+        return tuple(idle / self.step_time_s for idle in self.idle_s)
+
+    @property
+    def bubble_fraction(self) -> float:
+        """Idle device time over all device time: 1 - sum(busy) / (k * step time)."""
+        if self.step_time_s <= 0:
+            return 0.0
+        return 1.0 - sum(self.busy_s) / (self.num_devices * self.step_time_s)
+
+    def to_dict(self, *, events: bool = False) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "schedule": self.schedule,
+            "num_microbatches": self.num_microbatches,
+            "num_devices": self.num_devices,
+            "num_stages": self.num_stages,
+            "step_time_s": self.step_time_s,
+            "bubble_fraction": self.bubble_fraction,
+            "devices": [
+                {
+                    "device": d,
+                    "busy_s": self.busy_s[d],
+                    "compute_s": self.compute_s[d],
+                    "comm_s": self.comm_s[d],
+                    "update_s": self.update_s[d],
+                    "idle_s": self.idle_s[d],
+                    "bubble_fraction": self.device_bubble[d],
+                    "peak_in_flight": self.peak_in_flight[d],
+                    "peak_activation_bytes": self.peak_activation_bytes[d],
+                }
+                for d in range(self.num_devices)
+            ],
+        }
+        if events:
+            payload["events"] = [
+                {
+                    "device": e.device,
+                    "stage": e.stage,
+                    "microbatch": e.microbatch,
+                    "kind": e.kind,
+                    "start_s": e.start_s,
+                    "end_s": e.end_s,
+                }
+                for e in self.events
+            ]
+        return payload
+
+
+def closed_form_forward_s(stage_costs_s: Sequence[float], num_microbatches: int) -> float:
+    """The GPipe study's formula: sum(t_i + c_i) + (m - 1) * t_max."""
+    return sum(stage_costs_s) + (num_microbatches - 1) * max(stage_costs_s)
+
+
+def closed_form_bubble(num_stages: int, num_microbatches: int, num_chunks: int = 1) -> float:
+    """The bubble with equal stages on ``p = num_stages`` devices: (p - 1) / (m + p - 1) for
+    GPipe and 1F1B; (p - 1) / (m v + p - 1) for interleaved 1F1B with ``v`` chunks each."""
+    return (num_stages - 1) / (num_microbatches * num_chunks + num_stages - 1)
+
+
+def simulate(
+    times: StageTimes,
+    *,
+    schedule: str,
+    num_microbatches: int,
+    num_devices: int | None = None,
+) -> Simulation:
+    """Replay ``schedule`` with ``num_microbatches`` micro-batches on ``times``.
+
+    ``num_devices`` defaults to the number of stages; for ``interleaved-1f1b`` it may be a divisor
+    of it (each device then holds ``num_stages / num_devices`` chunks).
+    """
+    num_stages = times.num_stages
+    schedule = canonical_schedule(schedule)
+    k = num_stages if num_devices is None else num_devices
+    if k < 1 or num_stages % k:
+        raise ScheduleError(
+            f"{num_stages} stages cannot be spread evenly over {k} devices; give a number of "
+            f"stages that is a multiple of the devices"
+        )
+    plans = schedule_actions(schedule, k, num_microbatches, num_chunks=num_stages // k)
+    m = num_microbatches
+
+    def device_of(stage: int) -> int:
+        return stage % k
+
+    done: dict[tuple[str, int, int], float] = {}
+    free = [0.0] * k
+    cursor = [0] * k
+    events: list[SimEvent] = []
+    compute = [0.0] * k
+    comm = [0.0] * k
+    remaining = sum(len(p) for p in plans)
+    while remaining:
+        progressed = False
+        for device in range(k):
+            actions = plans[device]
+            while cursor[device] < len(actions):
+                action = actions[cursor[device]]
+                s, j = action.stage, action.microbatch
+                if action.kind == "F":
+                    deps = [("F", s - 1, j)] if s > 0 else []
+                    receive = (
+                        times.recv_forward_s[s] if s > 0 and device_of(s - 1) != device else 0.0
+                    )
+                    work, label = times.forward_s[s], "forward"
+                else:
+                    deps = [("F", s, j)] + ([("B", s + 1, j)] if s < num_stages - 1 else [])
+                    remote = s < num_stages - 1 and device_of(s + 1) != device
+                    receive = times.recv_backward_s[s] if remote else 0.0
+                    work, label = times.backward_s[s], "backward"
+                if any(dep not in done for dep in deps):
+                    break
+                start = max([free[device], *(done[dep] for dep in deps)])
+                if receive > 0:
+                    events.append(SimEvent(device, s, j, f"recv-{label}", start, start + receive))
+                compute_start = start + receive
+                end = compute_start + work
+                events.append(SimEvent(device, s, j, label, compute_start, end))
+                done[(action.kind, s, j)] = end
+                free[device] = end
+                compute[device] += work
+                comm[device] += receive
+                cursor[device] += 1
+                remaining -= 1
+                progressed = True
+        if not progressed:
+            stuck = {d: str(plans[d][cursor[d]]) for d in range(k) if cursor[d] < len(plans[d])}
+            raise ScheduleError(f"schedule {schedule!r} deadlocks with m={m}: waiting at {stuck}")
+    update = [0.0] * k
+    for stage in range(num_stages):
+        update[device_of(stage)] += times.update_s[stage]
+    for device in range(k):
+        if update[device] > 0:
+            end = free[device] + update[device]
+            events.append(SimEvent(device, device, -1, "update", free[device], end))
+            free[device] = end
+    peaks, peak_bytes = [], []
+    for device in range(k):
+        count = held = best = best_bytes = 0
+        for action in plans[device]:
+            sign = 1 if action.kind == "F" else -1
+            count += sign
+            held += sign * times.saved_bytes[action.stage]
+            best, best_bytes = max(best, count), max(best_bytes, held)
+        peaks.append(best)
+        peak_bytes.append(best_bytes)
+    step = max(free) - min((e.start_s for e in events), default=0.0)
+    return Simulation(
+        schedule=schedule,
+        num_microbatches=m,
+        num_devices=k,
+        num_stages=num_stages,
+        step_time_s=step,
+        compute_s=tuple(compute),
+        comm_s=tuple(comm),
+        update_s=tuple(update),
+        peak_in_flight=tuple(peaks),
+        peak_activation_bytes=tuple(peak_bytes),
+        events=tuple(sorted(events, key=lambda e: (e.device, e.start_s))),
+    )

@@ -1,0 +1,288 @@
+"""`parnn profile`, `parnn partition` and `parnn simulate`, priced from a cache of hand-made
+profiles (so the answers are known), plus one real tiny profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from partition_profiles import make_profile
+
+from parnn.cli import cli
+from parnn.partition.cache import comm_file_name, profile_file_name
+from parnn.partition.comm import CommModel
+from parnn.results import write_json
+from parnn.trace import load_chrome_trace
+
+LENET5 = (1, 28, 28)
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """Profiles of 'lenet5' (5 units) for micro-batch sizes 1..8: each call costs 1 ms of
+    overhead plus 1 ms per sample, unit 3 is three times heavier; comm is 1 ms + 1 GB/s."""
+    directory = tmp_path / "cache"
+    for size in (1, 2, 4, 8):
+        per_call = (1.0 + size) * 1e-3
+        weights = [1, 1, 1, 3, 1]
+        profile = make_profile(
+            [w * per_call / 3 for w in weights],
+            [2 * w * per_call / 3 for w in weights],
+            activation_bytes=[1000 * size] * 5,
+            saved_bytes=[100 * size] * 5,
+            num_parameters=[10, 20, 30, 40, 50],
+            batch_size=size,
+            model="lenet5",
+        )
+        payload = profile.to_dict() | {"input_shape": list(LENET5)}
+        write_json(
+            directory / profile_file_name("lenet5", LENET5, batch_size=size, threads=1), payload
+        )
+    comm = CommModel(latency_s=1e-3, bandwidth_bytes_per_s=1e9)
+    write_json(directory / comm_file_name(backend="gloo", threads=1), comm.to_dict())
+    return directory
+
+
+def run(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args))
+    return result
+
+
+def run_json(*args: str) -> dict[str, Any]:
+    result = run(*args, "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_partition_auto_json(cache_dir: Path) -> None:
+    payload = run_json(
+        "partition",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "8",
+        "--stages",
+        "2",
+        "--method",
+        "auto",
+        "--microbatches",
+        "2",
+        "--cache-dir",
+        str(cache_dir),
+    )
+    for key in (
+        "command",
+        "model",
+        "input_shape",
+        "batch_size",
+        "num_stages",
+        "num_devices",
+        "schedule",
+        "method",
+        "partition",
+        "boundaries",
+        "counts",
+        "num_microbatches",
+        "microbatch_size",
+        "bottleneck_s",
+        "bottleneck_compute_s",
+        "bottleneck_stage",
+        "efficiency",
+        "efficiency_without_comm",
+        "max_memory_bytes",
+        "stages",
+        "predicted",
+        "microbatch_candidates",
+        "comm",
+    ):
+        assert key in payload, key
+    assert payload["boundaries"] == [0, 3, 5]  # 3 light units | heavy + light
+    assert payload["microbatch_size"] == 4
+    stage = payload["stages"][1]
+    assert stage["recv_forward_s"] == pytest.approx(1e-3 + 4000 / 1e9)
+    assert stage["total_s"] == pytest.approx(stage["compute_s"] + stage["comm_s"])
+    assert payload["comm"]["latency_s"] == pytest.approx(1e-3)
+    assert set(payload["predicted"]) == {
+        "step_time_s",
+        "bubble_fraction",
+        "closed_form_bubble",
+        "samples_per_s",
+    }
+
+
+def test_partition_microbatches_auto_and_all_methods(cache_dir: Path) -> None:
+    auto = run_json(
+        "partition",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "8",
+        "--stages",
+        "2",
+        "--microbatches",
+        "auto",
+        "--cache-dir",
+        str(cache_dir),
+        "--comm",
+        "none",
+    )
+    steps = {c["num_microbatches"]: c["step_time_s"] for c in auto["microbatch_candidates"]}
+    assert sorted(steps) == [1, 2, 4, 8]
+    assert auto["num_microbatches"] == min(steps, key=steps.__getitem__)
+    assert auto["comm"] is None
+    table = run_json(
+        "partition",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "8",
+        "--stages",
+        "2",
+        "--method",
+        "all",
+        "--microbatches",
+        "4",
+        "--cache-dir",
+        str(cache_dir),
+    )
+    rows = {row["method"]: row for row in table["methods"]}
+    assert "auto" in rows and "end-heavy" in rows and "params" in rows
+    best = min(row["bottleneck_s"] for row in rows.values())
+    assert rows["auto"]["bottleneck_s"] == pytest.approx(best)
+    assert table["best_method"] in rows
+
+
+def test_partition_table_and_no_profile(cache_dir: Path) -> None:
+    result = run(
+        "partition",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "8",
+        "--stages",
+        "2",
+        "--method",
+        "time",
+        "--cache-dir",
+        str(cache_dir),
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert "efficiency" in result.output and "bottleneck" in result.output
+    bare = run_json(
+        "partition", "--model", "lenet5", "--stages", "3", "--method", "end-heavy", "--no-profile"
+    )
+    assert bare["costed"] is False and bare["counts"] == [1, 1, 3]
+    assert [s["unit_names"] for s in bare["stages"]][0] == ["conv1"]
+
+
+def test_partition_errors_are_one_line(cache_dir: Path) -> None:
+    result = run(
+        "partition",
+        "--model",
+        "lenet5",
+        "--method",
+        "fastest",
+        "--cache-dir",
+        str(cache_dir),
+        "--batch-size",
+        "8",
+        "--quiet",
+    )
+    assert result.exit_code == 2
+    assert "parnn: error: unknown partition 'fastest'" in result.output
+    result = run("partition", "--model", "lenet5", "--method", "auto", "--no-profile")
+    assert result.exit_code == 2 and "needs a profile" in result.output
+    result = run(
+        "partition",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "8",
+        "--cache-dir",
+        str(cache_dir),
+        "--max-stage-memory",
+        "10B",
+        "--quiet",
+    )
+    assert result.exit_code == 2 and "smallest cap that fits" in result.output
+
+
+def test_simulate_writes_chart_trace_and_json(cache_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    payload = run_json(
+        "simulate",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "8",
+        "--stages",
+        "2",
+        "--partition",
+        "auto",
+        "--schedule",
+        "1f1b",
+        "--microbatches",
+        "4",
+        "--cache-dir",
+        str(cache_dir),
+        "--out",
+        str(out),
+    )
+    assert payload["command"] == "simulate"
+    assert payload["step_time_s"] == pytest.approx(payload["simulation"]["step_time_s"])
+    assert [d["peak_in_flight"] for d in payload["simulation"]["devices"]] == [2, 1]
+    assert payload["grid"].startswith("dev0: F0 F1 B0")
+    assert (out / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    trace = load_chrome_trace(out / "trace.json")
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert {e["tid"] for e in spans} == {0, 1}
+    assert len([e for e in spans if e["cat"] in ("forward", "backward")]) == 16
+    saved = json.loads((out / "simulation.json").read_text())
+    assert saved["events"] and saved["step_time_s"] == payload["step_time_s"]
+    interleaved = run_json(
+        "simulate",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "8",
+        "--stages",
+        "2",
+        "--schedule",
+        "interleaved",
+        "--chunks",
+        "2",
+        "--microbatches",
+        "4",
+        "--cache-dir",
+        str(cache_dir),
+    )
+    assert interleaved["num_stages"] == 4 and interleaved["num_devices"] == 2
+
+
+def test_profile_measures_a_tiny_model(tmp_path: Path) -> None:
+    payload = run_json(
+        "profile",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--comm",
+        "none",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert payload["command"] == "profile"
+    assert [u["name"] for u in payload["units"]] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert payload["totals"]["num_parameters"] == 61706
+    assert Path(payload["cache_file"]).exists()
+    assert json.loads(Path(payload["file"]).read_text())["units"] == payload["units"]

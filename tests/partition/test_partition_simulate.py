@@ -1,0 +1,180 @@
+"""The simulator against the closed forms, and the schedules as exact tables."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from parnn.errors import ScheduleError
+from parnn.partition.cost import in_flight_microbatches
+from parnn.partition.schedules import format_schedule, schedule_actions
+from parnn.partition.simulate import (
+    StageTimes,
+    closed_form_bubble,
+    closed_form_forward_s,
+    simulate,
+)
+
+
+def test_schedule_tables() -> None:
+    assert format_schedule(schedule_actions("gpipe", 2, 3)) == (
+        "dev0: F0 F1 F2 B0 B1 B2\ndev1: F0 F1 F2 B0 B1 B2"
+    )
+    assert format_schedule(schedule_actions("1f1b", 4, 4)) == "\n".join(
+        [
+            "dev0: F0 F1 F2 F3 B0 B1 B2 B3",
+            "dev1: F0 F1 F2 B0 F3 B1 B2 B3",
+            "dev2: F0 F1 B0 F2 B1 F3 B2 B3",
+            "dev3: F0 B0 F1 B1 F2 B2 F3 B3",
+        ]
+    )
+    # Interleaved 1F1B as torch runs it, 2 devices x 2 chunks, 4 micro-batches (F<mb>.<chunk>).
+    assert format_schedule(schedule_actions("interleaved", 2, 4, num_chunks=2)) == "\n".join(
+        [
+            "dev0: F0.0 F1.0 F0.1 F1.1 F2.0 B0.1 F3.0 B1.1 F2.1 B0.0 F3.1 B1.0 B2.1 B3.1 B2.0 B3.0",
+            "dev1: F0.0 F1.0 F0.1 B0.1 F1.1 B1.1 F2.0 B0.0 F3.0 B1.0 F2.1 B2.1 F3.1 B3.1 B2.0 B3.0",
+        ]
+    )
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 8, 16])
+def test_equal_stages_match_the_closed_form(schedule: str, p: int, m: int) -> None:
+    # Each stage: forward 1 s (0.25 of it receiving), backward 2 s (0.5 receiving).
+    times = StageTimes(
+        forward_s=(1.0,) + (0.75,) * (p - 1),
+        backward_s=(1.5,) * (p - 1) + (2.0,),
+        recv_forward_s=(0.0,) + (0.25,) * (p - 1),
+        recv_backward_s=(0.5,) * (p - 1) + (0.0,),
+    )
+    result = simulate(times, schedule=schedule, num_microbatches=m)
+    assert result.step_time_s == pytest.approx((m + p - 1) * 3.0)
+    assert result.bubble_fraction == pytest.approx(closed_form_bubble(p, m))
+    assert all(b == pytest.approx(closed_form_bubble(p, m)) for b in result.device_bubble)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 5.0), min_size=1, max_size=6).flatmap(
+        lambda f: st.tuples(
+            st.just(f), st.lists(st.floats(0.0, 2.0), min_size=len(f), max_size=len(f))
+        )
+    ),
+    st.integers(1, 12),
+)
+def test_forward_pass_matches_the_gpipe_study_formula(costs, m) -> None:  # type: ignore[no-untyped-def]
+    # time = t1 + c1 + t2 + c2 + ... + t_max (m - 1), c_i charged to the receiving stage.
+    forward, receive = costs
+    receive = [0.0, *receive[1:]]
+    times = StageTimes(
+        forward_s=tuple(forward), backward_s=(0.0,) * len(forward), recv_forward_s=tuple(receive)
+    )
+    stage_costs = [f + c for f, c in zip(forward, receive, strict=True)]
+    for schedule in ("gpipe",):
+        result = simulate(times, schedule=schedule, num_microbatches=m)
+        assert result.step_time_s == pytest.approx(closed_form_forward_s(stage_costs, m))
+
+
+@pytest.mark.parametrize("p", [2, 4])
+@pytest.mark.parametrize("v", [1, 2, 3])
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_interleaved_matches_megatron_bubble(p: int, v: int, groups: int) -> None:
+    # Bubble time (p - 1)(t_f + t_b) / v: total = m (t_f + t_b) + (p - 1)(t_f + t_b) / v.
+    m = p * groups
+    stages = p * v
+    times = StageTimes(forward_s=(1.0 / v,) * stages, backward_s=(2.0 / v,) * stages)
+    result = simulate(times, schedule="interleaved", num_microbatches=m, num_devices=p)
+    assert result.step_time_s == pytest.approx(m * 3.0 + (p - 1) * 3.0 / v)
+    assert result.bubble_fraction == pytest.approx(closed_form_bubble(p, m, v))
+
+
+def test_peak_in_flight_activations() -> None:
+    times = StageTimes(forward_s=(1.0,) * 4, backward_s=(2.0,) * 4, saved_bytes=(10,) * 4)
+    gpipe = simulate(times, schedule="gpipe", num_microbatches=8)
+    assert gpipe.peak_in_flight == (8, 8, 8, 8)
+    assert gpipe.peak_activation_bytes == (80, 80, 80, 80)
+    one_f_one_b = simulate(times, schedule="1f1b", num_microbatches=8)
+    assert one_f_one_b.peak_in_flight == (4, 3, 2, 1)
+    assert in_flight_microbatches("1f1b", 4, 8) == (4, 3, 2, 1)
+    assert in_flight_microbatches("1f1b", 4, 2) == (2, 2, 2, 1)
+    assert in_flight_microbatches("gpipe", 3, 5) == (5, 5, 5)
+
+
+def test_busy_and_idle_add_up() -> None:
+    times = StageTimes(
+        forward_s=(1.0, 3.0),
+        backward_s=(2.0, 1.0),
+        recv_forward_s=(0.0, 0.5),
+        recv_backward_s=(0.25, 0.0),
+    )
+    result = simulate(times, schedule="1f1b", num_microbatches=4)
+    assert result.compute_s == pytest.approx((12.0, 16.0))
+    assert result.update_s == (0.0, 0.0)
+    assert result.comm_s == pytest.approx((1.0, 2.0))
+    for busy, idle in zip(result.busy_s, result.idle_s, strict=True):
+        assert busy + idle == pytest.approx(result.step_time_s)
+    kinds = {event.kind for event in result.events}
+    assert kinds == {"forward", "backward", "recv-forward", "recv-backward"}
+    # The slowest stage is busy 18 s of a step at least that long.
+    assert result.step_time_s >= 18.0
+
+
+def test_bad_schedules_are_refused() -> None:
+    times = StageTimes(forward_s=(1.0,) * 4, backward_s=(1.0,) * 4)
+    with pytest.raises(ScheduleError, match="not a multiple of 2"):
+        simulate(times, schedule="interleaved", num_microbatches=5, num_devices=2)
+    with pytest.raises(ScheduleError, match="unknown schedule"):
+        simulate(times, schedule="zero-bubble", num_microbatches=4)
+    with pytest.raises(ScheduleError, match="need --schedule interleaved-1f1b"):
+        simulate(times, schedule="gpipe", num_microbatches=4, num_devices=2)
+    with pytest.raises(ScheduleError, match="spread evenly"):
+        simulate(times, schedule="interleaved", num_microbatches=3, num_devices=3)
+
+
+def test_the_optimizer_update_ends_each_device_step() -> None:
+    base = StageTimes(forward_s=(1.0, 1.0), backward_s=(2.0, 2.0))
+    updated = StageTimes(forward_s=(1.0, 1.0), backward_s=(2.0, 2.0), update_s=(0.5, 4.0))
+    plain = simulate(base, schedule="gpipe", num_microbatches=2)
+    result = simulate(updated, schedule="gpipe", num_microbatches=2)
+    # Device 1 finishes its backwards at 7 s and updates for 4 s; device 0 ends at 9.5 s.
+    assert plain.step_time_s == pytest.approx(9.0)
+    assert result.step_time_s == pytest.approx(11.0)
+    assert result.update_s == (0.5, 4.0)
+    last = [e for e in result.events if e.kind == "update"]
+    assert [(e.device, e.start_s, e.end_s) for e in last] == [(0, 9.0, 9.5), (1, 7.0, 11.0)]
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("v", [1, 2, 3])
+def test_interleaved_order_is_torchs(k: int, v: int) -> None:
+    from types import SimpleNamespace
+
+    from torch.distributed.pipelining.schedules import ScheduleInterleaved1F1B
+
+    for m in range(1, 13):
+        rounds = max(1, m // k)
+        if m % rounds:
+            continue
+        fake = SimpleNamespace(
+            n_local_stages=v,
+            microbatches_per_round=m // rounds,
+            pp_group_size=k,
+            _n_microbatches=m,
+        )
+        plans = schedule_actions("interleaved-1f1b", k, m, num_chunks=v)
+        for device in range(k):
+            torch_ops = ScheduleInterleaved1F1B._calculate_single_rank_operations(fake, device)
+            expected = [
+                (
+                    "F" if op.computation_type.name == "FORWARD" else "B",
+                    op.stage_index,
+                    op.microbatch_index,
+                )
+                for op in torch_ops
+                if op is not None
+            ]
+            assert [(a.kind, a.stage, a.microbatch) for a in plans[device]] == expected
+        times = StageTimes(forward_s=(1.0,) * (k * v), backward_s=(2.0,) * (k * v))
+        simulate(times, schedule="interleaved-1f1b", num_microbatches=m, num_devices=k)
