@@ -1,4 +1,4 @@
-"""``parnn train`` and ``parnn demo`` through the command line."""
+"""``parnn train`` through the command line."""
 
 from __future__ import annotations
 
@@ -129,22 +129,3 @@ def test_bad_input_exits_2_with_one_line(args: tuple[str, ...], message: str) ->
 def test_resume_without_a_checkpoint_exits_2(tmp_path: Path) -> None:
     code, _, err = run("train", "--quiet", "--resume", "--out", str(tmp_path))
     assert code == 2 and "no checkpoint" in err
-
-
-@pytest.mark.timeout(120)
-def test_demo_writes_results_and_a_plot(tmp_path: Path) -> None:
-    code, out, _ = run("demo", "--out", str(tmp_path / "demo"), "--json", "--quiet")
-    assert code == 0
-    payload = json.loads(out)
-    assert set(payload) == TRAIN_KEYS | {"plot_path"}
-    assert payload["command"] == "demo" and payload["model"] == "lenet5"
-    assert payload["val_accuracy"] >= 0.95
-    plot = Path(payload["plot_path"])
-    assert plot.parent == tmp_path / "demo" and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert Path(payload["result_path"]).is_file()
-
-
-def test_demo_renders_a_table_and_the_plot_path(tmp_path: Path) -> None:
-    code, out, _ = run("demo", "--out", str(tmp_path), "--quiet", "--seed", "1")
-    assert code == 0
-    assert "validation accuracy" in out and f"plot: {tmp_path / 'training.png'}" in out
