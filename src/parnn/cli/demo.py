@@ -55,6 +55,7 @@ PLOT_FILE = "demo.png"
 @quiet_option
 def demo_command(out: Path, epochs: int, seed: int, as_json: bool, quiet: bool) -> None:
     """LeNet-5 on the bundled digits as a 2-stage pipeline: every scheme and `auto`."""
+    from parnn.partition.cache import default_cache_dir
     from parnn.partition.resolve import resolve_partition
     from parnn.pipeline import PipelineConfig, run_pipeline
 
@@ -69,7 +70,7 @@ def demo_command(out: Path, epochs: int, seed: int, as_json: bool, quiet: bool) 
             num_microbatches=MICROBATCHES,
             input_shape=(1, 28, 28),
             num_classes=10,
-            cache_dir=out / "profiles",
+            cache_dir=default_cache_dir(),
         )
         for method in methods
     }

@@ -138,8 +138,10 @@ def pipeline(
 ) -> None:
     """Train MODEL split into pipeline stages, one pinned process per stage (rank 0 the
     master), on torch.distributed.pipelining; print per-stage costs and throughput."""
+    from parnn.partition.cache import default_cache_dir
     from parnn.pipeline import PipelineConfig, run_pipeline
 
+    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     fail_rank, fail_step = _fail_at(fail_at)
     shape = parse_input_shape(input_shape)
     prediction: dict[str, Any] | None = None
