@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "dp",
     "kfold",
     "study",
+    "report",
 )
 
 
