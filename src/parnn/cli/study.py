@@ -2,6 +2,7 @@
 
     parnn study batch-scaling --model lenet5 --data mnist --data-dir DIR \\
         --batch-sizes 8,16,...,1024 --target-accuracy 0.97
+    parnn study axes --model lenet5 --processes 2 --engines serial,ddp,hogwild,pipeline
 
 Add a study by defining a click command and ``study.add_command(...)`` below.
 
@@ -12,6 +13,16 @@ batch_size, best_lr, steps, epochs, samples, trials), regimes (rows: regime, fro
 to_batch, slopes), trials (rows: batch_size, lr, steps_to_target, steps_run,
 best_accuracy, evaluations, stopped: target, budget, stalled, pruned or diverged,
 elapsed_s), files, machine.
+
+``axes --json`` prints one object (stable keys): command ("study axes"), model, data,
+train_samples, val_samples, parameters, settings (the AxesConfig: model, data, data_dir,
+input_shape, variants, num_processes, batch_size, epochs, steps, optimizer, lr_schedule,
+seed, val_fraction, schedule, num_microbatches, partition), rows (one per variant: variant,
+label, axis, processes, threads_per_process, samples_per_s (median step after warm-up),
+speedup_vs_serial, efficiency, mean_samples_per_s (null for the pipeline), accuracy,
+accuracy_delta_points, peak_rss_mib, peak_rss_mib_per_process, total_rss_mib, steps,
+samples, wall_s, bubble_fraction (pipeline only)), conclusion (sentences), files (result,
+plot), machine. The result file adds runs: each engine's full result by variant.
 """
 
 from __future__ import annotations
@@ -23,21 +34,35 @@ from typing import Any
 
 import click
 import torch
+from rich import box
 from rich.table import Table
 
 from parnn.cli._options import (
+    batch_size_option,
     data_dir_option,
     data_option,
     emit,
+    epochs_option,
     input_shape_option,
     json_option,
+    lr_option,
     model_option,
     out_option,
     parse_input_shape,
     quiet_option,
     seed_option,
+    steps_option,
     threads_option,
 )
+from parnn.data_parallel.axes import (
+    DEFAULT_VARIANTS,
+    VARIANTS,
+    AxesConfig,
+    VariantRun,
+    parse_variants,
+    run_axes,
+)
+from parnn.data_parallel.axes_report import conclude, plot_axes
 from parnn.data_parallel.plots import plot_batch_scaling
 from parnn.data_parallel.scaling import (
     BatchScalingConfig,
@@ -48,6 +73,8 @@ from parnn.data_parallel.scaling import (
 from parnn.errors import ConfigError
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
+from parnn.train import SCHEDULES as LR_SCHEDULES
+from parnn.train import OptimizerConfig
 from parnn.train.setup import setup_training
 
 __all__ = ["COMMANDS", "study"]
@@ -222,6 +249,145 @@ def batch_scaling(
     }
     write_json(out_dir / "batch_scaling.json", payload)
     emit(payload, as_json=as_json, render=lambda: _render_scaling(payload))
+
+
+def _render_axes(payload: dict[str, Any]) -> None:
+    settings = payload["settings"]
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title=f"axes of parallelism: {payload['model']} on {payload['data']} "
+        f"({payload['train_samples']:,} train / {payload['val_samples']:,} val), "
+        f"batch {settings['batch_size']}, same seed and data for every row",
+    )
+    for column in ("variant", "axis", "P x T", "samples/s", "speedup", "val acc", "+-pts",
+                   "RSS MiB"):  # fmt: skip
+        table.add_column(
+            column, justify="left" if column in ("variant", "axis") else "right", no_wrap=True
+        )
+    for row in payload["rows"]:
+        table.add_row(
+            row["label"],
+            row["axis"],
+            f"{row['processes']} x {row['threads_per_process']}",
+            f"{row['samples_per_s']:,.0f}",
+            f"{row['speedup_vs_serial']:.2f}x" if row["speedup_vs_serial"] is not None else "-",
+            f"{100 * row['accuracy']:.2f}%" if row["accuracy"] is not None else "-",
+            f"{row['accuracy_delta_points']:+.2f}"
+            if row["accuracy_delta_points"] is not None else "-",
+            "/".join(f"{value:.0f}" for value in row["peak_rss_mib_per_process"]),
+        )  # fmt: skip
+    stdout_console.print(table)
+    stdout_console.print(
+        f"pipeline: {settings['schedule']} schedule, {settings['num_microbatches']} "
+        f"micro-batches, partition {settings['partition']}. samples/s: mini-batch over the "
+        "median step time after the warm-up steps; speedup: over serial with 1 thread; "
+        "P x T: processes x threads; +-pts: accuracy points vs serial; RSS MiB: peak "
+        "ru_maxrss of each worker process."
+    )
+    stdout_console.print("[bold]conclusion[/]")
+    for line in payload["conclusion"]:
+        stdout_console.print(f"- {line}")
+    for name, path in payload["files"].items():
+        stdout_console.print(f"{name}: {path}")
+
+
+@study.command("axes")
+@model_option("lenet5")
+@data_option("digits")
+@data_dir_option
+@input_shape_option
+@click.option(
+    "--engines",
+    default=",".join(DEFAULT_VARIANTS),
+    show_default=True,
+    help=f"Variants to compare, from {', '.join(VARIANTS)}; serial is always run.",
+)
+@click.option(
+    "--processes",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Cores of every parallel variant: ranks, pipeline stages, or serial-threads threads.",
+)
+@batch_size_option(64)
+@epochs_option(5)
+@steps_option(None)
+@lr_option(0.05)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option(
+    "--momentum",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="SGD momentum (0.5: Hogwild's stale updates act as extra momentum; 0.9 stalls it).",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(list(LR_SCHEDULES)),
+    default="constant",
+    show_default=True,
+    help="LR schedule of every variant, stepped per optimizer step.",
+)
+@click.option(
+    "--schedule", default="gpipe", show_default=True, help="Pipeline schedule (parnn schedules)."
+)
+@click.option(
+    "--microbatches", type=int, default=4, show_default=True, help="Pipeline micro-batches."
+)
+@click.option(
+    "--partition",
+    default="equal-load",
+    show_default=True,
+    help="Pipeline partition: boundaries 0,3,5 / unit counts 3,2 / a scheme / a method.",
+)
+@seed_option
+@out_option
+@json_option
+@quiet_option
+def axes(
+    model: str, data: str, data_dir: Path | None, input_shape: str | None, engines: str,
+    processes: int, batch_size: int, epochs: int, steps: int | None, lr: float,
+    optimizer: str, momentum: float, lr_schedule: str, schedule: str, microbatches: int,
+    partition: str, seed: int, out: Path | None, as_json: bool, quiet: bool,
+) -> None:  # fmt: skip
+    """Serial, data-parallel and pipeline-parallel training of one model on the same cores:
+    samples/s, accuracy and peak memory per process, and the conclusion they support."""
+    config = AxesConfig(
+        model=model, data=data, data_dir=data_dir, input_shape=parse_input_shape(input_shape),
+        variants=parse_variants(engines), num_processes=processes, batch_size=batch_size,
+        epochs=epochs, steps=steps,
+        optimizer=OptimizerConfig(name=optimizer, lr=lr, momentum=momentum),
+        lr_schedule=lr_schedule, seed=seed, schedule=schedule, num_microbatches=microbatches,
+        partition=partition,
+    )  # fmt: skip
+    out_dir = out or Path("parnn-out") / time.strftime("axes-%Y%m%d-%H%M%S")
+
+    def announce(run: VariantRun) -> None:
+        if not quiet and not as_json:
+            accuracy = f"{100 * run.accuracy:.2f}%" if run.accuracy is not None else "-"
+            stderr_console.print(
+                f"{run.label}: {run.samples_per_s:,.0f} samples/s, val acc {accuracy}, "
+                f"peak RSS {max(run.peak_rss_mib_per_process):.0f} MiB"
+            )
+
+    result = run_axes(config, quiet=quiet or as_json, on_run=announce)
+    files = {
+        "result": str(out_dir / "axes.json"),
+        "plot": str(plot_axes(result, out_dir / "throughput.png")),
+    }
+    summary = result.to_dict()
+    payload: dict[str, Any] = {
+        "command": "study axes",
+        **{key: summary[key] for key in ("model", "data", "train_samples", "val_samples",
+                                          "parameters", "settings", "rows")},
+        "conclusion": conclude(result),
+        "files": files,
+        "machine": summary["machine"],
+    }  # fmt: skip
+    write_json(out_dir / "axes.json", {**payload, "runs": result.to_dict(details=True)["runs"]})
+    emit(payload, as_json=as_json, render=lambda: _render_axes(payload))
 
 
 COMMANDS = [study]

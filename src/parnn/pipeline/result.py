@@ -57,7 +57,8 @@ class PipelineResult:
     step_time_s: float  # median over steps after warm-up
     samples_per_s: float
     bubble_fraction: float
-    wall_s: float
+    wall_s: float  # the whole run: start-up, training, evaluation
+    train_s: float  # the training steps alone (rank 0's step times, summed)
     stages: list[StageStats]
     boundaries: list[BoundaryStats]
     losses: list[float]

@@ -167,6 +167,7 @@ def _assemble(
         samples_per_s=config.batch_size / step_time_s if step_time_s else 0.0,
         bubble_fraction=bubble,
         wall_s=wall_s,
+        train_s=sum(master.step_times),
         stages=stages,
         boundaries=boundaries,
         losses=reports[gathered["last_rank"]].losses,

@@ -1,0 +1,115 @@
+"""`parnn study axes`: serial, data-parallel and pipeline-parallel on the same cores, end to
+end with real processes; the conclusion and the throughput measure on made-up numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from parnn.cli import cli
+from parnn.data_parallel.axes import AxesConfig, AxesResult, VariantRun, median_step_rate
+from parnn.data_parallel.axes_report import conclude
+from parnn.data_parallel.result import LossCurve
+
+PAYLOAD_KEYS = {
+    "command", "model", "data", "train_samples", "val_samples", "parameters", "settings",
+    "rows", "conclusion", "files", "machine",
+}  # fmt: skip
+ROW_KEYS = {
+    "variant", "label", "axis", "processes", "threads_per_process", "samples_per_s",
+    "speedup_vs_serial", "efficiency", "mean_samples_per_s", "accuracy",
+    "accuracy_delta_points", "peak_rss_mib", "peak_rss_mib_per_process", "total_rss_mib",
+    "steps", "samples", "wall_s", "bubble_fraction",
+}  # fmt: skip
+
+
+@pytest.mark.timeout(240)
+def test_cli_study_axes_end_to_end(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["study", "axes", "--model", "lenet5", "--data", "digits", "--engines",
+         "ddp,hogwild,pipeline", "--processes", "2", "--batch-size", "32", "--steps", "6",
+         "--out", str(tmp_path), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload: dict[str, Any] = json.loads(result.stdout)
+    assert set(payload) == PAYLOAD_KEYS and payload["command"] == "study axes"
+    rows = {row["variant"]: row for row in payload["rows"]}
+    assert list(rows) == ["serial", "ddp", "hogwild", "pipeline"]
+    for row in rows.values():
+        assert set(row) == ROW_KEYS
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["samples_per_s"] > 0
+        assert row["samples"] == 6 * 32  # the same training for every variant
+        assert len(row["peak_rss_mib_per_process"]) == row["processes"]
+        assert all(mib > 10 for mib in row["peak_rss_mib_per_process"])
+    assert (rows["ddp"]["processes"], rows["pipeline"]["processes"]) == (2, 2)
+    assert rows["serial"]["speedup_vs_serial"] == 1.0
+    # ddp and the pipeline take the reference trainer's very updates.
+    for variant in ("ddp", "pipeline"):
+        assert abs(rows[variant]["accuracy"] - rows["serial"]["accuracy"]) <= 0.02
+    fastest = max(payload["rows"], key=lambda row: row["samples_per_s"])
+    assert payload["conclusion"][0].startswith(f"Fastest: {fastest['label']} ")
+    assert Path(payload["files"]["plot"]).stat().st_size > 0
+    saved = json.loads(Path(payload["files"]["result"]).read_text())
+    assert set(saved["runs"]) == set(rows) and saved["rows"] == payload["rows"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--engines", "serial,bogus"], "unknown bogus"),
+        (["--processes", "1"], "--processes 2"),
+        (["--batch-size", "30", "--microbatches", "4"], "not divisible by 4 micro-batches"),
+    ],
+)
+def test_cli_study_axes_bad_input_one_line(args: list[str], expected: str) -> None:
+    result = CliRunner().invoke(cli, ["study", "axes", *args])
+    assert result.exit_code == 2
+    assert expected in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def _run(variant: str, label: str, rate: float, accuracy: float, processes: int) -> VariantRun:
+    return VariantRun(
+        variant=variant, label=label, processes=processes, threads_per_process=1,
+        samples_per_s=rate, mean_samples_per_s=None, accuracy=accuracy,
+        peak_rss_mib_per_process=[300.0] * processes, steps=100, samples=6400, wall_s=5.0,
+        bubble_fraction=0.4 if variant == "pipeline" else None,
+    )  # fmt: skip
+
+
+def test_conclusion_follows_the_numbers() -> None:
+    runs = [
+        _run("serial", "serial 1t", 1000.0, 0.90, 1),
+        _run("ddp", "ddp x2", 1500.0, 0.90, 2),
+        _run("hogwild", "hogwild x2", 1900.0, 0.85, 2),
+        _run("pipeline", "pipeline x2", 1200.0, 0.90, 2),
+    ]
+    result = AxesResult(
+        config=AxesConfig(variants=("serial", "ddp", "hogwild", "pipeline")),
+        runs=runs, train_samples=1000, val_samples=200, parameters=60_000,
+        machine={"load_average_1m": 0.1, "usable_cores": 2},
+    )  # fmt: skip
+    lines = conclude(result)
+    assert lines[0].startswith("Fastest: hogwild x2 at 1,900 samples/s, 1.90x serial")
+    assert any("hogwild x2 is 1.58x pipeline x2" in line for line in lines)
+    accuracy = next(line for line in lines if line.startswith("Accuracy"))
+    assert "hogwild x2 (-5.00)" in accuracy and "ddp x2, pipeline x2 match it" in accuracy
+    assert not any(line.startswith("Caveat") for line in lines)  # 98 steps, idle machine
+
+
+def test_median_step_rate_skips_warmup_and_groups_hogwild_updates() -> None:
+    # Two slow warm-up steps, then 10 ms steps of 32 samples: 3200 samples/s.
+    times = [0.5, 0.6] + [0.6 + 0.01 * step for step in range(1, 9)]
+    curve = LossCurve(time_s=times, samples=[32 * (i + 1) for i in range(10)], loss=[1.0] * 10)
+    assert median_step_rate(curve, points_per_step=1, warmup_steps=2) == pytest.approx(3200)
+    # Hogwild: two workers' updates of 16 samples each end 5 ms apart: still 3200 samples/s.
+    hogwild = LossCurve(
+        time_s=[0.005 * (i + 1) for i in range(20)],
+        samples=[16 * (i + 1) for i in range(20)],
+        loss=[1.0] * 20,
+    )
+    assert median_step_rate(hogwild, points_per_step=2, warmup_steps=2) == pytest.approx(3200)
