@@ -19,14 +19,23 @@ from parnn.errors import ParnnError
 
 if TYPE_CHECKING:
     from parnn.data import ArrayDataset, load_dataset, train_val_split
+    from parnn.data_parallel.api import DistributedTester, DistributedTrainer
+    from parnn.jobs import AsyncKFold
     from parnn.models import build_model, model_names
     from parnn.partition import Partition, scheme_partition
+    from parnn.pipeline import PipelineConfig, PipelineResult, run_pipeline
     from parnn.train import OptimizerConfig, TrainConfig, TrainResult, evaluate
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "ArrayDataset": "parnn.data",
+    "AsyncKFold": "parnn.jobs",
+    "DistributedTester": "parnn.data_parallel.api",
+    "DistributedTrainer": "parnn.data_parallel.api",
+    "PipelineConfig": "parnn.pipeline",
+    "PipelineResult": "parnn.pipeline",
+    "run_pipeline": "parnn.pipeline",
     "load_dataset": "parnn.data",
     "train_val_split": "parnn.data",
     "build_model": "parnn.models",
@@ -41,6 +50,11 @@ _LAZY = {
 
 __all__ = [
     "ArrayDataset",
+    "AsyncKFold",
+    "DistributedTester",
+    "DistributedTrainer",
+    "PipelineConfig",
+    "PipelineResult",
     "OptimizerConfig",
     "ParnnError",
     "Partition",
@@ -51,6 +65,7 @@ __all__ = [
     "evaluate",
     "load_dataset",
     "model_names",
+    "run_pipeline",
     "scheme_partition",
     "train_val_split",
 ]

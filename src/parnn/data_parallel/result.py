@@ -8,7 +8,7 @@ from typing import Any
 
 from parnn.data_parallel.config import DataParallelConfig
 from parnn.data_parallel.loop import StepLog
-from parnn.data_parallel.monitor import CpuTrace
+from parnn.monitor import CpuTrace
 from parnn.train import EvalResult
 
 __all__ = ["DataParallelResult", "LossCurve", "merge_logs"]

@@ -26,12 +26,12 @@ from parnn.data_parallel.ddp import ddp_worker, serial_worker
 from parnn.data_parallel.hogwild import hogwild_worker
 from parnn.data_parallel.job import OptimizerFactory, ScheduleFactory, TrainJob
 from parnn.data_parallel.loop import StepBoard, WorkerOutput, load_numpy_state
-from parnn.data_parallel.monitor import CpuMonitor, CpuTrace
 from parnn.data_parallel.mpi import launch_mpi, mpi_env, require_mpi, run_mpi_rank
 from parnn.data_parallel.result import DataParallelResult, merge_logs
 from parnn.data_parallel.shards import check_num_samples, total_steps
 from parnn.errors import ConfigError
 from parnn.launch import LaunchConfig, launch, run_distributed, torchrun_env
+from parnn.monitor import CpuMonitor, CpuTrace
 from parnn.progress import progress_bar
 from parnn.results import machine_facts
 from parnn.train import dataset_tensors, evaluate, make_criterion

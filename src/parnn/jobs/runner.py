@@ -1,0 +1,135 @@
+"""One session of one mode: run a set of jobs on a pool, watch it, record everything.
+
+Each job's record is appended to ``jobs.jsonl`` as soon as it finishes (then its
+checkpoint is deleted), so an interruption at any moment loses at most the steps since a
+job's last checkpoint. The session's record (wall time, workers, CPU trace, whether it
+was interrupted) is appended when the session ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from parnn.jobs.fold_job import FoldContext, run_fold_job
+from parnn.jobs.live import LiveView
+from parnn.jobs.pool import PoolConfig, PoolEvent, WorkerPool
+from parnn.jobs.spec import JobResult, JobSpec
+from parnn.jobs.store import RunStore
+from parnn.monitor import CpuMonitor
+from parnn.results import machine_facts
+
+__all__ = ["SessionPlan", "run_session"]
+
+# The fork server imports these once, so that no worker pays for them inside a job:
+# torch, the models and the trainer, and torch._dynamo, which a torch optimizer imports
+# on its first use (1-3 s).
+_PRELOAD = ("parnn.jobs.fold_job", "torch._dynamo")
+
+
+@dataclass(kw_only=True, slots=True)
+class SessionPlan:
+    """How to run one mode's jobs in this session."""
+
+    mode: str  # "parallel" or "serial"
+    session: int  # the session index (0: the first run)
+    num_workers: int  # pool slots (1 for serial)
+    threads_per_job: int  # intra-op threads of each worker
+    start_method: str = "forkserver"
+    monitor_interval_s: float = 0.5  # CPU sampling period; 0: off
+    quiet: bool = False
+
+
+def run_session(
+    plan: SessionPlan,
+    jobs: Sequence[JobSpec],
+    context: FoldContext,
+    store: RunStore,
+) -> dict[str, Any]:
+    """Run ``jobs`` (already ordered) and return the session record (also stored)."""
+    checkpoints = store.checkpoint_dir(plan.mode)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    context = dataclasses.replace(context, checkpoint_dir=str(checkpoints))
+    by_id = {job.job_id: job for job in jobs}
+    started_at: dict[str, float] = {}
+    counts = {"finished": 0, "failed": 0}
+    facts = machine_facts()
+
+    def on_event(event: PoolEvent) -> None:
+        view.update(event)
+        job = by_id[event.key]
+        if event.kind == "started":
+            started_at[event.key] = event.time
+            return
+        if event.kind not in ("finished", "failed"):
+            return
+        counts[event.kind] += 1
+        start = started_at.get(event.key, event.time)
+        numbers = dict(event.result or {})
+        result = JobResult(
+            job_id=job.job_id,
+            model=job.model,
+            scheduler=job.scheduler,
+            fold=job.fold,
+            mode=plan.mode,
+            status="ok" if event.kind == "finished" else "failed",
+            seed=job.seed,
+            start_s=round(start - origin, 4),
+            end_s=round(event.time - origin, 4),
+            session=plan.session,
+            worker=event.worker,
+            threads=plan.threads_per_job,
+            cost_s=job.cost_s,
+            error=event.error,
+            time_s=round(event.time - start, 4),
+        )
+        for name, value in numbers.items():
+            if hasattr(result, name):
+                setattr(result, name, value)
+        store.append(result)
+        if result.ok:
+            (checkpoints / f"{job.file_stem}.pt").unlink(missing_ok=True)
+
+    pool = WorkerPool(
+        run_fold_job,
+        context,
+        PoolConfig(
+            num_workers=plan.num_workers,
+            threads_per_worker=plan.threads_per_job,
+            start_method=plan.start_method,
+            preload=_PRELOAD,
+        ),
+    )
+    pool.prepare()
+    origin = time.perf_counter()  # the clock starts with the workers, after the fork server
+    view = LiveView(jobs, title=plan.mode, quiet=plan.quiet)
+    monitor = CpuMonitor(plan.monitor_interval_s)
+    interrupted = True
+    try:
+        with monitor, view:
+            pool.run([(job.job_id, job) for job in jobs], on_event)
+        interrupted = False
+    finally:
+        wall_s = time.perf_counter() - origin
+        trace = monitor.trace
+        record = {
+            "session": plan.session,
+            "mode": plan.mode,
+            "wall_s": round(wall_s, 4),
+            "workers": min(plan.num_workers, max(1, len(jobs))),
+            "threads_per_job": plan.threads_per_job,
+            "jobs_run": len(jobs),
+            "jobs_finished": counts["finished"],
+            "jobs_failed": counts["failed"],
+            "interrupted": interrupted,
+            "cpu_offset_s": round(trace.start_s - origin, 4),  # sample times are from here
+            "cpu": trace.to_dict(),
+            "load_average_1m_before": facts["load_average_1m"],
+            "affinity": facts["affinity"],
+            "time_utc": facts["time_utc"],
+        }
+        store.append_session(record)
+    return record
