@@ -16,7 +16,7 @@ from parnn.partition import SCHEMES
 @pytest.mark.timeout(400)
 def test_demo_measures_every_scheme_and_auto_and_saves_a_plot(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        cli, ["demo", "--out", str(tmp_path), "--epochs", "1", "--json", "--quiet"]
+        cli, ["demo", "--out", str(tmp_path), "--epochs", "3", "--json", "--quiet"]
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output.strip().splitlines()[-1])
