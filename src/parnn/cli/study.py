@@ -54,6 +54,7 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
+from parnn.cli.study_pipeline import STUDY_COMMANDS
 from parnn.data_parallel.axes import (
     DEFAULT_VARIANTS,
     VARIANTS,
@@ -389,5 +390,8 @@ def axes(
     write_json(out_dir / "axes.json", {**payload, "runs": result.to_dict(details=True)["runs"]})
     emit(payload, as_json=as_json, render=lambda: _render_axes(payload))
 
+
+for _command in STUDY_COMMANDS:  # schemes, microbatches, scaling (the pipeline studies)
+    study.add_command(_command)
 
 COMMANDS = [study]

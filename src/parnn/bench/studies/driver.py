@@ -1,0 +1,94 @@
+"""Run a pipeline study: open (or resume) its results directory, measure every unfinished
+cell, render the report.
+
+    outcome = run_study("schemes", settings, cells, spec_of, out_dir, measure=engine)
+
+Every study module builds its cells and the :class:`~parnn.bench.studies.runs.RunSpec` of
+each, and leaves the rest here, so that the three studies store, resume and report alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from parnn.bench.cells import Cell, StudyStore
+from parnn.bench.studies.runs import Measure, Predict, RunSpec, measure_cell
+from parnn.bench.studies.settings import RunSettings
+
+__all__ = ["StudyOutcome", "run_study"]
+
+
+@dataclass(frozen=True, slots=True)
+class StudyOutcome:
+    """What a study run left behind."""
+
+    kind: str
+    directory: Path
+    header: Mapping[str, Any]
+    """study.json: kind, settings, machine facts."""
+    records: Sequence[Mapping[str, Any]]
+    """Every cell's record, in cell order."""
+    measured_now: int
+    """Cells measured by this call (the others were finished before: resumed)."""
+    report_markdown: Path | None
+    report_html: Path | None
+
+    @property
+    def resumed(self) -> int:
+        return len(self.records) - self.measured_now
+
+    @property
+    def failed(self) -> list[Mapping[str, Any]]:
+        return [r for r in self.records if r.get("status") != "ok"]
+
+
+def run_study(
+    kind: str,
+    settings: RunSettings,
+    cells: Sequence[Cell],
+    spec_of: Callable[[Cell], RunSpec],
+    directory: str | Path,
+    *,
+    measure: Measure,
+    predict: Predict | None = None,
+    quiet: bool = False,
+    render: bool = True,
+) -> StudyOutcome:
+    """Measure every cell of ``cells`` not yet in ``directory`` and render the report.
+
+    Re-running in the same directory with the same settings skips the finished cells;
+    other settings are refused (see :class:`~parnn.bench.cells.StudyStore`).
+    """
+    store = StudyStore(directory)
+    header = store.open(kind, settings.to_dict())
+    measured: list[str] = []
+    chosen_predict = predict if settings.predict else None
+
+    def measure_one(cell: Cell) -> dict[str, Any]:
+        measured.append(cell.id)
+        return measure_cell(
+            spec_of(cell),
+            measure,
+            repeats=settings.repeats,
+            isolate_repeats=settings.isolate_repeats,
+            predict=chosen_predict,
+        )
+
+    records = store.run(cells, measure_one, description=f"study {kind}", quiet=quiet)
+    markdown = html = None
+    if render and records:
+        from parnn.bench.report import render_report
+
+        markdown, html = render_report(store.directory)
+    return StudyOutcome(
+        kind=kind,
+        directory=store.directory,
+        header=header,
+        records=records,
+        measured_now=len(measured),
+        report_markdown=markdown,
+        report_html=html,
+    )
