@@ -55,6 +55,7 @@ class PipelineResult:
     steps: int
     samples: int
     step_time_s: float  # median over steps after warm-up
+    step_times_s: list[float]  # every timed step after warm-up (rank 0), for repeats
     samples_per_s: float
     bubble_fraction: float
     wall_s: float  # the whole run: start-up, training, evaluation

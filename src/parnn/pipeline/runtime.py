@@ -164,6 +164,7 @@ def _assemble(
         steps=total_steps,
         samples=total_steps * config.batch_size,
         step_time_s=step_time_s,
+        step_times_s=[master.step_times[s] for s in sorted(measured)],
         samples_per_s=config.batch_size / step_time_s if step_time_s else 0.0,
         bubble_fraction=bubble,
         wall_s=wall_s,

@@ -120,8 +120,9 @@ def _draw(axes: object, panel: Panel) -> None:
             mark.label,
             (mark.x, mark.y),
             textcoords="offset points",
-            xytext=(8, 10),
+            xytext=(12, 14),
             fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
         )
     if panel.logx:
         axes.set_xscale("log", base=2)

@@ -239,7 +239,7 @@ def _conclusions(points: Sequence[ScalingPoint], cores: int) -> list[str]:
     else:
         lines = [
             f"Fastest with {stages_text(best.stages)}: {ms(mean_s(best.record))} ms per step, "
-            f"{best.speedup:.2f}x the {stages_text(base.stages)} time "
+            f"{best.speedup:.2f}x the {base.stages}-stage time "
             f"({percent(best.efficiency)} efficient)."
         ]
     for p in points[1:]:
