@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from parnn.errors import PartitionError
 from parnn.launch import LaunchConfig, run_distributed
@@ -234,24 +233,3 @@ def _write_files(
     )
     result.files = {"result": str(out_dir / "result.json"), "trace": str(trace_path)}
     write_json(out_dir / "result.json", result.to_dict())
-
-
-def stage_table_rows(result: PipelineResult) -> list[dict[str, Any]]:
-    """Per-stage rows for tables (milliseconds and shares)."""
-    return [
-        {
-            "stage": s.stage,
-            "rank": s.rank,
-            "units": f"{s.units[0]}..{s.units[-1]}" if len(s.units) > 1 else s.units[0],
-            "parameters": s.parameters,
-            "forward_ms": 1000 * s.forward_s,
-            "backward_ms": 1000 * s.backward_s,
-            "wait_ms": 1000 * s.wait_s,
-            "idle_share": s.idle_share,
-        }
-        for s in result.stages
-    ]
-
-
-def model_units(model: nn.Sequential) -> list[str]:
-    return [name for name, _ in model.named_children()]
