@@ -18,21 +18,15 @@ from pathlib import Path
 
 from parnn.bench.studies.runs import RunMeasurement, RunSpec, StageMeasurement
 from parnn.partition.resolve import resolve_partition
-from parnn.pipeline import PipelineConfig, PipelineResult, run_pipeline
+from parnn.pipeline import PipelineConfig, run_pipeline
 
 __all__ = [
     "PipelineEngine",
-    "engine_reports_step_times",
     "pipeline_config",
     "resolve_boundaries",
 ]
 
 _VAL_FRACTION = 0.2  # the pipeline's held-out share (unused: no evaluation)
-
-
-def engine_reports_step_times() -> bool:
-    """Whether the pipeline's result lists every timed step (else only their median)."""
-    return "step_times_s" in PipelineResult.__dataclass_fields__
 
 
 def pipeline_config(spec: RunSpec) -> PipelineConfig:
@@ -59,22 +53,16 @@ def pipeline_config(spec: RunSpec) -> PipelineConfig:
 
 
 class PipelineEngine:
-    """``engine(spec) -> RunMeasurement``: one launch of the pipeline per call.
-
-    ``reports_step_times`` tells :func:`~parnn.bench.studies.runs.measure_cell` whether one
-    launch can serve several repeats (blocks of its timed steps); when the pipeline reports
-    only the median step, every repeat is a launch of its own.
-    """
+    """``engine(spec) -> RunMeasurement``: one launch of the pipeline per call, reporting
+    every timed step (so one launch can serve several repeats)."""
 
     def __init__(self, *, cache_dir: str | Path | None = None) -> None:
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.reports_step_times = engine_reports_step_times()
 
     def __call__(self, spec: RunSpec) -> RunMeasurement:
         result = run_pipeline(pipeline_config(spec), quiet=True, profile_cache_dir=self.cache_dir)
         assert result is not None, "the study runs the pipeline from its master process"
-        times = getattr(result, "step_times_s", None)
-        step_times = tuple(float(t) for t in times) if times else (float(result.step_time_s),)
+        step_times = tuple(float(t) for t in result.step_times_s)
         boundary_bytes = {int(b.after_stage): int(b.activation_bytes) for b in result.boundaries}
         stages = tuple(
             StageMeasurement(

@@ -225,16 +225,13 @@ def measure_cell(
     """Run one cell ``repeats`` times and return its record (JSON-ready).
 
     ``spec.steps`` is the number of timed steps *per repeat*. Repeats are blocks of one
-    launch unless ``isolate_repeats`` or the measure function says it cannot report every
-    step (``measure.reports_step_times`` False). A :class:`ParnnError` from
+    launch unless ``isolate_repeats`` asks for a fresh launch each. A :class:`ParnnError` from
     the engine (a scheme that needs more units than the model has, a rank that failed) is
     recorded as the cell's ``error`` instead of ending the study.
     """
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {repeats}")
     steps = spec.steps
-    # An engine that reports only a median step cannot split one launch into repeats.
-    isolate_repeats = isolate_repeats or not getattr(measure, "reports_step_times", True)
     record: dict[str, Any] = {
         "spec": spec.to_dict(),
         "repeats_from": "launches" if isolate_repeats else "blocks of one launch",
