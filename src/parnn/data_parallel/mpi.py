@@ -218,47 +218,41 @@ def _read_failures(directory: Path) -> list[dict[str, Any]]:
     return sorted(failures, key=lambda failure: float(failure.get("time", 0.0)))
 
 
-class _RankWatch:
-    """Which rank's process vanished first: each rank writes its pid at start-up, and a
-    rank that dies without a word (os._exit, a signal) is the first one gone."""
+def _first_silent_exit(directory: Path) -> RankFailedError | None:
+    """The rank whose process ended first with a failure but without a word (``os._exit``,
+    a signal), from the records that each rank's supervisor writes (:func:`_supervise`)."""
+    records = []
+    for path in directory.glob("exit-rank*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+    failed = sorted(
+        (record for record in records if int(record.get("code", 0)) != 0),
+        key=lambda record: float(record.get("time", 0.0)),
+    )
+    if not failed:
+        return None
+    code = int(failed[0]["code"])
+    if code > 0:
+        how = f"exit code {code}"
+    else:
+        how = (
+            f"killed by {signal.Signals(-code).name}"
+            if -code in signal.valid_signals()
+            else f"killed by signal {-code}"
+        )
+    return RankFailedError(
+        int(failed[0]["rank"]),
+        f"process exited without raising ({how}: os._exit, a signal or a crash in native code)",
+    )
 
-    def __init__(self, directory: Path, num_ranks: int) -> None:
-        self.directory = directory
-        self.num_ranks = num_ranks
-        self.processes: dict[int, psutil.Process] = {}
-        self.first_gone: int | None = None
 
-    def poll(self) -> None:
-        if len(self.processes) < self.num_ranks:
-            for rank in range(self.num_ranks):
-                path = self.directory / f"rank{rank}.pid"
-                if rank not in self.processes and path.exists():
-                    with contextlib.suppress(ValueError, psutil.Error, OSError):
-                        self.processes[rank] = psutil.Process(int(path.read_text()))
-        if self.first_gone is None:
-            for rank, process in sorted(self.processes.items()):
-                try:
-                    gone = process.status() == psutil.STATUS_ZOMBIE
-                except psutil.Error:
-                    gone = True
-                if gone and not (self.directory / f"rank{rank}.done").exists():
-                    self.first_gone = rank
-                    return
-
-
-def _launcher_failure(log_text: str, returncode: int, rank: int | None) -> RankFailedError:
+def _launcher_failure(log_text: str, returncode: int) -> RankFailedError:
     # Hydra (MPICH) may name the rank that died: "RANK 1 PID 123 RUNNING AT vm EXIT CODE: 17"
     match = re.search(r"RANK\s+(\d+)\s+PID\s+\d+.*?EXIT CODE:\s*(-?\d+)", log_text, re.S)
     if match:
         return RankFailedError(
             int(match.group(1)),
             f"process exited with code {match.group(2)} without raising (reported by mpiexec)",
-        )
-    if rank is not None:
-        return RankFailedError(
-            rank,
-            f"process exited without raising (os._exit, a signal or a crash in native code); "
-            f"mpiexec's exit code {returncode}",
         )
     tail = " ".join(log_text.strip().splitlines()[-3:])[-300:]
     return RankFailedError(None, f"mpiexec exited with code {returncode}: {tail or 'no output'}")
@@ -280,12 +274,10 @@ def launch_mpi(job: TrainJob, *, failure_timeout_s: float = 30.0) -> WorkerOutpu
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
             )
-            watch = _RankWatch(directory, job.config.num_processes)
             try:
                 first_failure: float | None = None
                 while process.poll() is None:
                     time.sleep(0.05)
-                    watch.poll()
                     if first_failure is None and any(directory.glob("error-rank*.json")):
                         first_failure = time.monotonic()
                     if first_failure and time.monotonic() - first_failure > failure_timeout_s:
@@ -301,29 +293,51 @@ def launch_mpi(job: TrainJob, *, failure_timeout_s: float = 30.0) -> WorkerOutpu
             )
         output_path = directory / _OUTPUT_FILE
         if process.returncode != 0 or not output_path.exists():
+            silent = _first_silent_exit(directory)
+            if silent is not None:
+                raise silent
             log_text = (directory / _LOG_FILE).read_text(encoding="utf-8", errors="replace")
-            raise _launcher_failure(log_text, process.returncode or 0, watch.first_gone)
+            raise _launcher_failure(log_text, process.returncode or 0)
         with open(output_path, "rb") as handle:
             output: WorkerOutput = pickle.load(handle)
         return output
 
 
+def _supervise(directory: Path, rank: int) -> None:
+    """Fork before MPI starts: the child returns and runs the rank; this process waits for
+    it, records how it ended (``exit-rankN.json``: code, time) and exits the same way.
+
+    A rank that dies without a word makes mpiexec kill the others within a millisecond,
+    too fast for anyone watching from outside to tell who went first; the record is
+    written before mpiexec learns of the death, so the first failed record is the cause."""
+    child = os.fork()
+    if child == 0:
+        _die_with_parent()
+        return
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    record = {"rank": rank, "code": code, "time": time.time()}
+    with contextlib.suppress(OSError):
+        atomic_write_text(directory / f"exit-rank{rank}.json", json.dumps(record))
+    os._exit(code if code >= 0 else 128 - code)
+
+
 def main(argv: Sequence[str]) -> int:
     """Each rank started by :func:`launch_mpi` (``python -m parnn.data_parallel.mpi_rank DIR``)."""
     directory = Path(argv[0])
+    env = mpi_env()
+    if env is not None:
+        _supervise(directory, env.rank)  # returns in the child, which runs the rank
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    atomic_write_text(directory / f"rank{rank}.pid", str(os.getpid()))
     try:
         job: TrainJob = torch.load(directory / _JOB_FILE, weights_only=False)
-        env = mpi_env()
         local_rank, local_size = (env.local_rank, env.local_size) if env else (rank, 1)
         output = _train(job, comm, local_rank, local_size)
         if output is not None:
             atomic_write_bytes(directory / _OUTPUT_FILE, pickle.dumps(output))
-        atomic_write_text(directory / f"rank{rank}.done", "")
     except BaseException as exc:
         record = {
             "rank": rank,
