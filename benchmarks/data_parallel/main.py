@@ -32,9 +32,12 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared/data/mnist")
     parser.add_argument("--model", default="lenet5")
-    parser.add_argument("--engines", default="ddp,hogwild,local-sgd,mpi")
+    parser.add_argument("--engines", default="ddp,hogwild,local-sgd,mpi,independent")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--per-process-batch", action="store_true", help="--batch-size per rank, not global"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--momentum", type=float, default=0.5)
@@ -62,6 +65,7 @@ def main() -> None:
         engine="ddp",
         num_processes=args.processes,
         batch_size=args.batch_size,
+        per_process_batch=args.per_process_batch,
         epochs=args.epochs,
         optimizer=OptimizerConfig(name="sgd", lr=args.lr, momentum=args.momentum),
     )
@@ -81,7 +85,8 @@ def main() -> None:
         for row in rows:
             print(f"  {row['label']:<14} {row['samples_per_s']:>9,.0f} samples/s  "
                   f"x{row['speedup_vs_1_thread']:.2f} vs 1t  x{row['speedup_vs_all_cores']:.2f} "
-                  f"vs all cores  acc {row['accuracy']:.4f}")  # fmt: skip
+                  f"vs all cores  of independent {row['share_of_independent'] or 0:.0%}  "
+                  f"acc {row['accuracy']:.4f}")  # fmt: skip
         if repeat == args.repeats - 1:
             args.out.mkdir(parents=True, exist_ok=True)
             plot_loss(comparison.runs, args.out / "loss_vs_time.png", x_axis="time")
@@ -97,6 +102,7 @@ def main() -> None:
             "samples_per_s": _median(rows, "samples_per_s"),
             "speedup_vs_1_thread": _median(rows, "speedup_vs_1_thread"),
             "speedup_vs_all_cores": _median(rows, "speedup_vs_all_cores"),
+            "share_of_independent": _median(rows, "share_of_independent"),
             "accuracy": _median(rows, "accuracy"),
             "accuracy_delta_points": _median(rows, "accuracy_delta_points"),
             "cpu_process_percent": _median(rows, "cpu_process_percent"),
@@ -115,6 +121,7 @@ def main() -> None:
     for row in summary:
         print(f"  {row['label']:<14} {row['samples_per_s']:>9,.0f} samples/s  "
               f"x{row['speedup_vs_1_thread']} vs 1t  x{row['speedup_vs_all_cores']} vs all cores  "
+              f"of independent {row['share_of_independent']}  "
               f"acc {row['accuracy']}  delta {row['accuracy_delta_points']} pts")  # fmt: skip
 
 

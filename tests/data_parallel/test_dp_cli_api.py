@@ -28,7 +28,8 @@ RUN_KEYS = {
 }  # fmt: skip
 SPEEDUP_KEYS = {
     "label", "engine", "processes", "threads_per_process", "samples_per_s", "train_s",
-    "speedup_vs_1_thread", "speedup_vs_all_cores", "accuracy", "accuracy_delta_points",
+    "speedup_vs_1_thread", "speedup_vs_all_cores", "share_of_independent", "accuracy",
+    "accuracy_delta_points",
     "final_train_loss", "cpu_total_percent", "cpu_process_percent", "peak_rss_mib",
 }  # fmt: skip
 
@@ -58,15 +59,21 @@ def test_cli_dp_run_json(tmp_path: Path) -> None:
 @pytest.mark.timeout(180)
 def test_cli_dp_compare(tmp_path: Path) -> None:
     payload = _run(
-        ["dp", "--compare", "ddp,hogwild", "--model", "mlp", "--data", "digits", "--input",
+        ["dp", "--compare", "ddp,hogwild,independent", "--model", "mlp", "--data", "digits", "--input",
          "1x8x8", "--num-samples", "400", "--batch-size", "32", "--steps", "6",
          "--out", str(tmp_path), "--json"]
     )  # fmt: skip
     assert payload["mode"] == "compare"
     rows = payload["speedup"]
-    assert [row["label"] for row in rows] == ["serial 1t", "serial 2t", "ddp x2", "hogwild x2"]  # type: ignore[index, union-attr]
+    labels = ["serial 1t", "serial 2t", "ddp x2", "hogwild x2", "independent x2"]
+    assert [row["label"] for row in rows] == labels  # type: ignore[index, union-attr]
     assert all(set(row) == SPEEDUP_KEYS for row in rows)  # type: ignore[union-attr]
     assert rows[0]["speedup_vs_1_thread"] == 1.0  # type: ignore[index]
+    # the ceiling: local SGD that averages once, at the end, measured beside the engines
+    independent = payload["runs"][4]  # type: ignore[index]
+    assert independent["engine"] == "local-sgd" and independent["steps"] == 6
+    assert rows[4]["share_of_independent"] == 1.0  # type: ignore[index]
+    assert all(row["share_of_independent"] > 0 for row in rows)  # type: ignore[union-attr]
     # ddp reproduces serial exactly in math, so the same validation accuracy
     assert rows[2]["accuracy"] == pytest.approx(rows[0]["accuracy"], abs=0.01)  # type: ignore[index]
     for name in ("loss_vs_time", "loss_vs_samples", "cpu", "throughput", "result"):

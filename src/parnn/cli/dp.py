@@ -10,7 +10,8 @@ input_shape, parameters, files, and the run's keys: engine, label, model, data, 
 num_val, config, steps, updates, samples, train_s, wall_s, samples_per_s,
 final_train_loss, val, ranks, cpu, curve, machine. A comparison: command, mode
 ("compare"), engines, speedup (rows: label, engine, processes, threads_per_process,
-samples_per_s, train_s, speedup_vs_1_thread, speedup_vs_all_cores, accuracy,
+samples_per_s, train_s, speedup_vs_1_thread, speedup_vs_all_cores,
+share_of_independent (null unless ``independent`` ran), accuracy,
 accuracy_delta_points, final_train_loss, cpu_total_percent, cpu_process_percent,
 peak_rss_mib), runs, files, machine.
 """
@@ -103,19 +104,24 @@ def _render_run(payload: dict[str, Any]) -> None:
 
 def _render_comparison(payload: dict[str, Any]) -> None:
     table = Table(title="parnn dp --compare (speedup = samples/s over the baseline)")
-    for column in ("run", "samples/s", "vs 1 thread", "vs all cores", "val acc", "delta pts",
-                   "CPU machine/job %", "train s"):  # fmt: skip
+    ceiling = any(row.get("share_of_independent") is not None for row in payload["speedup"])
+    columns = ["run", "samples/s", "vs 1 thread", "vs all cores"]
+    columns += ["of independent"] if ceiling else []
+    columns += ["val acc", "delta pts", "CPU machine/job %", "train s"]
+    for column in columns:
         table.add_column(column, justify="right" if column != "run" else "left")
 
     def ratio(value: float | None) -> str:
         return f"{value:.2f}x" if value is not None else "-"
 
     for row in payload["speedup"]:
+        share = [_percent(row["share_of_independent"])] if ceiling else []
         table.add_row(
             row["label"],
             f"{row['samples_per_s']:,.0f}",
             ratio(row["speedup_vs_1_thread"]),
             ratio(row["speedup_vs_all_cores"]),
+            *share,
             _percent(row["accuracy"]),
             f"{row['accuracy_delta_points']:+.2f}" if row["accuracy_delta_points"] is not None
             else "-",
@@ -174,7 +180,8 @@ def _default_out() -> Path:
     type=str,
     default=None,
     help=f"Run several engines side by side, e.g. serial,ddp,hogwild,local-sgd "
-    f"(from {', '.join(COMPARE_NAMES)}); the two serial baselines are always run.",
+    f"(from {', '.join(COMPARE_NAMES)}); the two serial baselines are always run. "
+    "'independent' adds the zero-communication ceiling: local SGD averaged once, at the end.",
 )
 @model_option("lenet5")
 @data_option("digits")

@@ -29,7 +29,12 @@ __all__ = [
 
 BASELINES = ("serial", "serial-threads")
 """One process with one thread; one process with one intra-op thread per usable core."""
-COMPARE_NAMES = (*ENGINES, "serial-threads")
+INDEPENDENT = "independent"
+"""N replicas that never talk until one average at the end (one-shot averaging: local SGD
+whose period outlasts the run). Every engine's work minus all of its communication and
+waiting: the throughput ceiling of N processes on this machine, measured beside them."""
+COMPARE_NAMES = (*ENGINES, "serial-threads", INDEPENDENT)
+_NEVER = 2**31 - 1  # an averaging period no run reaches: replicas average once, at the end
 
 
 def parse_compare_list(text: str) -> list[str]:
@@ -64,6 +69,8 @@ def comparison_configs(
             changes.update(engine="serial", num_processes=1, threads_per_process=cores)
         elif name in ("local-sgd", "mpi"):
             changes["average_every"] = average_every
+        elif name == INDEPENDENT:
+            changes.update(engine="local-sgd", average_every=_NEVER)
         configs.append(dataclasses.replace(base, **changes))
     return configs
 
@@ -84,10 +91,15 @@ class Comparison:
             else min(serial, key=lambda run: run.config.threads_per_process)
         )
 
+    def _independent(self) -> DataParallelResult | None:
+        return next((run for run in self.runs if run.independent), None)
+
     def speedups(self) -> list[dict[str, Any]]:
-        """One row per run: throughput, speedups over both baselines, accuracy and CPU."""
+        """One row per run: throughput, speedups over both baselines (and the share of the
+        ``independent`` ceiling when it ran), accuracy and CPU."""
         one = self._baseline(threads_all=False)
         every = self._baseline(threads_all=True)
+        ceiling = self._independent()
         one_accuracy = one.val.accuracy if one is not None and one.val is not None else None
         rows = []
         for run in self.runs:
@@ -102,6 +114,7 @@ class Comparison:
                     "train_s": round(run.train_s, 3),
                     "speedup_vs_1_thread": _ratio(run, one),
                     "speedup_vs_all_cores": _ratio(run, every),
+                    "share_of_independent": _ratio(run, ceiling),
                     "accuracy": accuracy,
                     "accuracy_delta_points": (
                         round(100 * (accuracy - one_accuracy), 2)

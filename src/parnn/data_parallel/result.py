@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from parnn.data_parallel.config import DataParallelConfig
+from parnn.data_parallel.config import AVERAGING_ENGINES, DataParallelConfig
 from parnn.data_parallel.loop import StepLog
 from parnn.monitor import CpuTrace
 from parnn.train import EvalResult
@@ -120,10 +120,22 @@ class DataParallelResult:
         return self.samples / self.train_s if self.train_s > 0 else 0.0
 
     @property
+    def independent(self) -> bool:
+        """Replicas that averaged only once, at the end (an averaging period longer than
+        the run): the zero-communication ceiling of ``parnn dp --compare``."""
+        period = self.config.average_every
+        return (
+            self.config.engine in AVERAGING_ENGINES and period is not None and period >= self.steps
+        )
+
+    @property
     def label(self) -> str:
-        """'ddp x2', 'serial 1t', 'serial 2t': the engine and its parallelism."""
+        """'ddp x2', 'serial 1t', 'serial 2t', 'independent x2': the engine and its
+        parallelism."""
         if self.config.engine == "serial":
             return f"serial {self.config.threads_per_process}t"
+        if self.independent:
+            return f"independent x{self.config.num_processes}"
         return f"{self.config.engine} x{self.config.num_processes}"
 
     def to_dict(self, *, curve_points: int = 200, cpu_trace: bool = False) -> dict[str, Any]:
