@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from partition_profiles import make_profile
 
-from parnn.errors import ScheduleError
-from parnn.partition.cost import in_flight_microbatches
+from parnn.errors import ConfigError, ScheduleError
+from parnn.partition import Partition
+from parnn.partition.comm import CommModel
+from parnn.partition.cost import in_flight_microbatches, partition_cost
 from parnn.partition.schedules import format_schedule, schedule_actions
 from parnn.partition.simulate import (
     StageTimes,
@@ -75,6 +78,45 @@ def test_forward_pass_matches_the_gpipe_study_formula(costs, m) -> None:  # type
     for schedule in ("gpipe",):
         result = simulate(times, schedule=schedule, num_microbatches=m)
         assert result.step_time_s == pytest.approx(closed_form_forward_s(stage_costs, m))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 5.0), min_size=1, max_size=6),
+    st.floats(0.0, 3.0),
+    st.integers(1, 12),
+)
+def test_link_latency_overlaps_the_receivers_work(forward, latency, m) -> None:  # type: ignore[no-untyped-def]
+    # The latency is paid once per link on the way down, never per micro-batch at the
+    # bottleneck: sum(t_i) + (p - 1) L + (m - 1) t_max.
+    times = StageTimes(
+        forward_s=tuple(forward), backward_s=(0.0,) * len(forward), link_latency_s=latency
+    )
+    result = simulate(times, schedule="gpipe", num_microbatches=m)
+    p = len(forward)
+    forward_pass = sum(forward) + (p - 1) * latency + (m - 1) * max(forward)
+    last_forward = max(e.end_s for e in result.events if e.kind == "forward")
+    assert last_forward == pytest.approx(forward_pass)
+    # The (free) backward pass still carries the gradients back over every link.
+    assert result.step_time_s == pytest.approx(forward_pass + (p - 1) * latency)
+    assert result.comm_s == (0.0,) * p  # waiting on the link is idle time
+
+
+def test_link_latency_with_backward_and_busy_receives() -> None:
+    # 2 stages, 1 micro-batch: F0 (1) -> link (0.5) -> recv (0.25) + F1 (1) + B1 (2) ->
+    # link (0.5) -> recv (0.25) + B0 (2): the critical path, 7.5 s.
+    times = StageTimes(
+        forward_s=(1.0, 1.0),
+        backward_s=(2.0, 2.0),
+        recv_forward_s=(0.0, 0.25),
+        recv_backward_s=(0.25, 0.0),
+        link_latency_s=0.5,
+    )
+    result = simulate(times, schedule="1f1b", num_microbatches=1)
+    assert result.step_time_s == pytest.approx(7.5)
+    assert result.comm_s == pytest.approx((0.25, 0.25))
+    with pytest.raises(ConfigError, match="link_latency_s"):
+        StageTimes(forward_s=(1.0,), backward_s=(1.0,), link_latency_s=-1.0)
 
 
 @pytest.mark.parametrize("p", [2, 4])
@@ -178,3 +220,16 @@ def test_interleaved_order_is_torchs(k: int, v: int) -> None:
             assert [(a.kind, a.stage, a.microbatch) for a in plans[device]] == expected
         times = StageTimes(forward_s=(1.0,) * (k * v), backward_s=(2.0,) * (k * v))
         simulate(times, schedule="interleaved-1f1b", num_microbatches=m, num_devices=k)
+
+
+def test_priced_partition_puts_the_latency_on_the_link() -> None:
+    comm = CommModel(latency_s=0.5, bandwidth_bytes_per_s=1000.0)  # 1000 bytes: 0.5 + 1 s
+    profile = make_profile([1.0, 1.0], [2.0, 2.0], activation_bytes=[1000, 1000], comm=comm)
+    cost = partition_cost(profile, Partition((0, 1, 2)))
+    assert cost.stages[1].recv_forward_s == pytest.approx(1.5)  # the solver counts it whole
+    times = StageTimes.from_cost(cost)
+    assert times.link_latency_s == 0.5
+    assert times.recv_forward_s == pytest.approx((0.0, 1.0))
+    assert times.recv_backward_s == pytest.approx((1.0, 0.0))
+    # F0 1, link 0.5, recv 1 + F1 1 + B1 2, link 0.5, recv 1 + B0 2: 9 s for one micro-batch.
+    assert simulate(times, schedule="gpipe", num_microbatches=1).step_time_s == pytest.approx(9.0)

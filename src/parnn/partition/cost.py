@@ -174,6 +174,9 @@ class PartitionCost:
     stages: tuple[StageCost, ...]
     batch_size: int
     """The micro-batch size the costs are for."""
+    link_latency_s: float = 0.0
+    """The part of every receive that is the link's latency (the comm model's fixed cost):
+    the simulator lets it overlap the receiver's work; the stage costs count it whole."""
 
     @property
     def bottleneck_s(self) -> float:
@@ -214,6 +217,7 @@ class PartitionCost:
             "efficiency": self.efficiency,
             "efficiency_without_comm": self.efficiency_without_comm,
             "max_memory_bytes": self.max_memory_bytes,
+            "link_latency_s": self.link_latency_s,
             "stages": [stage.to_dict() for stage in self.stages],
         }
 
@@ -258,4 +262,9 @@ def partition_cost(
                 in_flight=flights[stage],
             )
         )
-    return PartitionCost(partition=partition, stages=tuple(stages), batch_size=profile.batch_size)
+    return PartitionCost(
+        partition=partition,
+        stages=tuple(stages),
+        batch_size=profile.batch_size,
+        link_latency_s=profile.comm.latency_s if profile.comm is not None else 0.0,
+    )

@@ -3,15 +3,18 @@
 Each device is one worker that runs its actions (:mod:`.schedules`) in order. An action
 starts when the device is free and its input exists: the forward of micro-batch ``j`` on
 stage ``s`` needs the forward of ``j`` on ``s - 1``; the backward needs its own forward
-and the backward of ``j`` on ``s + 1``. A forward first receives its input
-(``recv_forward_s``, not on the first stage) and a backward first receives its gradient
-(``recv_backward_s``, not on the last stage); the receiving device is busy for that time
-(see :mod:`.cost`). Stages on the same device exchange nothing. After its last action a
+and the backward of ``j`` on ``s + 1``. An input from another device travels first: it
+arrives ``link_latency_s`` after its producer finished (the sends are asynchronous, so
+this overlaps whatever the receiver is doing meanwhile), and then the receiver is busy
+taking it in for ``recv_forward_s`` (not on the first stage) or ``recv_backward_s`` (not on
+the last stage). Stages on the same device exchange nothing. After its last action a
 device runs the optimizer update of its stages; the step ends when the last update does.
 
-This reproduces the closed forms: with stage costs ``t_i`` (receive included) a forward
-pass takes ``sum(t_i) + (m - 1) max(t_i)``, and with equal stages GPipe and 1F1B leave a
-bubble of ``(p - 1) / (m + p - 1)`` of every device's time.
+This reproduces the closed forms: with stage costs ``t_i`` (the busy part of the receive
+included) and a latency ``L`` per link, a forward pass takes
+``sum(t_i) + (p - 1) L + (m - 1) max(t_i)`` (the study's ``sum(t_i + c_i) + t_max (m - 1)``),
+and with equal stages GPipe and 1F1B leave a bubble of ``(p - 1) / (m + p - 1)`` of every
+device's time when ``L = 0``.
 """
 
 from __future__ import annotations
@@ -48,8 +51,13 @@ class StageTimes:
     """Activation bytes one micro-batch keeps on the stage until its backward (default 0)."""
     update_s: tuple[float, ...] = ()
     """Optimizer update, once per step after the device's last action (default 0)."""
+    link_latency_s: float = 0.0
+    """Time a tensor spends between devices before the receiver can take it in (default
+    0); it delays the receiver's action but does not occupy it."""
 
     def __post_init__(self) -> None:
+        if not self.link_latency_s >= 0.0:
+            raise ConfigError(f"link_latency_s must be >= 0 seconds, got {self.link_latency_s}")
         count = len(self.forward_s)
         if count < 1:
             raise ConfigError("stage times need at least one stage")
@@ -71,15 +79,22 @@ class StageTimes:
 
     @classmethod
     def from_cost(cls, cost: PartitionCost) -> StageTimes:
-        """The per-micro-batch times of a priced partition."""
+        """The per-micro-batch times of a priced partition: each receive's latency goes on
+        the link, the rest (bytes over bandwidth) stays the receiver's work."""
         stages = cost.stages
+        latency = cost.link_latency_s
+
+        def busy(receive_s: float) -> float:
+            return max(receive_s - latency, 0.0) if receive_s > 0 else 0.0
+
         return cls(
             forward_s=tuple(s.forward_s for s in stages),
             backward_s=tuple(s.backward_s for s in stages),
-            recv_forward_s=tuple(s.recv_forward_s for s in stages),
-            recv_backward_s=tuple(s.recv_backward_s for s in stages),
+            recv_forward_s=tuple(busy(s.recv_forward_s) for s in stages),
+            recv_backward_s=tuple(busy(s.recv_backward_s) for s in stages),
             saved_bytes=tuple(s.saved_bytes for s in stages),
             update_s=tuple(s.update_s for s in stages),
+            link_latency_s=latency,
         )
 
 
@@ -237,9 +252,8 @@ def simulate(
                 s, j = action.stage, action.microbatch
                 if action.kind == "F":
                     deps = [("F", s - 1, j)] if s > 0 else []
-                    receive = (
-                        times.recv_forward_s[s] if s > 0 and device_of(s - 1) != device else 0.0
-                    )
+                    remote = s > 0 and device_of(s - 1) != device
+                    receive = times.recv_forward_s[s] if remote else 0.0
                     work, label = times.forward_s[s], "forward"
                 else:
                     deps = [("F", s, j)] + ([("B", s + 1, j)] if s < num_stages - 1 else [])
@@ -248,7 +262,11 @@ def simulate(
                     work, label = times.backward_s[s], "backward"
                 if any(dep not in done for dep in deps):
                     break
-                start = max([free[device], *(done[dep] for dep in deps)])
+                # The input from another device (the last dependency) arrives after the link.
+                ready = [done[dep] for dep in deps]
+                if remote:
+                    ready[-1] += times.link_latency_s
+                start = max([free[device], *ready])
                 if receive > 0:
                     events.append(SimEvent(device, s, j, f"recv-{label}", start, start + receive))
                 compute_start = start + receive

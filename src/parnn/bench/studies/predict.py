@@ -83,6 +83,7 @@ class SimulatorPredictor:
                 backward_s=(0.0,) * times.num_stages,
                 recv_forward_s=times.recv_forward_s,
                 recv_backward_s=(0.0,) * times.num_stages,
+                link_latency_s=times.link_latency_s,
             ),
             schedule=spec.schedule,
             num_microbatches=m,
