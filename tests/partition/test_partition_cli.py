@@ -93,6 +93,7 @@ def test_partition_auto_json(cache_dir: Path) -> None:
         "efficiency",
         "efficiency_without_comm",
         "max_memory_bytes",
+        "link_latency_s",
         "stages",
         "predicted",
         "microbatch_candidates",
