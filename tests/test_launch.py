@@ -320,6 +320,9 @@ def test_ranks_do_not_outlive_their_launcher(tmp_path: Path, stop_with: signal.S
         [sys.executable, str(script), str(tmp_path)],
         stderr=subprocess.PIPE,
         text=True,
+        # SIGINT at its default, as in a terminal: a suite started in the background by a
+        # non-interactive shell inherits it ignored, and Ctrl-C would then test nothing.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60

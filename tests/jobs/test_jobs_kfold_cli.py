@@ -117,6 +117,13 @@ def test_resume_with_other_settings_says_what_differs_and_touches_nothing(tmp_pa
     assert _snapshot(tmp_path) == before
 
 
+def _interruptible() -> None:
+    """SIGINT at its default in the child, as in a terminal's job: a suite started in the
+    background by a non-interactive shell inherits SIGINT ignored, and Python then never
+    raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
     deadline = time.monotonic() + 90
     while not condition():
@@ -165,6 +172,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_results(tmp_path: Path) ->
         return subprocess.Popen(
             [*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,  # its own process group, as a terminal's job
+            preexec_fn=_interruptible,
         )  # fmt: skip
 
     def mid_job(done: int) -> Callable[[], bool]:
