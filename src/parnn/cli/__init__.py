@@ -40,6 +40,9 @@ class _ParnnGroup(click.Group):
             message = " ".join(str(error).split())
             click.echo(f"parnn: error: {message}", err=True)
             raise click.exceptions.Exit(error.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C: the launchers have stopped their processes
+            click.echo("parnn: interrupted", err=True)
+            raise click.exceptions.Exit(130) from None
 
 
 @click.group(cls=_ParnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
