@@ -83,9 +83,10 @@ def main() -> None:
                         "speedup": rows})  # fmt: skip
         print(f"repeat {repeat}: load {load_before} -> {load_after}")
         for row in rows:
+            share = row["share_of_independent"]
             print(f"  {row['label']:<14} {row['samples_per_s']:>9,.0f} samples/s  "
                   f"x{row['speedup_vs_1_thread']:.2f} vs 1t  x{row['speedup_vs_all_cores']:.2f} "
-                  f"vs all cores  of independent {row['share_of_independent'] or 0:.0%}  "
+                  f"vs all cores  of independent {'-' if share is None else f'{share:.0%}'}  "
                   f"acc {row['accuracy']:.4f}")  # fmt: skip
         if repeat == args.repeats - 1:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ class StageTimes:
         latency = cost.link_latency_s
 
         def busy(receive_s: float) -> float:
-            return max(receive_s - latency, 0.0) if receive_s > 0 else 0.0
+            return max(receive_s - latency, 0.0)
 
         return cls(
             forward_s=tuple(s.forward_s for s in stages),
