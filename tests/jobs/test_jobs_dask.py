@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -258,9 +257,7 @@ def test_without_retries_the_lost_job_is_reported_failed_and_resume_runs_it(
 def test_local_cluster_gives_the_pools_results_and_pool_resumes_it(
     data: ArrayDataset, pool_results: KFoldResults, tmp_path: Path
 ) -> None:
-    kfold = AsyncKFold(
-        FOLDS, data, tmp_path, quiet=True, cost_method="params", cluster="local:2"
-    )
+    kfold = AsyncKFold(FOLDS, data, tmp_path, quiet=True, cost_method="params", cluster="local:2")
     results = kfold(MODELS, SCHEDULES, None, PARAMS)
     assert_same_jobs(results, pool_results)
     # --resume without --cluster: the pool finds every job done by the cluster.

@@ -35,6 +35,7 @@ import queue
 import time
 import uuid
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -311,9 +312,14 @@ class DaskPool:
         return dict(self._facts)
 
     def run(self, jobs: Sequence[tuple[str, Any]], on_event: Callable[[PoolEvent], None]) -> None:
-        """Run ``jobs`` ((key, payload) pairs, longest first) and call ``on_event`` for each
-        event; returns when every job has finished or failed; any exception (Ctrl-C)
-        cancels every task first."""
+        """Run ``jobs`` ((key, payload) pairs, started in this order) and call ``on_event``
+        for each event; returns when every job has finished or failed; any exception
+        (Ctrl-C) cancels every task first.
+
+        Only as many tasks as the cluster has free slots are submitted at a time, the next
+        one when one ends: the order stays ours (as in the pool), and a worker that dies
+        takes only its running job with it (the scheduler counts a lost worker against
+        every task it held, queued ones too)."""
         if not jobs:
             return
         client = self.connection.client
@@ -324,9 +330,12 @@ class DaskPool:
         topic = f"parnn-jobs-{uuid.uuid4().hex[:12]}"
         client.subscribe_topic(topic, lambda event: events.put(("event", event[1])))
         context = client.scatter(self.context, broadcast=True, hash=False)
-        futures: dict[str, Any] = {}
-        try:
-            for index, (key, payload) in enumerate(jobs):
+        pending = deque(enumerate(jobs))
+        futures: dict[str, Any] = {}  # running or queued on the cluster, by job key
+
+        def submit(capacity: int) -> None:
+            while pending and len(futures) < max(1, capacity):
+                index, (key, payload) = pending.popleft()
                 future = client.submit(
                     dask_task.run_task,
                     self.job_fn,
@@ -342,7 +351,10 @@ class DaskPool:
                 )
                 future.add_done_callback(lambda done, key=key: events.put(("done", (key, done))))
                 futures[key] = future
-            self._loop(futures, events, on_event, clock)
+
+        try:
+            submit(self._num_slots)
+            self._loop(futures, events, on_event, clock, refill=submit)
         except BaseException:
             with contextlib.suppress(Exception):
                 client.cancel(list(futures.values()), force=True)
@@ -360,17 +372,18 @@ class DaskPool:
         events: queue.Queue[tuple[str, Any]],
         on_event: Callable[[PoolEvent], None],
         clock: float,
+        *,
+        refill: Callable[[int], None],
     ) -> None:
-        remaining = set(futures)
         ran_on: dict[str, list[str]] = {}  # job key -> worker addresses it started on
-        while remaining:
+        while futures:
             try:
                 kind, item = events.get(timeout=1.0)
             except queue.Empty:
                 continue
             if kind == "event":
                 key = item.get("key")
-                if key not in remaining:
+                if key not in futures:
                     continue  # late news of a job already done
                 address = str(item.get("worker", ""))
                 slot = self._slot(address, item.get("host"))
@@ -393,9 +406,10 @@ class DaskPool:
                     )
                 continue
             key, future = item
-            if key not in remaining:
+            if futures.get(key) is not future:
                 continue
-            remaining.discard(key)
+            del futures[key]
+            refill(self.connection.slots())  # first: the cluster is never idle for our sake
             self._finish(key, future, ran_on, on_event, clock)
 
     def _finish(
