@@ -282,3 +282,52 @@ def test_a_remote_cluster_refuses_a_relative_out_before_touching_it(
 def test_a_bad_cluster_is_refused(data: ArrayDataset, tmp_path: Path, cluster: Any) -> None:
     with pytest.raises(ConfigError, match="cluster"):
         AsyncKFold(2, data, tmp_path, cluster=cluster)
+
+
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in a terminal, even under a batch shell
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_cancels_the_tasks_and_resume_finishes_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["--models", SLOW, "--schedulers", "cosine,warm", "--folds", "3", "--input", "1x16x16"]
+    args += ["--num-samples", "300", "--steps", "200", "--checkpoint-every", "5", "--quiet"]
+    args += ["--cost", "params", "--out", str(out)]
+    with DaskProcesses(tmp_path) as processes:
+        processes.add_worker("a")
+        processes.add_worker("b")
+        processes.wait_for_workers(2)
+        command = [sys.executable, "-m", "parnn.cli", "kfold", *args]
+        command += ["--cluster", processes.address]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=processes.env, start_new_session=True, preexec_fn=_interruptible,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not list((out / "checkpoints" / "parallel").glob("*.pt")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no job ever checkpointed"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130, err
+        assert "--resume" in err
+        with distributed.Client(processes.address, timeout="30s") as client:
+            deadline = time.monotonic() + 30
+            while True:  # the running tasks notice at their next progress report
+                executing = client.run(lambda dask_worker: dask_worker.state.executing_count)
+                if not any(executing.values()):
+                    break
+                assert time.monotonic() < deadline, f"tasks still running: {executing}"
+                time.sleep(0.1)
+            assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+        assert all(worker.poll() is None for worker in processes.workers.values())
+        done = subprocess.run(
+            [*command, "--resume", "--json"], capture_output=True, text=True,
+            env=processes.env, timeout=240, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["jobs_ok"] == 6 and payload["jobs_failed"] == 0
+    assert any(job["resumed_from_step"] > 0 for job in payload["jobs"])
