@@ -187,7 +187,7 @@ def test_scheduler_and_two_workers_give_the_pools_results_per_job(
             tmp_path / "run",
             quiet=True,
             cost_method="params",
-            cluster=processes.address,
+            cluster=str(processes.scheduler_file),  # as good as its address
         )
         results = kfold(MODELS, SCHEDULES, None, PARAMS)
     assert_same_jobs(results, pool_results)

@@ -207,8 +207,8 @@ def render_payload(payload: dict[str, Any]) -> None:
 @click.option(
     "--cluster",
     default=None,
-    help="Run the jobs on a Dask scheduler (tcp://HOST:8786), or local[:N] for a LocalCluster "
-    "here; needs parnn[cluster] (docs/cluster.md).",
+    help="Run the jobs on a Dask scheduler: tcp://HOST:8786, its scheduler file (.json), or "
+    "local[:N] for a LocalCluster here; needs parnn[cluster] (docs/cluster.md).",
 )
 @out_option
 @json_option

@@ -87,9 +87,12 @@ def check_cluster(cluster: Any) -> None:
             return
         if "://" in text or (":" in text and text.rsplit(":", 1)[1].isdigit()):
             return
+        if text.endswith(".json") and Path(text).is_file():
+            return  # a scheduler file (`dask scheduler --scheduler-file PATH`)
         raise ConfigError(
             f"cluster {cluster!r} is not a scheduler address: give 'tcp://HOST:8786' (as "
-            "printed by `dask scheduler`), or 'local[:N]' for a cluster on this machine"
+            "printed by `dask scheduler`), the path of its --scheduler-file (.json), or "
+            "'local[:N]' for a cluster on this machine"
         )
     if hasattr(cluster, "scheduler_address") or hasattr(cluster, "submit"):
         return
@@ -205,8 +208,10 @@ class DaskConnection:
             self._owned.append(local)
             cluster = local
         if isinstance(cluster, str):
+            text = cluster.strip()
+            where = {"scheduler_file": text} if text.endswith(".json") else {"address": text}
             try:
-                client = distributed.Client(cluster.strip(), timeout=f"{self.wait_s}s")
+                client = distributed.Client(**where, timeout=f"{self.wait_s}s")
             except OSError as error:
                 raise ConfigError(
                     f"cannot reach the Dask scheduler at {cluster} ({one_line(error)}): start "
