@@ -173,6 +173,7 @@ def kill_mid_job(processes: DaskProcesses, name: str, checkpoints: Path) -> thre
     return thread
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_scheduler_and_two_workers_give_the_pools_results_per_job(
     data: ArrayDataset, pool_results: KFoldResults, tmp_path: Path
@@ -205,6 +206,7 @@ def test_scheduler_and_two_workers_give_the_pools_results_per_job(
     assert not list((tmp_path / "run" / "checkpoints").rglob("*.pt"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_worker_killed_mid_job_has_its_job_run_again_from_its_checkpoint(
     data: ArrayDataset, pool_results: KFoldResults, tmp_path: Path
@@ -227,6 +229,7 @@ def test_a_worker_killed_mid_job_has_its_job_run_again_from_its_checkpoint(
     assert again[0].resumed_from_step > 0  # from its checkpoint, not from scratch
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_without_retries_the_lost_job_is_reported_failed_and_resume_runs_it(
     data: ArrayDataset, pool_results: KFoldResults, tmp_path: Path
@@ -253,6 +256,7 @@ def test_without_retries_the_lost_job_is_reported_failed_and_resume_runs_it(
     assert retried.job_id == failed.job_id and retried.resumed_from_step > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_local_cluster_gives_the_pools_results_and_pool_resumes_it(
     data: ArrayDataset, pool_results: KFoldResults, tmp_path: Path
@@ -288,6 +292,7 @@ def _interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in a terminal, even under a batch shell
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ctrl_c_cancels_the_tasks_and_resume_finishes_the_run(tmp_path: Path) -> None:
     out = tmp_path / "run"
