@@ -9,8 +9,8 @@ repeat:
   local  ``--cluster local``: a LocalCluster started by the command, one worker process
          per usable core, one thread each;
   tcp    ``--cluster tcp://127.0.0.1:PORT``: a ``dask scheduler`` and one ``dask worker``
-         per usable core (``--nthreads 1 --resources cores=1``), started once before the
-         repeats and kept, as a cluster is in use.
+         per usable core (``--nthreads 1 --resources cores=1``, the statistical profiler
+         off), started once before the repeats and kept, as a cluster is in use.
 
 For each run: the session's wall time (``timing.parallel.wall_s``: from the workers'
 start, or the first task's submission, to the last job's end; the fork server's or the
@@ -88,6 +88,8 @@ class _Cluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # as docs/cluster.md advises: no statistical profiler in the workers
+                env={**os.environ, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"},
             )
         )
         log.close()

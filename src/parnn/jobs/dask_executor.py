@@ -55,6 +55,12 @@ __all__ = [
 ]
 
 LOCAL = "local"
+_LOCAL_CONFIG = {
+    "distributed.worker.multiprocessing-method": "forkserver",
+    # The statistical profiler samples the running task's stack every 10 ms from a thread
+    # of its own: CPU and GIL taken from the job, for a dashboard a local run never shows.
+    "distributed.worker.profile.enabled": False,
+}
 
 
 def is_local_cluster(cluster: Any) -> bool:
@@ -195,7 +201,7 @@ class DaskConnection:
             # jobs' modules loaded (as the pinned pool's do), not a fresh spawn each.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([*self.preload, "distributed"])
-            with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+            with dask.config.set(_LOCAL_CONFIG):
                 local = distributed.LocalCluster(
                     n_workers=count,
                     threads_per_worker=1,
