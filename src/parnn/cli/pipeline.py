@@ -100,6 +100,13 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 )
 @click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation at each epoch's end.")
 @click.option(
+    "--transport",
+    type=click.Choice(["auto", "shm", "gloo"]),
+    default="auto",
+    show_default=True,
+    help="Stages' sends/receives: shared memory (shm), gloo, or shm within a host (auto).",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
@@ -130,6 +137,7 @@ def pipeline(
     seed: int,
     threads_per_stage: int,
     no_eval: bool,
+    transport: str,
     cache_dir: Path | None,
     fail_at: str | None,
     out: Path | None,
@@ -180,6 +188,7 @@ def pipeline(
         seed=seed,
         threads_per_stage=threads_per_stage,
         evaluate=not no_eval,
+        transport=transport,
         out_dir=out,
         fail_rank=fail_rank,
         fail_at_step=fail_step,

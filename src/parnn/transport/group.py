@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch.futures import Future
 
 from parnn.errors import ConfigError
-from parnn.transport import ring
+from parnn.transport import TRANSPORTS, ring
 from parnn.transport.ring import RingSegment, Transfer
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
 ]
 
 BACKEND_NAME = "parnn_shm"
-TRANSPORTS = ("shm", "gloo", "auto")
 
 
 class TransportError(RuntimeError):
