@@ -1,14 +1,28 @@
 """Transports for point-to-point messages between ranks: shared memory between ranks of
-one host (:class:`ShmProcessGroup`, a ``torch.distributed`` process group), gloo for the
-rest. Importing this package is cheap; the group itself imports torch."""
+one host (:class:`~parnn.transport.group.ShmProcessGroup`, a ``torch.distributed``
+process group), gloo for the rest. Importing this package is cheap (no torch); the group
+itself imports torch when it is built."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["TRANSPORTS", "new_transport_group", "transport_geometry"]
+__all__ = [
+    "SEGMENT_DIR",
+    "SEGMENT_PREFIX",
+    "TRANSPORTS",
+    "new_transport_group",
+    "remove_segments_of",
+    "transport_geometry",
+]
 
 TRANSPORTS = ("shm", "gloo", "auto")
+SEGMENT_DIR = "/dev/shm"
+SEGMENT_PREFIX = "parnn-shm-"  # then the creating process's pid, '-', a random suffix
 
 
 def new_transport_group(transport: str, **kwargs: Any) -> Any:
@@ -18,13 +32,27 @@ def new_transport_group(transport: str, **kwargs: Any) -> Any:
     return create(transport, **kwargs)
 
 
-def transport_geometry(shapes: list[tuple[int, ...]], *, itemsize: int = 4) -> dict[str, int]:
+def transport_geometry(shapes: Sequence[tuple[int, ...]], *, itemsize: int = 4) -> dict[str, int]:
     """Ring geometry for a pipeline whose messages have ``shapes`` (float32 by default):
     a slot holds the largest message whole, and a ring up to 8 of them (at least 2, at
     most ~256 MiB a ring)."""
-    import math
-
     largest = max((math.prod(shape) * itemsize for shape in shapes), default=4096)
     slot_bytes = max(4096, -(-largest // 4096) * 4096)
     num_slots = max(2, min(8, (256 << 20) // slot_bytes))
     return {"slot_bytes": slot_bytes, "num_slots": num_slots}
+
+
+def remove_segments_of(pid: int) -> list[str]:
+    """Unlink the shared-memory segments process ``pid`` created and did not unlink itself
+    (it died during the group's set-up); returns their paths. The launcher calls it for
+    every rank it stopped."""
+    removed = []
+    prefix = f"{SEGMENT_PREFIX}{pid}-"
+    with contextlib.suppress(OSError):
+        for name in os.listdir(SEGMENT_DIR):
+            if name.startswith(prefix):
+                path = os.path.join(SEGMENT_DIR, name)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    removed.append(path)
+    return removed

@@ -154,14 +154,16 @@ class ShmProcessGroup(dist.ProcessGroup):
         *,
         settings: ShmSettings,
     ) -> None:
-        super().__init__(rank, size)
+        super().__init__(store, rank, size)
         self._rank = rank
         self._size = size
         self.settings = settings
         self._timeout_s = settings.timeout_s or timeout.total_seconds()
         # gloo first: it carries collectives and cross-host pairs, and its set-up is a
         # rendezvous of every rank (which the shm set-up below then does not need to be).
-        self._gloo = dist.ProcessGroupGloo(dist.PrefixStore("gloo/", store), rank, size, timeout)
+        self._gloo: Any = dist.ProcessGroupGloo(
+            dist.PrefixStore("gloo/", store), rank, size, timeout
+        )
         store.set(f"host/{rank}", _host_key())
         hosts = [store.get(f"host/{r}").decode() for r in range(size)]
         local = [r for r in range(size) if hosts[r] == hosts[rank] and hosts[r].endswith("/1")]
@@ -183,14 +185,13 @@ class ShmProcessGroup(dist.ProcessGroup):
 
     def _set_up_segment(self, store: dist.Store, local: list[int]) -> RingSegment:
         leader = local[0]
-        geometry = {
-            "rank": self._rank,
-            "ranks": local,
-            "group_size": self._size,
-        }
         if self._rank == leader:
             segment = RingSegment.create(
-                **geometry, num_slots=self.settings.num_slots, slot_bytes=self.settings.slot_bytes
+                rank=self._rank,
+                ranks=local,
+                group_size=self._size,
+                num_slots=self.settings.num_slots,
+                slot_bytes=self.settings.slot_bytes,
             )
             try:
                 store.set(f"segment/{leader}", segment.path)
@@ -201,7 +202,7 @@ class ShmProcessGroup(dist.ProcessGroup):
             return segment
         path = store.get(f"segment/{leader}").decode()
         try:
-            segment = RingSegment.attach(path, **geometry)
+            segment = RingSegment.attach(path, rank=self._rank, ranks=local, group_size=self._size)
         except FileNotFoundError as exc:
             raise ConfigError(
                 f"rank {self._rank} cannot open {path}, the shared-memory segment of rank "
@@ -244,22 +245,28 @@ class ShmProcessGroup(dist.ProcessGroup):
         raise TransportError("the shm transport does not receive from any source; name src")
 
     # Collectives: gloo's (the pipeline sends none over this group; other users may).
-    def barrier(self, opts: Any) -> dist.Work:
+    def barrier(self, opts: Any) -> dist.Work:  # type: ignore[override]
         return self._gloo.barrier(opts)
 
-    def broadcast(self, tensors: list[torch.Tensor], opts: Any) -> dist.Work:
+    def broadcast(self, tensors: list[torch.Tensor], opts: Any) -> dist.Work:  # type: ignore[override]
         return self._gloo.broadcast(tensors, opts)
 
-    def allreduce(self, tensors: list[torch.Tensor], opts: Any) -> dist.Work:
+    def allreduce(self, tensors: list[torch.Tensor], opts: Any) -> dist.Work:  # type: ignore[override]
         return self._gloo.allreduce(tensors, opts)
 
-    def allgather(self, outputs: list[list[torch.Tensor]], inputs: list[torch.Tensor], opts: Any):  # type: ignore[no-untyped-def]
+    def allgather(  # type: ignore[override]
+        self, outputs: list[list[torch.Tensor]], inputs: list[torch.Tensor], opts: Any
+    ) -> dist.Work:
         return self._gloo.allgather(outputs, inputs, opts)
 
-    def gather(self, outputs: list[list[torch.Tensor]], inputs: list[torch.Tensor], opts: Any):  # type: ignore[no-untyped-def]
+    def gather(  # type: ignore[override]
+        self, outputs: list[list[torch.Tensor]], inputs: list[torch.Tensor], opts: Any
+    ) -> dist.Work:
         return self._gloo.gather(outputs, inputs, opts)
 
-    def scatter(self, outputs: list[torch.Tensor], inputs: list[list[torch.Tensor]], opts: Any):  # type: ignore[no-untyped-def]
+    def scatter(  # type: ignore[override]
+        self, outputs: list[torch.Tensor], inputs: list[list[torch.Tensor]], opts: Any
+    ) -> dist.Work:
         return self._gloo.scatter(outputs, inputs, opts)
 
     # --- progress ------------------------------------------------------------------------------

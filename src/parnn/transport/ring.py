@@ -33,19 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = [
-    "SEGMENT_DIR",
-    "SEGMENT_PREFIX",
-    "RingSegment",
-    "Transfer",
-    "finish_receive",
-    "new_transfer",
-    "remove_segments_of",
-    "supported",
-]
+from parnn.transport import SEGMENT_DIR, SEGMENT_PREFIX
 
-SEGMENT_DIR = "/dev/shm"
-SEGMENT_PREFIX = "parnn-shm-"
+__all__ = ["RingSegment", "Transfer", "finish_receive", "new_transfer", "supported"]
+
 _MAGIC = 0x7061726E6E73686D  # "parnnshm"
 _HEADER_BYTES = 4096  # magic, geometry, then one pid per rank (int64 each)
 _SLOT_HEADER_BYTES = 64  # stamp, tag, message_bytes, chunk_bytes (+ padding to a cache line)
@@ -63,20 +54,6 @@ def supported() -> bool:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
-
-
-def remove_segments_of(pid: int) -> list[str]:
-    """Unlink the segments rank process ``pid`` created and did not unlink itself (it died
-    during set-up); returns their paths. For the launcher's clean-up after a failure."""
-    removed = []
-    prefix = f"{SEGMENT_PREFIX}{pid}-"
-    with contextlib.suppress(OSError):
-        for name in os.listdir(SEGMENT_DIR):
-            if name.startswith(prefix):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(SEGMENT_DIR, name))
-                    removed.append(os.path.join(SEGMENT_DIR, name))
-    return removed
 
 
 @dataclass(slots=True)
@@ -108,8 +85,7 @@ class _Ring:
         )  # (slots, 4) int64: stamp, tag, message_bytes, chunk_bytes
         base = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
         self.payloads = [
-            base + first_slot + slot * slot_stride + _SLOT_HEADER_BYTES
-            for slot in range(num_slots)
+            base + first_slot + slot * slot_stride + _SLOT_HEADER_BYTES for slot in range(num_slots)
         ]  # addresses of the slots' payloads
         self.next_chunk = 0  # this side's next chunk number
 
@@ -222,7 +198,7 @@ class RingSegment:
         slot_bytes: int,
     ) -> RingSegment:
         """Create a new zeroed segment file (its name carries this process's pid, for
-        :func:`remove_segments_of`) and map it."""
+        :func:`parnn.transport.remove_segments_of`) and map it."""
         if group_size > _HEADER_BYTES // 8 - 8:
             raise ValueError(f"shm transport supports at most {_HEADER_BYTES // 8 - 8} ranks")
         name = f"{SEGMENT_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
