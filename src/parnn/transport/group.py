@@ -154,7 +154,7 @@ class ShmProcessGroup(dist.ProcessGroup):
         *,
         settings: ShmSettings,
     ) -> None:
-        super().__init__(store, rank, size)
+        super().__init__(rank, size)  # type: ignore[call-arg]  # (rank, size): stubs lag
         self._rank = rank
         self._size = size
         self.settings = settings
