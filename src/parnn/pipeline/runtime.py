@@ -90,6 +90,7 @@ def plan_pipeline_run(
             num_classes=10,
             threads=config.threads_per_stage,
             cache_dir=profile_cache_dir,
+            transport=config.transport,
         )
     if partition.num_stages != total:
         raise PartitionError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ __all__ = [
     "SEGMENT_DIR",
     "SEGMENT_PREFIX",
     "TRANSPORTS",
+    "local_transport",
     "new_transport_group",
     "remove_segments_of",
     "transport_geometry",
@@ -23,6 +25,14 @@ __all__ = [
 TRANSPORTS = ("shm", "gloo", "auto")
 SEGMENT_DIR = "/dev/shm"
 SEGMENT_PREFIX = "parnn-shm-"  # then the creating process's pid, '-', a random suffix
+
+
+def local_transport(transport: str) -> str:
+    """The path messages between two ranks of this host take under ``transport``:
+    'auto' is 'shm' on x86-64 (whose memory order the rings rely on), else 'gloo'."""
+    if transport == "auto":
+        return "shm" if platform.machine().lower() in ("x86_64", "amd64") else "gloo"
+    return transport
 
 
 def new_transport_group(transport: str, **kwargs: Any) -> Any:
