@@ -18,9 +18,11 @@ Progress without threads: ``isend``/``irecv`` move what the ring allows at once 
 return a :class:`ShmWork`; every call into the group (a new send or receive, a ``wait``,
 an ``is_completed``) moves every pending message of this rank as far as it can, in the
 order posted per peer. ``wait`` spins briefly, then yields the core (``os.sched_yield``),
-then sleeps in short naps; it checks that the peer's process is alive and gives up after
-the group's timeout, naming the peer. No thread hand-off sits on the message path: that
-hand-off (waking gloo's worker threads) is what costs gloo ~2 ms a message here.
+then sleeps on the rank's doorbell (a futex in the segment that a peer rings when it
+wrote to or read from this rank's rings); it checks that the peer's process is alive and
+gives up after the group's timeout, naming the peer. No thread hand-off sits on the
+message path: that hand-off (waking gloo's worker threads) is what costs gloo ~2 ms a
+message here.
 """
 
 from __future__ import annotations
@@ -76,10 +78,11 @@ class ShmSettings:
     on different hosts (or a machine without x86-64 memory order) go through gloo."""
     spin_s: float = 50e-6
     """Seconds a wait polls flat out before it starts yielding the core."""
-    yield_s: float = 10e-3
-    """Seconds (from the wait's start) it polls with ``os.sched_yield`` between tries."""
-    nap_s: float = 100e-6
-    """Then: seconds it sleeps between tries."""
+    yield_s: float = 300e-6
+    """Seconds (from the wait's start) it polls with ``os.sched_yield`` between tries;
+    then it sleeps until a peer rings its doorbell."""
+    check_s: float = 0.05
+    """Longest sleep between two checks that the peer is alive and the timeout not past."""
     timeout_s: float | None = None
     """Give up a wait after this long; None: the group's timeout."""
 
@@ -88,7 +91,7 @@ class ShmSettings:
             raise ConfigError(f"slot_bytes must be a multiple of 64 >= 64, got {self.slot_bytes}")
         if self.num_slots < 1:
             raise ConfigError(f"num_slots must be >= 1, got {self.num_slots}")
-        for name in ("spin_s", "yield_s", "nap_s"):
+        for name in ("spin_s", "yield_s", "check_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
         if self.timeout_s is not None and not self.timeout_s > 0:
@@ -297,9 +300,12 @@ class ShmProcessGroup(dist.ProcessGroup):
         return moved
 
     def wait_for(self, transfer: Transfer) -> None:
-        """Drive progress until ``transfer`` is done: spin, then yield, then nap; raise
-        :class:`TransportError` if the peer dies or the timeout passes."""
+        """Drive progress until ``transfer`` is done: spin, then yield, then sleep on the
+        doorbell; raise :class:`TransportError` if the peer dies or the timeout passes."""
         settings = self.settings
+        segment = self._segment
+        assert segment is not None
+        bell = segment.bell
         self.progress()
         if transfer.done:
             return
@@ -307,9 +313,11 @@ class ShmProcessGroup(dist.ProcessGroup):
         spin_until = start + settings.spin_s
         yield_until = start + settings.yield_s
         deadline = start + self._timeout_s
-        next_check = start + 0.05
+        next_check = start + settings.check_s
         while True:
-            if self.progress() and transfer.done:
+            seen = int(bell.value[0])  # before the look: a ring after it wakes the sleep
+            self.progress()
+            if transfer.done:
                 return
             now = time.perf_counter()
             if now < spin_until:
@@ -317,10 +325,10 @@ class ShmProcessGroup(dist.ProcessGroup):
             if now < yield_until:
                 os.sched_yield()
             else:
-                time.sleep(settings.nap_s)
+                bell.sleep(seen, settings.check_s)
             if now >= next_check:
                 self._check_peer(transfer, now - start)
-                next_check = now + 0.1
+                next_check = now + settings.check_s
                 if now >= deadline:
                     raise TransportError(
                         f"rank {self._rank} waited {now - start:.1f} s for a message "

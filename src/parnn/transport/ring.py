@@ -4,7 +4,7 @@ One segment per host holds a ring for every ordered pair of ranks on that host. 
 of ``n`` bytes travels as ``ceil(n / slot_bytes)`` chunks (one chunk for an empty
 message), chunk ``k`` of a ring in slot ``k % num_slots``::
 
-    segment | header (magic, slot geometry, one pid per rank) | ring 0->1 | ring 1->0 | ...
+    segment | header (magic, slot geometry, one pid per rank) | bells | ring 0->1 | ...
     ring    | read_count | slot 0 | slot 1 | ... | slot N-1 |
     slot    | stamp  tag  message_bytes  chunk_bytes  (64 bytes) | payload (slot_bytes) |
 
@@ -15,8 +15,17 @@ tensor and then publishes ``read_count = k + 1``. Each counter has one writer, s
 lock is needed: the order of the stores is the order of the program on x86-64 (total
 store order), the only architecture this transport switches on for.
 
-Nothing here blocks: ``try_send``/``try_recv`` move as many chunks as the ring allows and
-return; waiting is the process group's business (:mod:`parnn.transport.group`).
+Every rank has a doorbell: a 32-bit counter on its own cache line that a peer bumps, then
+wakes with ``futex(FUTEX_WAKE)``, after it wrote a chunk for the rank or freed a slot of
+the rank's. A rank with nothing left to do sleeps in ``futex(FUTEX_WAIT)`` on its bell
+until then: the kernel wakes it directly, with no thread hand-off (the cost of gloo's
+messages here), and a sleeping rank leaves its core to whoever needs it. The bump comes
+before the wake's system call and the kernel re-reads the bell before it puts a waiter to
+sleep, so no wake-up is lost.
+
+Nothing here blocks except :meth:`RingSegment.sleep`: ``try_send``/``try_recv`` move as
+many chunks as the ring allows and return; waiting is the process group's business
+(:mod:`parnn.transport.group`).
 """
 
 from __future__ import annotations
@@ -41,10 +50,47 @@ _MAGIC = 0x7061726E6E73686D  # "parnnshm"
 _HEADER_BYTES = 4096  # magic, geometry, then one pid per rank (int64 each)
 _SLOT_HEADER_BYTES = 64  # stamp, tag, message_bytes, chunk_bytes (+ padding to a cache line)
 _RING_HEADER_BYTES = 128  # read_count alone on its cache lines
+_BELL_BYTES = 64  # one doorbell (int32) per rank, each on its own cache line
 _STAMP, _TAG, _MESSAGE_BYTES, _CHUNK_BYTES = 0, 1, 2, 3
 
 
 _memmove = ctypes.memmove
+_SYS_FUTEX = 202  # x86-64
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1  # shared between processes: not the _PRIVATE variants
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Bell:
+    """A rank's doorbell: a 32-bit counter in the segment, rung by its peers."""
+
+    def __init__(self, buffer: mmap.mmap, offset: int) -> None:
+        self.value = np.ndarray((1,), np.int32, buffer=buffer, offset=offset)
+        self.address = ctypes.addressof(ctypes.c_char.from_buffer(buffer)) + offset
+
+    def ring(self) -> None:
+        self.value[0] = (int(self.value[0]) + 1) & 0x7FFFFFFF
+        _syscall(_SYS_FUTEX, ctypes.c_void_p(self.address), _FUTEX_WAKE, 1 << 30, None, None, 0)
+
+    def sleep(self, seen: int, timeout_s: float) -> None:
+        """Sleep until the bell moves off ``seen`` (at once if it already has), a wake-up,
+        or ``timeout_s``."""
+        whole = int(timeout_s)
+        timeout = _Timespec(whole, int((timeout_s - whole) * 1e9))
+        _syscall(
+            _SYS_FUTEX,
+            ctypes.c_void_p(self.address),
+            _FUTEX_WAIT,
+            ctypes.c_int(seen),
+            ctypes.byref(timeout),
+            None,
+            0,
+        )
 
 
 def supported() -> bool:
@@ -54,6 +100,10 @@ def supported() -> bool:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def _bells_bytes(num_ranks: int) -> int:
+    return _round_up(num_ranks * _BELL_BYTES, 4096)
 
 
 @dataclass(slots=True)
@@ -74,7 +124,10 @@ class Transfer:
 class _Ring:
     """One ordered pair's ring; this process is its sender or its receiver."""
 
-    def __init__(self, buffer: mmap.mmap, offset: int, num_slots: int, slot_bytes: int) -> None:
+    def __init__(
+        self, buffer: mmap.mmap, offset: int, num_slots: int, slot_bytes: int, peer_bell: _Bell
+    ) -> None:
+        self.peer_bell = peer_bell  # the other end's: rung after each batch of chunks moved
         self.num_slots = num_slots
         self.slot_bytes = slot_bytes
         slot_stride = _SLOT_HEADER_BYTES + slot_bytes
@@ -99,7 +152,7 @@ class _Ring:
         while not transfer.done:
             chunk = self.next_chunk
             if chunk - int(self.read_count[0]) >= self.num_slots:
-                return moved  # ring full: the receiver has not taken slot chunk % N yet
+                break  # ring full: the receiver has not taken slot chunk % N yet
             slot = chunk % self.num_slots
             size = min(self.slot_bytes, transfer.total - transfer.offset)
             if size:
@@ -114,6 +167,8 @@ class _Ring:
             transfer.chunks += 1
             transfer.done = transfer.offset >= transfer.total
             moved = True
+        if moved:
+            self.peer_bell.ring()
         return moved
 
     def try_recv(self, transfer: Transfer, describe: str) -> bool:
@@ -124,7 +179,7 @@ class _Ring:
             slot = chunk % self.num_slots
             header = self.headers[slot]
             if int(header[_STAMP]) != chunk + 1:
-                return moved  # not written yet
+                break  # not written yet
             tag, total, size = int(header[_TAG]), int(header[_MESSAGE_BYTES]), int(header[3])
             if tag != transfer.tag or total != transfer.total:
                 raise RuntimeError(
@@ -141,6 +196,8 @@ class _Ring:
             transfer.chunks += 1
             transfer.done = transfer.offset >= transfer.total
             moved = True
+        if moved:
+            self.peer_bell.ring()
         return moved
 
 
@@ -168,24 +225,33 @@ class RingSegment:
         self._buffer = buffer
         header = np.ndarray((_HEADER_BYTES // 8,), np.int64, buffer=buffer, offset=0)
         self._pids = header[8 : 8 + group_size]
+        self.bells = {
+            r: _Bell(buffer, _HEADER_BYTES + index * _BELL_BYTES)
+            for index, r in enumerate(self.ranks)
+        }
+        self.bell = self.bells[rank]  # this rank's own
         self.send_rings: dict[int, _Ring] = {}
         self.recv_rings: dict[int, _Ring] = {}
-        offset = _HEADER_BYTES
+        offset = _HEADER_BYTES + _bells_bytes(len(self.ranks))
         ring_bytes = _round_up(_Ring.nbytes(num_slots, slot_bytes), 4096)
         for src in self.ranks:
             for dst in self.ranks:
                 if src == dst:
                     continue
                 if src == rank:
-                    self.send_rings[dst] = _Ring(buffer, offset, num_slots, slot_bytes)
+                    self.send_rings[dst] = _Ring(
+                        buffer, offset, num_slots, slot_bytes, self.bells[dst]
+                    )
                 elif dst == rank:
-                    self.recv_rings[src] = _Ring(buffer, offset, num_slots, slot_bytes)
+                    self.recv_rings[src] = _Ring(
+                        buffer, offset, num_slots, slot_bytes, self.bells[src]
+                    )
                 offset += ring_bytes
 
     @staticmethod
     def nbytes(num_ranks: int, num_slots: int, slot_bytes: int) -> int:
         ring = _round_up(_Ring.nbytes(num_slots, slot_bytes), 4096)
-        return _HEADER_BYTES + num_ranks * (num_ranks - 1) * ring
+        return _HEADER_BYTES + _bells_bytes(num_ranks) + num_ranks * (num_ranks - 1) * ring
 
     @classmethod
     def create(
