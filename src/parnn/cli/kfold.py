@@ -6,7 +6,7 @@
 
 ``--json`` prints one object with these keys (stable): command, out_dir, settings,
 summary, timing, per_model, jobs_total, jobs_ok, jobs_failed, failed, cost, jobs, files,
-machine (see README.md). Exit code 0 when every job finished, 1 when some failed
+machine (see docs/kfold.md). Exit code 0 when every job finished, 1 when some failed
 (the others are recorded), 2 for bad input, 130 when interrupted.
 """
 

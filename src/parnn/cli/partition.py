@@ -2,7 +2,7 @@
 
 The commands map flags onto :class:`~parnn.partition.resolve.ProfileConfig` and the
 planning functions of :mod:`parnn.partition`; the tables are drawn from the JSON payload
-that ``--json`` prints (keys documented in README.md).
+that ``--json`` prints (keys documented in docs/partition.md).
 """
 
 from __future__ import annotations
