@@ -6,10 +6,13 @@ A rank holds one stage (``gpipe``, ``1f1b``) or several (``interleaved-1f1b``,
 ``looped-bfs``, ``zero-bubble`` and the V-shaped ``zbv``/``dualpipev``). GPipe with four
 stages and four micro-batches (F = forward, B = backward of micro-batch n)::
 
-    rank 0 | F0 F1 F2 F3 .  .  .  .  .  .  B3 B2 B1 B0
-    rank 1 |    F0 F1 F2 F3 .  .  .  .  B3 B2 B1 B0
-    rank 2 |       F0 F1 F2 F3 .  .  B3 B2 B1 B0
-    rank 3 |          F0 F1 F2 F3 B3 B2 B1 B0
+    rank 0 | F0 F1 F2 F3 .  .  .  .  .  .  B0 B1 B2 B3
+    rank 1 |    F0 F1 F2 F3 .  .  .  .  B0 B1 B2 B3
+    rank 2 |       F0 F1 F2 F3 .  .  B0 B1 B2 B3
+    rank 3 |          F0 F1 F2 F3 B0 B1 B2 B3
+
+(torch's ``ScheduleGPipe`` runs the backward passes in micro-batch order, as the last
+stage finishes them.)
 
 1F1B starts backward passes as soon as the last stage can, so at most ``num_stages``
 micro-batches are in flight per stage instead of ``m``.
