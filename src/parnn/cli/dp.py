@@ -249,7 +249,7 @@ def _default_out() -> Path:
 )
 @click.option(
     "--schedule",
-    default="constant",
+    default="cosine",
     show_default=True,
     help="LR schedule per step: constant, step, cosine, warm.",
 )

@@ -126,8 +126,11 @@ class DataParallelConfig:
     """Optimizer name and hyper-parameters; None = the engine's defaults
     (:data:`ENGINE_DEFAULTS`: SGD lr 0.05, momentum 0.9; Hogwild momentum 0.5). Each worker
     builds its own (Hogwild and the averaging engines keep per-worker optimizer state)."""
-    schedule: str = "constant"
-    """LR schedule (constant, step, cosine, warm), stepped once per optimizer step."""
+    schedule: str = "cosine"
+    """LR schedule (constant, step, cosine, warm), stepped once per optimizer step. Cosine
+    by default: at a constant LR 0.05 with momentum 0.9 the accuracy after 2 epochs of
+    LeNet-5/MNIST moved by up to 2 points with float summation order alone (serial 94.05%,
+    ddp 96.10%), too much to compare engines; the decay settles every engine (96.3-96.6%)."""
     warmup_steps: int | None = None
     """Warm-up steps of the 'warm' schedule; None = 10% of the run."""
     seed: int = 0
