@@ -119,10 +119,10 @@ def test_torchrun_falls_back_with_a_reason_or_refuses_mpi(monkeypatch: pytest.Mo
 
 
 def test_without_mpi4py_auto_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("parnn.data_parallel.transport.mpi_available", lambda: False)
+    monkeypatch.setattr("parnn.data_parallel.mpi.mpi_available", lambda: False)
     resolved = resolve_transport(_config("ddp", "auto"))
-    assert resolved.name == "gloo" and resolved.note.startswith("auto chose gloo: mpi4py is not")
-    with pytest.raises(ConfigError, match="mpi4py is not installed"):
+    assert resolved.name == "gloo" and resolved.note.startswith("auto chose gloo: MPI needs mpi4py")
+    with pytest.raises(ConfigError, match="needs mpi4py, which is not installed"):
         resolve_transport(_config("ddp", "mpi"))
 
 

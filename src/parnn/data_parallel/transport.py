@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parnn.data_parallel.config import COMMUNICATING_ENGINES, DataParallelConfig
-from parnn.data_parallel.mpi import INSTALL_HINT, find_mpiexec, mpi_available, mpi_env
+from parnn.data_parallel import mpi
 from parnn.errors import ConfigError
 from parnn.launch import torchrun_env
 
@@ -34,15 +34,15 @@ def mpi_unusable_reason() -> str | None:
     """Why MPI cannot carry this run's collectives (one line), or None when it can."""
     if torchrun_env() is not None:
         return "torchrun started this process, so its ranks are torch's, not MPI's"
-    if not mpi_available():
-        return f"mpi4py is not installed ({INSTALL_HINT})"
-    env = mpi_env()
+    if not mpi.mpi_available():
+        return f"MPI needs mpi4py, which is not installed ({mpi.INSTALL_HINT})"
+    env = mpi.mpi_env()
     if env is not None and env.size > 1:
         return None  # an external mpirun started the ranks
     try:
-        find_mpiexec()
+        mpi.find_mpiexec()
     except ConfigError:
-        return f"no MPI launcher (mpiexec) was found ({INSTALL_HINT})"
+        return f"MPI needs a launcher (mpiexec), none was found ({mpi.INSTALL_HINT})"
     return None
 
 
