@@ -187,7 +187,8 @@ def _default_out() -> Path:
     default=None,
     help=f"Run several engines side by side, e.g. serial,ddp,hogwild,local-sgd "
     f"(from {', '.join(COMPARE_NAMES)}); the two serial baselines are always run. "
-    "'independent' adds the zero-communication ceiling: local SGD averaged once, at the end.",
+    "'independent' adds the zero-communication ceiling: local SGD averaged once, at the end. "
+    "ddp, local-sgd and independent take a transport: ddp:mpi,ddp:gloo.",
 )
 @model_option("lenet5")
 @data_option("digits")
@@ -245,7 +246,7 @@ def _default_out() -> Path:
     "--momentum",
     type=float,
     default=None,
-    help="SGD momentum [default: the engine's: 0.9, hogwild 0.5].",
+    help="SGD momentum [default: the engine's: 0.9, hogwild 0.7].",
 )
 @click.option(
     "--schedule",
