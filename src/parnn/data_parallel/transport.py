@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parnn.data_parallel.config import COMMUNICATING_ENGINES, DataParallelConfig
 from parnn.data_parallel import mpi
+from parnn.data_parallel.config import COMMUNICATING_ENGINES, DataParallelConfig
 from parnn.errors import ConfigError
 from parnn.launch import torchrun_env
 
