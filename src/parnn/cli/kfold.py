@@ -204,6 +204,12 @@ def render_payload(payload: dict[str, Any]) -> None:
     show_default=True,
     help="Intra-op threads of the serial run (2: serial using both cores).",
 )
+@click.option(
+    "--cluster",
+    default=None,
+    help="Run the jobs on a Dask scheduler: tcp://HOST:8786, its scheduler file (.json), or "
+    "local[:N] for a LocalCluster here; needs parnn[cluster] (docs/cluster.md).",
+)
 @out_option
 @json_option
 @quiet_option
@@ -231,6 +237,7 @@ def kfold_command(
     resume: bool,
     compare_serial: bool,
     serial_threads: int,
+    cluster: str | None,
     out: Path | None,
     as_json: bool,
     quiet: bool,
@@ -264,6 +271,7 @@ def kfold_command(
         resume=resume,
         quiet=quiet,
         cost_method=cost_method,
+        cluster=cluster,
     )
     optimizer_config = OptimizerConfig(
         name=optimizer,

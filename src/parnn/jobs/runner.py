@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from parnn.jobs.dask_executor import DaskPool
 from parnn.jobs.fold_job import FoldContext, run_fold_job
 from parnn.jobs.live import LiveView
 from parnn.jobs.pool import PoolConfig, PoolEvent, WorkerPool
@@ -41,6 +42,7 @@ class SessionPlan:
     start_method: str = "forkserver"
     monitor_interval_s: float = 0.5  # CPU sampling period; 0: off
     quiet: bool = False
+    cluster: Any = None  # None: the pinned pool; else a Dask cluster (KFoldConfig.cluster)
 
 
 def run_session(
@@ -93,17 +95,28 @@ def run_session(
         if result.ok:
             (checkpoints / f"{job.file_stem}.pt").unlink(missing_ok=True)
 
-    pool = WorkerPool(
-        run_fold_job,
-        context,
-        PoolConfig(
-            num_workers=plan.num_workers,
-            threads_per_worker=plan.threads_per_job,
-            start_method=plan.start_method,
-            preload=_PRELOAD,
-        ),
-    )
-    pool.prepare()
+    pool: WorkerPool | DaskPool
+    if plan.cluster is not None:
+        pool = DaskPool(
+            run_fold_job, context, plan.cluster, threads=plan.threads_per_job, preload=_PRELOAD
+        )
+    else:
+        pool = WorkerPool(
+            run_fold_job,
+            context,
+            PoolConfig(
+                num_workers=plan.num_workers,
+                threads_per_worker=plan.threads_per_job,
+                start_method=plan.start_method,
+                preload=_PRELOAD,
+            ),
+        )
+    try:
+        pool.prepare()
+    except BaseException:
+        if isinstance(pool, DaskPool):
+            pool.close()
+        raise
     origin = time.perf_counter()  # the clock starts with the workers, after the fork server
     view = LiveView(jobs, title=plan.mode, quiet=plan.quiet)
     monitor = CpuMonitor(plan.monitor_interval_s)
@@ -115,11 +128,15 @@ def run_session(
     finally:
         wall_s = time.perf_counter() - origin
         trace = monitor.trace
+        workers = plan.num_workers
+        if isinstance(pool, DaskPool):
+            workers = pool.num_slots
+            pool.close()
         record = {
             "session": plan.session,
             "mode": plan.mode,
             "wall_s": round(wall_s, 4),
-            "workers": min(plan.num_workers, max(1, len(jobs))),
+            "workers": min(workers, max(1, len(jobs))),
             "threads_per_job": plan.threads_per_job,
             "jobs_run": len(jobs),
             "jobs_finished": counts["finished"],
@@ -131,5 +148,7 @@ def run_session(
             "affinity": facts["affinity"],
             "time_utc": facts["time_utc"],
         }
+        if isinstance(pool, DaskPool):
+            record.update(pool.session_facts())
         store.append_session(record)
     return record
