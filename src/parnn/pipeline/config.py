@@ -36,6 +36,9 @@ class PipelineConfig:
     """Boundaries '0,3,5', unit counts '3,2', a named scheme, or a cost-aware method."""
     schedule: str = "gpipe"
     """A schedule from `parnn schedules`."""
+    vertical_sync: bool = False
+    """Asynchronous schedules (pipedream, pipedream-2bw): every stage runs a micro-batch on
+    the weight version the first stage used for it."""
     num_microbatches: int = 4
     """Micro-batches per mini-batch; the batch size must be a multiple of it."""
     batch_size: int = 32
@@ -103,6 +106,15 @@ class PipelineConfig:
             raise ConfigError("fail_rank and fail_at_step (a test hook) go together")
         if self.fail_rank is not None and not 0 <= self.fail_rank < self.num_stages:
             raise ConfigError(f"fail_rank {self.fail_rank} is not a rank of {self.num_stages}")
+        if self.vertical_sync and self.schedule.strip().lower() not in (
+            "pipedream",
+            "pipedream-2bw",
+        ):
+            raise ConfigError(
+                f"vertical sync applies to the asynchronous schedules only, not "
+                f"{self.schedule!r}: use --schedule pipedream or pipedream-2bw, or drop "
+                "--vertical-sync"
+            )
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir)
         if self.out_dir is not None:

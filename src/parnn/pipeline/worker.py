@@ -107,6 +107,10 @@ def pipeline_worker(
 ) -> dict[str, Any] | None:
     """Run one rank of the pipeline; rank 0 returns the gathered measurements."""
     spec = get_schedule(config.schedule)
+    if spec.asynchronous:  # PipeDream: its own engine (parnn.pipeline.asynchronous)
+        from parnn.pipeline.asynchronous import async_pipeline_worker
+
+        return async_pipeline_worker(rank, world_size, config, partition, shapes, quiet)
     total_stages = config.total_stages
     last_rank = _owner(total_stages - 1, spec.layout, world_size)
 

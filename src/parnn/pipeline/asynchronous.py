@@ -1,0 +1,461 @@
+"""PipeDream's asynchronous pipeline on ``torch.distributed.pipelining``'s ``PipelineStage``:
+1F1B without flushes, weight stashing and PipeDream-2BW.
+
+Each rank holds one stage and walks its actions from
+:func:`~parnn.partition.async_schedule.async_actions` (``F``, ``B`` and ``U`` over a stream
+of micro-batches): after ``k - s - 1`` warm-up forwards it alternates one forward and one
+backward of different micro-batches and applies its optimizer after each mini-batch's last
+backward, without waiting for the other stages. Activations and gradients travel with the
+stage's own p2p ops (``get_fwd_send_ops`` ... over the process group it was given); the
+stage's ``fwd_cache`` and receive buffers are a ring of ``k + 1`` slots, more than the
+``k - s`` micro-batches a stage ever holds.
+
+Weight stashing: the stage module runs through :func:`torch.func.functional_call` on a
+detached copy of the weight version the schedule names (one copy per version, made when the
+version is made and dropped after the last backward that uses it), so a micro-batch's
+backward runs against the weights its forward used even though the live weights (the
+optimizer's) have moved on. Its gradient is added to the live weights' gradient, and the
+update after ``m`` micro-batches applies the sum.
+
+The pipeline drains at every epoch's end (the stream ends with the cool-down backwards and
+the last update), so that the evaluation, and a checkpoint, see one consistent model; the
+next epoch's stream starts from the newest weights. :func:`~parnn.pipeline.emulate.
+emulate_async_pipeline` computes the same thing in one process.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.autograd.graph import saved_tensors_hooks
+from torch.distributed.pipelining import schedules as torch_schedules
+from torch.func import functional_call
+
+from parnn.errors import ConfigError
+from parnn.models import build_model
+from parnn.partition import Partition
+from parnn.partition.async_schedule import async_actions
+from parnn.pipeline.config import PipelineConfig
+from parnn.pipeline.emulate import minibatch_mean_loss
+from parnn.pipeline.stage import StageMeter, TimedPipelineStage, stage_module
+from parnn.progress import progress_bar
+from parnn.train import batch_indices, evaluate, make_optimizer, make_scheduler
+from parnn.train.setup import setup_training
+
+__all__ = ["StashStats", "async_pipeline_worker"]
+
+_TARGET_TAG = 7  # p2p tag of the targets rank 0 sends to the last stage's rank
+
+
+@dataclass(slots=True)
+class StashStats:
+    """Weight versions and activations one stage held at its peak."""
+
+    stage: int
+    parameter_bytes: int  # one copy of the stage's parameters
+    peak_versions: int  # stashed weight versions held at once (besides the live weights)
+    stash_bytes: int  # peak_versions x parameter_bytes
+    peak_in_flight: int  # micro-batches forwarded and not yet backwarded, at the peak
+    activation_bytes: int  # saved for backward by one micro-batch (measured)
+    peak_activation_bytes: int  # peak_in_flight x activation_bytes
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class _Versioned(nn.Module):
+    """The stage module run on the weight version in ``weights`` (functional_call)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def forward(self, *args: Any) -> Any:
+        return functional_call(self.module, self.weights, args)
+
+
+@dataclass(slots=True)
+class _Stash:
+    """Weight versions of one stage: detached copies, each a leaf with its own gradient."""
+
+    module: nn.Module
+    versions: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    peak: int = 0
+
+    def make(self, version: int) -> None:
+        self.versions[version] = {
+            name: p.detach().clone().requires_grad_(True)
+            for name, p in self.module.named_parameters()
+        }
+        self.peak = max(self.peak, len(self.versions))
+
+    def drop(self, version: int) -> None:
+        self.versions.pop(version, None)
+
+    def move_grads(self, version: int) -> None:
+        """Add the gradient computed on ``version`` to the live parameters' gradient."""
+        weights = self.versions[version]
+        for name, parameter in self.module.named_parameters():
+            grad = weights[name].grad
+            if grad is None:
+                continue
+            if parameter.grad is None:
+                parameter.grad = grad.clone()
+            else:
+                parameter.grad.add_(grad)
+            weights[name].grad = None
+
+
+def _init_stage_infra(stage: TimedPipelineStage, ring: int, loss: Any) -> None:
+    """Let torch set up the stage's p2p buffers for ``ring`` chunk slots (static shapes)."""
+    stage.has_backward = True
+    schedule = torch_schedules.ScheduleGPipe(stage, n_microbatches=ring, loss_fn=loss)
+    schedule._initialize_stage((), None)  # torch 2.13: the vote, buffers and send infos
+
+
+def async_pipeline_worker(
+    rank: int,
+    world_size: int,
+    config: PipelineConfig,
+    partition: Partition,
+    shapes: list[tuple[int, ...]],
+    quiet: bool,
+    group: dist.ProcessGroup | None = None,
+) -> dict[str, Any] | None:
+    """Run one rank (= one stage) of the asynchronous pipeline; rank 0 returns the gathered
+    measurements in the shape :func:`~parnn.pipeline.worker.pipeline_worker` returns them."""
+    from parnn.pipeline.worker import RankReport
+
+    num_stages, m = world_size, config.num_microbatches
+    last_rank = num_stages - 1
+    if rank == 0:
+        setup = setup_training(
+            config.model,
+            config.data,
+            data_dir=config.data_dir,
+            input_shape=config.input_shape,
+            seed=config.seed,
+            val_fraction=config.val_fraction,
+            num_samples=config.num_samples,
+        )
+        model = setup.model
+        header: list[Any] = [setup.input_shape, setup.num_classes, len(setup.train_data)]
+    else:
+        header = [None, None, None]
+    dist.broadcast_object_list(header, src=0, group=group)
+    input_shape, num_classes, num_train = header
+    if rank != 0:
+        torch.manual_seed(config.seed)
+        model = build_model(config.model, input_shape=input_shape, num_classes=num_classes)
+    steps_per_epoch = num_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"batch size {config.batch_size} is larger than the {num_train} training samples: "
+            f"use --batch-size {num_train} or less"
+        )
+    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+
+    meter = StageMeter()
+    module = stage_module(model, partition, rank)
+    module.train()
+    ring = num_stages + 1
+    loss_fn = minibatch_mean_loss(config.batch_size)
+    versioned = _Versioned(module)
+    stage = TimedPipelineStage(
+        versioned,
+        rank,
+        num_stages,
+        torch.device("cpu"),
+        input_args=torch.empty(shapes[rank], device="meta", requires_grad=rank > 0),
+        output_args=torch.empty(shapes[rank + 1], device="meta", requires_grad=True),
+        group=group,
+        meter=meter,
+    )
+    _init_stage_infra(stage, ring, loss_fn)
+    optimizer = make_optimizer(module.parameters(), config.optimizer)
+    scheduler = make_scheduler(
+        optimizer, config.lr_schedule, total_steps=total_steps, warmup_steps=config.warmup_steps
+    )
+    stash = _Stash(module)
+    run = _StreamRunner(
+        rank=rank,
+        num_stages=num_stages,
+        num_microbatches=m,
+        microbatch_size=config.microbatch_size,
+        stage=stage,
+        versioned=versioned,
+        stash=stash,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=loss_fn,
+        meter=meter,
+        group=group,
+        vertical_sync=config.vertical_sync,
+    )
+    history: list[dict[str, Any]] = []
+    inputs = targets = None
+    if rank == 0:
+        inputs, targets = setup.train_data.inputs, setup.train_data.targets
+    with progress_bar(total_steps, config.schedule, quiet=quiet or rank != 0) as bar:
+        step = epoch = 0
+        while step < total_steps:
+            order = batch_indices(
+                num_train, config.batch_size, seed=config.seed, epoch=epoch, drop_last=True
+            )[: total_steps - step]
+            x = y = None
+            if rank == 0:
+                assert inputs is not None and targets is not None
+                index = torch.cat(order)
+                x, y = inputs[index], targets[index]  # the stream's samples, in order
+            run.stream(
+                len(order),
+                first_step=step,
+                inputs=x,
+                targets=y,
+                fail_at_step=config.fail_at_step if config.fail_rank == rank else None,
+                on_update=bar.advance,
+            )
+            step += len(order)
+            epoch += 1
+            if config.evaluate:
+                record = _evaluate_gathered(rank, model, module, setup if rank == 0 else None, group)
+                if record is not None:
+                    history.append({"epoch": epoch, "step": step, **record})
+
+    peak_versions = stash.peak
+    parameter_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    stats = StashStats(
+        stage=rank,
+        parameter_bytes=parameter_bytes,
+        peak_versions=peak_versions,
+        stash_bytes=peak_versions * parameter_bytes,
+        peak_in_flight=run.peak_in_flight,
+        activation_bytes=run.activation_bytes,
+        peak_activation_bytes=run.peak_in_flight * run.activation_bytes,
+    )
+    report = RankReport(
+        rank=rank,
+        stages=[rank],
+        chunks=meter.records,
+        waits=run.waits,
+        step_times=run.step_times,
+        step_starts=run.step_starts,
+        optimizer_times=run.optimizer_times,
+        losses=run.losses,
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        state={name: t.detach().clone() for name, t in module.state_dict().items()},
+    )
+    gathered: list[Any] | None = [None] * world_size if rank == 0 else None
+    dist.gather_object((report, stats), gathered, dst=0, group=group)
+    if rank != 0:
+        return None
+    assert gathered is not None
+    return {
+        "reports": [r for r, _ in gathered],
+        "weight_stash": [s.to_dict() for _, s in gathered],
+        "history": history,
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "train_samples": num_train,
+        "val_samples": len(setup.val_data),
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "last_rank": last_rank,
+    }
+
+
+class _StreamRunner:
+    """Walks one stage's actions over streams of mini-batches, timing what it does."""
+
+    def __init__(
+        self,
+        *,
+        rank: int,
+        num_stages: int,
+        num_microbatches: int,
+        microbatch_size: int,
+        stage: TimedPipelineStage,
+        versioned: _Versioned,
+        stash: _Stash,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        loss_fn: Any,
+        meter: StageMeter,
+        group: dist.ProcessGroup | None,
+        vertical_sync: bool,
+    ) -> None:
+        self.rank, self.num_stages, self.m = rank, num_stages, num_microbatches
+        self.microbatch_size = microbatch_size
+        self.stage, self.versioned, self.stash = stage, versioned, stash
+        self.optimizer, self.scheduler, self.loss_fn = optimizer, scheduler, loss_fn
+        self.meter, self.group, self.vertical_sync = meter, group, vertical_sync
+        self.ring = num_stages + 1
+        self.is_first, self.is_last = rank == 0, rank == num_stages - 1
+        self.waits: list[tuple[int, float, float]] = []
+        self.step_times: list[float] = []
+        self.step_starts: list[float] = []
+        self.optimizer_times: list[float] = []
+        self.losses: list[float] = []
+        self.peak_in_flight = 0
+        self.activation_bytes = 0
+        self._sends: deque[Any] = deque()
+
+    def _wait(self, works: list[Any], step: int) -> None:
+        start = time.perf_counter()
+        for work in works:
+            work.wait()
+        self.waits.append((step, start, time.perf_counter() - start))
+
+    def _send(self, ops: list[dist.P2POp]) -> None:
+        if ops:
+            self._sends.append((dist.batch_isend_irecv(ops), ops))
+        while len(self._sends) > 2 * self.ring:  # keep a bounded number of sends open
+            works, _ = self._sends.popleft()
+            for work in works:
+                work.wait()
+
+    def _flush_sends(self) -> None:
+        while self._sends:
+            works, _ = self._sends.popleft()
+            for work in works:
+                work.wait()
+
+    def stream(
+        self,
+        num_minibatches: int,
+        *,
+        first_step: int,
+        inputs: torch.Tensor | None,
+        targets: torch.Tensor | None,
+        fail_at_step: int | None,
+        on_update: Any,
+    ) -> None:
+        """Run ``num_minibatches`` mini-batches through the pipeline, ending drained."""
+        m, b = self.m, self.microbatch_size
+        total = num_minibatches * m
+        actions = async_actions(
+            self.num_stages, num_minibatches, m, vertical_sync=self.vertical_sync
+        )[self.rank]
+        last_use = {a.version: i for i, a in enumerate(actions) if a.kind in "FB"}
+        labels = targets
+        if self.is_first and not self.is_last:
+            assert targets is not None
+            dist.send(targets, dst=self.num_stages - 1, tag=_TARGET_TAG, group=self.group)
+        elif self.is_last and not self.is_first:
+            labels = torch.empty(total * b, dtype=torch.int64)
+            dist.recv(labels, src=0, tag=_TARGET_TAG, group=self.group)
+        stage = self.stage
+        stage.clear_runtime_states()
+        self.stash.versions.clear()
+        if 0 in last_use:
+            self.stash.make(0)
+        losses: dict[int, torch.Tensor] = {}
+        minibatch_loss = 0.0
+        in_flight = 0
+        started = time.perf_counter()
+        for index, action in enumerate(actions):
+            j, slot = action.microbatch, action.microbatch % self.ring
+            step = first_step + (j // m if action.kind != "U" else j)
+            self.meter.step = step
+            if action.kind == "F":
+                if fail_at_step == step and j % m == 0:
+                    raise RuntimeError(f"injected failure at step {step} (test hook)")
+                if not self.is_first:
+                    self._wait(dist.batch_isend_irecv(stage.get_fwd_recv_ops(slot)), step)
+                self.versioned.weights = self.stash.versions[action.version]
+                args = (inputs[j * b : (j + 1) * b],) if self.is_first and inputs is not None else ()
+                output = self._forward(slot, args)
+                if self.is_last:
+                    assert labels is not None
+                    losses[j] = self.loss_fn(output, labels[j * b : (j + 1) * b])
+                else:
+                    self._send(stage.get_fwd_send_ops(slot))
+                in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, in_flight)
+            elif action.kind == "B":
+                if not self.is_last:
+                    self._wait(dist.batch_isend_irecv(stage.get_bwd_recv_ops(slot)), step)
+                loss = losses.pop(j, None)
+                stage.backward_one_chunk(slot, loss=loss, full_backward=True)
+                if loss is not None:
+                    minibatch_loss += float(loss.detach())
+                if not self.is_first:
+                    self._send(stage.get_bwd_send_ops(slot))
+                    for info in stage.args_recv_info[slot]:
+                        if info.buffer is not None:
+                            info.buffer.grad = None  # the slot is reused: no accumulation
+                self.stash.move_grads(action.version)
+                in_flight -= 1
+            else:  # U: the update that makes version action.version
+                now = time.perf_counter()
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                done = time.perf_counter()
+                self.optimizer_times.append(done - now)
+                self.step_starts.append(started)
+                self.step_times.append(done - started)
+                started = done
+                if self.is_last:
+                    self.losses.append(minibatch_loss)
+                minibatch_loss = 0.0
+                if action.version in last_use:
+                    self.stash.make(action.version)
+                on_update()
+            for version in [v for v in self.stash.versions if last_use[v] <= index]:
+                self.stash.drop(version)
+        self._flush_sends()
+        self.stash.versions.clear()
+
+    def _forward(self, slot: int, args: tuple[torch.Tensor, ...]) -> Any:
+        if self.activation_bytes:
+            return self.stage.forward_one_chunk(slot, args, save_forward_output=False)
+        # The first forward also measures what it saves for backward (weights excluded).
+        weights = {t.data_ptr() for t in self.versioned.weights.values()}
+        saved = 0
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            nonlocal saved
+            if tensor.data_ptr() not in weights:
+                saved += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with saved_tensors_hooks(pack, lambda tensor: tensor):
+            output = self.stage.forward_one_chunk(slot, args, save_forward_output=False)
+        self.activation_bytes = max(saved, 1)
+        return output
+
+
+def _evaluate_gathered(
+    rank: int,
+    model: nn.Sequential,
+    module: nn.Module,
+    setup: Any,
+    group: dist.ProcessGroup | None,
+) -> dict[str, Any] | None:
+    """Gather every stage's parameters on rank 0 and evaluate the whole model there."""
+    state = dict(module.state_dict())
+    gathered: list[Any] | None = [None] * dist.get_world_size(group) if rank == 0 else None
+    dist.gather_object(state, gathered, dst=0, group=group)
+    if rank != 0:
+        return None
+    assert gathered is not None
+    full: dict[str, torch.Tensor] = {}
+    for part in gathered:
+        full.update(part)
+    model.load_state_dict(full)
+    result = evaluate(model, setup.val_data)
+    return {
+        "val_loss": result.loss,
+        "val_accuracy": result.accuracy,
+        "per_class_accuracy": result.per_class_accuracy,
+    }
+
