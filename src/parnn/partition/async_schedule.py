@@ -15,15 +15,16 @@ update that makes version 1)::
     stage 1 |      F0v0 B0v0 U1 F1v1 B1v1 U2 F2v2 B2v2 U3 ...
 
 Weight stashing: a micro-batch's backward runs on the version its forward used (``B1v0`` on
-stage 0 above, though stage 0 already holds version 1), so every gradient is exact for the
-weights it is applied to... except that those weights are stale: stage ``s`` computes its
-forward of micro-batch ``j`` on version ``floor(max(0, j - (k - s - 1)) / m)``, a version
-that misses the last ``k - s - 1`` micro-batches' updates (none on the last stage).
+stage 0 above, though stage 0 already holds version 1), so each gradient is the true
+gradient of one consistent version; what is stale is that version: stage ``s`` runs
+micro-batch ``j`` on version ``floor(max(0, j - (k - s - 1)) / m)``, which misses the
+updates of the last ``k - s - 1`` micro-batches (none on the last stage), and the update it
+contributes to is applied to newer weights.
 Vertical sync makes every stage use the version the first stage used for that micro-batch
 (PipeDream's ``--vertical-sync``): one consistent (and older) model per micro-batch.
 
 ``pipedream`` allows any ``m`` (``m = 1`` is the paper's PipeDream: an update per
-micro-batch, up to ``k - s + 1`` versions held on stage ``s``). ``pipedream-2bw`` is the
+micro-batch, ``k - s`` versions stashed on stage ``s`` at the peak). ``pipedream-2bw`` is the
 same rule with ``m >= k`` (PipeDream-2BW: gradient accumulation over ``m`` micro-batches),
 which bounds the versions held to two: the double buffer.
 """

@@ -1,0 +1,88 @@
+"""The test that proves the PipeDream engine: k asynchronous steps on 2 and 4 processes give
+the parameters of the same run emulated in one process (each stage's gradient computed on
+the stashed weight version the schedule gives it), for SGD and Adam, pipedream and
+pipedream-2bw, with and without vertical sync, across an epoch's drain.
+
+Tolerance: rtol 1e-4, atol 1e-5, as the synchronous engines' transparency test: the
+stage-by-stage backward and the emulator's whole-model backward differ only in rounding.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parnn.pipeline import PipelineConfig, plan_pipeline_run, run_pipeline
+from parnn.pipeline.emulate import emulate_async_pipeline
+from parnn.train import OptimizerConfig, batch_indices
+from parnn.train.setup import setup_training
+
+BATCH = 32
+
+
+def _emulated(config: PipelineConfig) -> dict[str, torch.Tensor]:
+    setup = setup_training(config.model, config.data, seed=config.seed, num_samples=config.num_samples)
+    inputs, targets = setup.train_data.inputs, setup.train_data.targets
+    per_epoch = len(setup.train_data) // config.batch_size
+    steps = config.steps if config.steps is not None else config.epochs * per_epoch
+    minibatches = []
+    epoch = 0
+    while len(minibatches) < steps:
+        for index in batch_indices(
+            len(setup.train_data), config.batch_size, seed=config.seed, epoch=epoch, drop_last=True
+        ):
+            minibatches.append((inputs[index], targets[index]))
+        epoch += 1
+    emulate_async_pipeline(
+        setup.model,
+        plan_pipeline_run(config).partition,
+        minibatches[:steps],
+        num_microbatches=config.num_microbatches,
+        optimizer=config.optimizer,
+        lr_schedule=config.lr_schedule,
+        vertical_sync=config.vertical_sync,
+        drain_every=per_epoch,
+    )
+    return {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.filterwarnings("ignore:oversubscribed")  # 4 stages on 2 cores is allowed
+@pytest.mark.parametrize(
+    ("stages", "schedule", "microbatches", "optimizer", "vertical_sync"),
+    [
+        (2, "pipedream", 1, "sgd", False),
+        (2, "pipedream", 4, "adam", False),
+        (2, "pipedream-2bw", 2, "adam", True),
+        (4, "pipedream", 1, "adam", False),
+        (4, "pipedream-2bw", 4, "sgd", False),
+    ],
+)
+def test_pipedream_steps_equal_the_emulated_run(
+    stages: int, schedule: str, microbatches: int, optimizer: str, vertical_sync: bool
+) -> None:
+    config = PipelineConfig(
+        model="lenet5",
+        data="digits",
+        num_samples=400,  # 320 training samples: 10 steps per epoch, so 12 steps cross a drain
+        num_stages=stages,
+        schedule=schedule,
+        vertical_sync=vertical_sync,
+        num_microbatches=microbatches,
+        batch_size=BATCH,
+        steps=12,
+        optimizer=OptimizerConfig(name=optimizer, lr=0.003 if optimizer == "adam" else 0.05),
+        lr_schedule="cosine",
+        evaluate=False,
+        return_parameters=True,
+    )
+    result = run_pipeline(config, quiet=True)
+    assert result is not None and result.parameters is not None
+    expected = _emulated(config)
+    assert sorted(result.parameters) == sorted(expected)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(result.parameters[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    assert result.weight_stash is not None and len(result.weight_stash) == stages
+    assert [s["peak_in_flight"] for s in result.weight_stash] == [
+        min(stages - s, 12 * microbatches) for s in range(stages)
+    ]
