@@ -9,9 +9,13 @@ stage-by-stage backward and the emulator's whole-model backward differ only in r
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
+from parnn.errors import ConfigError, RankFailedError, ScheduleError
+from parnn.launch import leftover_processes
 from parnn.pipeline import PipelineConfig, plan_pipeline_run, run_pipeline
 from parnn.pipeline.emulate import emulate_async_pipeline
 from parnn.train import OptimizerConfig, batch_indices
@@ -21,7 +25,9 @@ BATCH = 32
 
 
 def _emulated(config: PipelineConfig) -> dict[str, torch.Tensor]:
-    setup = setup_training(config.model, config.data, seed=config.seed, num_samples=config.num_samples)
+    setup = setup_training(
+        config.model, config.data, seed=config.seed, num_samples=config.num_samples
+    )
     inputs, targets = setup.train_data.inputs, setup.train_data.targets
     per_epoch = len(setup.train_data) // config.batch_size
     steps = config.steps if config.steps is not None else config.epochs * per_epoch
@@ -86,3 +92,60 @@ def test_pipedream_steps_equal_the_emulated_run(
     assert [s["peak_in_flight"] for s in result.weight_stash] == [
         min(stages - s, 12 * microbatches) for s in range(stages)
     ]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("failing_rank", [0, 1])
+def test_a_failing_stage_ends_the_asynchronous_run_and_names_its_rank(failing_rank: int) -> None:
+    config = PipelineConfig(
+        model="lenet5",
+        num_stages=2,
+        schedule="pipedream",
+        num_microbatches=2,
+        steps=6,
+        evaluate=False,
+        fail_rank=failing_rank,
+        fail_at_step=2,
+    )
+    started = time.monotonic()
+    with pytest.raises(RankFailedError) as failure:
+        run_pipeline(config, quiet=True)
+    assert failure.value.rank == failing_rank
+    assert "injected failure at step 2" in str(failure.value)
+    assert time.monotonic() - started < 60
+    deadline = time.monotonic() + 10
+    while leftover_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftover_processes()
+
+
+@pytest.mark.timeout(120)
+def test_an_epoch_is_evaluated_and_reports_stash_and_activations() -> None:
+    config = PipelineConfig(
+        model="lenet5",
+        num_samples=400,
+        num_stages=2,
+        schedule="pipedream-2bw",
+        num_microbatches=2,
+        epochs=2,
+    )
+    result = run_pipeline(config, quiet=True)
+    assert result is not None and result.weight_stash is not None
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.val_accuracy is not None and 0.0 <= result.val_accuracy <= 1.0
+    first, last = result.weight_stash
+    assert first["peak_versions"] == 2 and last["peak_versions"] == 1
+    assert first["stash_bytes"] == 2 * first["parameter_bytes"] > 0
+    assert first["activation_bytes"] > 0
+    assert first["peak_activation_bytes"] == 2 * first["activation_bytes"]
+
+
+def test_bad_asynchronous_settings_are_refused_before_any_process_starts() -> None:
+    with pytest.raises(ScheduleError, match="pipedream-2bw accumulates"):
+        plan_pipeline_run(
+            PipelineConfig(num_stages=4, schedule="pipedream-2bw", num_microbatches=2)
+        )
+    with pytest.raises(ConfigError, match="vertical sync applies to the asynchronous"):
+        PipelineConfig(schedule="1f1b", vertical_sync=True)
+    with pytest.raises(ScheduleError, match="one stage per rank"):
+        plan_pipeline_run(PipelineConfig(schedule="pipedream", stages_per_rank=2))

@@ -101,7 +101,14 @@ def _plan_options(function: F) -> F:
             click.option(
                 "--schedule",
                 type=click.Choice(
-                    ["gpipe", "1f1b", "interleaved-1f1b", "interleaved", "pipedream", "pipedream-2bw"]
+                    [
+                        "gpipe",
+                        "1f1b",
+                        "interleaved-1f1b",
+                        "interleaved",
+                        "pipedream",
+                        "pipedream-2bw",
+                    ]
                 ),
                 default="gpipe",
                 show_default=True,

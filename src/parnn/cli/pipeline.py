@@ -70,6 +70,11 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
     help="Pipeline schedule (see `parnn schedules`).",
 )
 @click.option(
+    "--vertical-sync",
+    is_flag=True,
+    help="pipedream, pipedream-2bw: every stage uses the first stage's weight version.",
+)
+@click.option(
     "--microbatches",
     default="4",
     show_default=True,
@@ -119,6 +124,7 @@ def pipeline(
     stages_per_rank: int,
     partition: str,
     schedule: str,
+    vertical_sync: bool,
     microbatches: str,
     batch_size: int,
     epochs: int,
@@ -167,6 +173,7 @@ def pipeline(
         stages_per_rank=stages_per_rank,
         partition=chosen_partition if chosen_partition is not None else partition,
         schedule=schedule,
+        vertical_sync=vertical_sync,
         num_microbatches=num_microbatches,
         batch_size=batch_size,
         epochs=epochs,
@@ -289,6 +296,12 @@ def _render(result: Any, prediction: dict[str, Any] | None) -> None:
             f"bytes after stage {boundary.after_stage}",
             f"{boundary.activation_bytes / 1024:.1f} KiB/micro-batch, "
             f"{boundary.bytes_per_step / 1024:.1f} KiB/step",
+        )
+    for stash in result.weight_stash or []:  # asynchronous schedules
+        summary.add_row(
+            f"stage {stash['stage']}: stashed weights / activations",
+            f"{stash['peak_versions']} x {stash['parameter_bytes'] / 1024:.1f} KiB / "
+            f"{stash['peak_in_flight']} x {stash['activation_bytes'] / 1024:.1f} KiB",
         )
     if result.val_accuracy is not None:
         summary.add_row("validation accuracy", f"{100 * result.val_accuracy:.2f}%")

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from parnn.errors import ConfigError, ScheduleError
+from parnn.partition.async_schedule import async_actions, held_versions, is_async_schedule
 from parnn.partition.partition import Partition
 from parnn.partition.profile import ModelProfile
-from parnn.partition.async_schedule import async_actions, held_versions, is_async_schedule
 from parnn.partition.schedules import schedule_actions
 
 __all__ = [

@@ -226,9 +226,13 @@ def async_pipeline_worker(
             step += len(order)
             epoch += 1
             if config.evaluate:
-                record = _evaluate_gathered(rank, model, module, setup if rank == 0 else None, group)
+                record = _evaluate_gathered(
+                    rank, model, module, setup if rank == 0 else None, group
+                )
                 if record is not None:
-                    history.append({"epoch": epoch, "step": step, **record})
+                    history.append(
+                        {"epoch": epoch, "step": step, "train_s": sum(run.step_times), **record}
+                    )
 
     peak_versions = stash.peak
     parameter_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
@@ -371,7 +375,9 @@ class _StreamRunner:
                 if not self.is_first:
                     self._wait(dist.batch_isend_irecv(stage.get_fwd_recv_ops(slot)), step)
                 self.versioned.weights = self.stash.versions[action.version]
-                args = (inputs[j * b : (j + 1) * b],) if self.is_first and inputs is not None else ()
+                args = (
+                    (inputs[j * b : (j + 1) * b],) if self.is_first and inputs is not None else ()
+                )
                 output = self._forward(slot, args)
                 if self.is_last:
                     assert labels is not None
@@ -458,4 +464,3 @@ def _evaluate_gathered(
         "val_accuracy": result.accuracy,
         "per_class_accuracy": result.per_class_accuracy,
     }
-

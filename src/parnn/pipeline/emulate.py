@@ -91,7 +91,10 @@ def emulate_async_pipeline(
                 used = [
                     versions[s][
                         weight_version(
-                            s, j, num_stages=num_stages, num_microbatches=m,
+                            s,
+                            j,
+                            num_stages=num_stages,
+                            num_microbatches=m,
                             vertical_sync=vertical_sync,
                         )
                     ]

@@ -240,7 +240,10 @@ def pipeline_worker(
                 if config.evaluate and epoch_done and step > 0:
                     record = _evaluate_gathered(rank, model, stages, setup if rank == 0 else None)
                     if record is not None:
-                        history.append({"epoch": epoch, "step": step, **record})
+                        # train_s: rank 0's training time so far (evaluations excluded)
+                        history.append(
+                            {"epoch": epoch, "step": step, "train_s": sum(step_times), **record}
+                        )
     finally:
         waits.remove()
 
