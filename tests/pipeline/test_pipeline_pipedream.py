@@ -10,6 +10,7 @@ stage-by-stage backward and the emulator's whole-model backward differ only in r
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,3 +150,36 @@ def test_bad_asynchronous_settings_are_refused_before_any_process_starts() -> No
         PipelineConfig(schedule="1f1b", vertical_sync=True)
     with pytest.raises(ScheduleError, match="one stage per rank"):
         plan_pipeline_run(PipelineConfig(schedule="pipedream", stages_per_rank=2))
+
+
+@pytest.mark.timeout(300)
+def test_a_run_resumed_from_its_epoch_checkpoint_ends_where_an_uninterrupted_one_does(
+    tmp_path: Path,
+) -> None:
+    settings = {
+        "model": "lenet5",
+        "num_samples": 400,  # 10 steps per epoch
+        "num_stages": 2,
+        "schedule": "pipedream",
+        "num_microbatches": 2,
+        "epochs": 2,
+        "lr_schedule": "cosine",
+        "return_parameters": True,
+    }
+    whole = run_pipeline(PipelineConfig(**settings), quiet=True)
+    checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(RankFailedError):  # dies in epoch 2, after epoch 1's checkpoint
+        run_pipeline(
+            PipelineConfig(**settings, checkpoint_dir=checkpoints, fail_rank=1, fail_at_step=13),
+            quiet=True,
+        )
+    assert sorted(p.name for p in (checkpoints / "stage-1").iterdir()) == ["step-00000010.pt"]
+    resumed = run_pipeline(
+        PipelineConfig(**settings, checkpoint_dir=checkpoints, resume=True), quiet=True
+    )
+    assert whole is not None and resumed is not None
+    assert whole.parameters is not None and resumed.parameters is not None
+    for name, tensor in whole.parameters.items():
+        torch.testing.assert_close(resumed.parameters[name], tensor, rtol=1e-6, atol=1e-7)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[-1]["val_accuracy"] == whole.history[-1]["val_accuracy"]

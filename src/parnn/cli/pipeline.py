@@ -111,6 +111,13 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
     envvar="PARNN_CACHE_DIR",
     help="Profile cache for cost-aware partitions and --microbatches auto.",
 )
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="pipedream, pipedream-2bw: checkpoint every stage here at each epoch's end.",
+)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--fail-at", default=None, hidden=True, help="TEST HOOK: RANK:STEP raises there.")
 @out_option
 @json_option
@@ -137,6 +144,8 @@ def pipeline(
     threads_per_stage: int,
     no_eval: bool,
     cache_dir: Path | None,
+    checkpoint_dir: Path | None,
+    resume: bool,
     fail_at: str | None,
     out: Path | None,
     as_json: bool,
@@ -188,6 +197,8 @@ def pipeline(
         threads_per_stage=threads_per_stage,
         evaluate=not no_eval,
         out_dir=out,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
         fail_rank=fail_rank,
         fail_at_step=fail_step,
     )

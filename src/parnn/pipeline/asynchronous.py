@@ -45,6 +45,7 @@ from parnn.partition.async_schedule import async_actions
 from parnn.pipeline.config import PipelineConfig
 from parnn.pipeline.emulate import minibatch_mean_loss
 from parnn.pipeline.stage import StageMeter, TimedPipelineStage, stage_module
+from parnn.pipeline.stage_checkpoint import load_stage_checkpoint, save_stage_checkpoint
 from parnn.progress import progress_bar
 from parnn.train import batch_indices, evaluate, make_optimizer, make_scheduler
 from parnn.train.setup import setup_training
@@ -204,8 +205,18 @@ def async_pipeline_worker(
     inputs = targets = None
     if rank == 0:
         inputs, targets = setup.train_data.inputs, setup.train_data.targets
+    step = epoch = 0
+    settings = _checkpoint_settings(config, partition, total_steps)
+    if config.checkpoint_dir is not None and config.resume:
+        saved = load_stage_checkpoint(config.checkpoint_dir, rank, settings=settings, group=group)
+        if saved is not None:
+            module.load_state_dict(saved["module"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            step, epoch, history = saved["step"], saved["epoch"], saved["history"]
+    resumed_at = step  # the timings below count the steps this process runs, from 0
     with progress_bar(total_steps, config.schedule, quiet=quiet or rank != 0) as bar:
-        step = epoch = 0
+        bar.advance(step)
         while step < total_steps:
             order = batch_indices(
                 num_train, config.batch_size, seed=config.seed, epoch=epoch, drop_last=True
@@ -218,6 +229,7 @@ def async_pipeline_worker(
             run.stream(
                 len(order),
                 first_step=step,
+                resumed_at=resumed_at,
                 inputs=x,
                 targets=y,
                 fail_at_step=config.fail_at_step if config.fail_rank == rank else None,
@@ -233,6 +245,16 @@ def async_pipeline_worker(
                     history.append(
                         {"epoch": epoch, "step": step, "train_s": sum(run.step_times), **record}
                     )
+            if config.checkpoint_dir is not None:  # drained: nothing in flight, no stash
+                state = {
+                    "module": module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "settings": settings,
+                }
+                save_stage_checkpoint(config.checkpoint_dir, rank, step, state)
 
     peak_versions = stash.peak
     parameter_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
@@ -271,8 +293,29 @@ def async_pipeline_worker(
         "train_samples": num_train,
         "val_samples": len(setup.val_data),
         "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
+        "total_steps": total_steps - resumed_at,  # run here (all, unless resumed)
+        "resumed_at_step": resumed_at,
         "last_rank": last_rank,
+    }
+
+
+def _checkpoint_settings(
+    config: PipelineConfig, partition: Partition, total_steps: int
+) -> dict[str, Any]:
+    """What a checkpoint must agree with to be resumed."""
+    return {
+        "model": config.model,
+        "data": config.data,
+        "num_samples": config.num_samples,
+        "schedule": config.schedule,
+        "vertical_sync": config.vertical_sync,
+        "partition": list(partition.boundaries),
+        "batch_size": config.batch_size,
+        "num_microbatches": config.num_microbatches,
+        "seed": config.seed,
+        "optimizer": [config.optimizer.name, config.optimizer.lr, config.optimizer.momentum],
+        "lr_schedule": config.lr_schedule,
+        "total_steps": total_steps,
     }
 
 
@@ -337,6 +380,7 @@ class _StreamRunner:
         num_minibatches: int,
         *,
         first_step: int,
+        resumed_at: int,
         inputs: torch.Tensor | None,
         targets: torch.Tensor | None,
         fail_at_step: int | None,
@@ -368,12 +412,14 @@ class _StreamRunner:
         for index, action in enumerate(actions):
             j, slot = action.microbatch, action.microbatch % self.ring
             step = first_step + (j // m if action.kind != "U" else j)
-            self.meter.step = step
+            self.meter.step = step - resumed_at
             if action.kind == "F":
                 if fail_at_step == step and j % m == 0:
                     raise RuntimeError(f"injected failure at step {step} (test hook)")
                 if not self.is_first:
-                    self._wait(dist.batch_isend_irecv(stage.get_fwd_recv_ops(slot)), step)
+                    self._wait(
+                        dist.batch_isend_irecv(stage.get_fwd_recv_ops(slot)), self.meter.step
+                    )
                 self.versioned.weights = self.stash.versions[action.version]
                 args = (
                     (inputs[j * b : (j + 1) * b],) if self.is_first and inputs is not None else ()
@@ -388,7 +434,9 @@ class _StreamRunner:
                 self.peak_in_flight = max(self.peak_in_flight, in_flight)
             elif action.kind == "B":
                 if not self.is_last:
-                    self._wait(dist.batch_isend_irecv(stage.get_bwd_recv_ops(slot)), step)
+                    self._wait(
+                        dist.batch_isend_irecv(stage.get_bwd_recv_ops(slot)), self.meter.step
+                    )
                 loss = losses.pop(j, None)
                 stage.backward_one_chunk(slot, loss=loss, full_backward=True)
                 if loss is not None:
