@@ -161,18 +161,26 @@ def min_max_memory(
     fixed_bytes: Vector,
     per_microbatch_bytes: Vector,
     in_flight: Sequence[int],
+    per_version_bytes: np.ndarray | None = None,
+    stashed_versions: Sequence[int] | None = None,
 ) -> float:
     """The smallest per-stage memory cap any partition into ``len(in_flight)`` stages meets
-    (stage ``j`` holds ``fixed + in_flight[j] * per_microbatch`` bytes per unit)."""
+    (stage ``j`` holds ``fixed + in_flight[j] * per_microbatch`` bytes per unit, plus
+    ``stashed_versions[j] * per_version_bytes`` when given)."""
     num_units = len(fixed_bytes)
     _check_sizes(num_units, len(in_flight))
     fixed = _as_vector(fixed_bytes, num_units, "fixed_bytes")
     per_microbatch = _as_vector(per_microbatch_bytes, num_units, "per_microbatch_bytes")
     zeros = np.zeros(num_units + 1)
-    low, high = 0.0, float(np.sum(fixed + max(in_flight) * per_microbatch))
+    high = float(np.sum(fixed + max(in_flight) * per_microbatch))
+    if per_version_bytes is not None and stashed_versions is not None:
+        high += float(np.sum(max(stashed_versions) * per_version_bytes))
+    low = 0.0
 
     def fits(cap: float) -> bool:
-        windows = _memory_windows(fixed, per_microbatch, in_flight, cap)
+        windows = _memory_windows(
+            fixed, per_microbatch, in_flight, cap, per_version_bytes, stashed_versions
+        )
         return bool(_reach(zeros, zeros, len(in_flight), 0.0, windows)[-1][num_units])
 
     # Memory is monotone in the cap: bisect to float resolution, then report the exact
@@ -242,8 +250,6 @@ def solve_min_max(
                     f"stashed_versions needs {num_stages} values, got {len(stashed_versions)}"
                 )
             versions = _as_vector(per_version_bytes, num_units, "per_version_bytes")
-            # Fold the stash into the fixed bytes of a stage-independent bound for the
-            # error message below; the windows use the exact per-stage amounts.
         windows = _memory_windows(
             fixed, per_microbatch, flights, float(max_stage_memory), versions, stashed_versions
         )
@@ -253,13 +259,7 @@ def solve_min_max(
     history = _reach(upper, lower, num_stages, float(candidates[-1]), windows)
     if not history[-1][num_units]:
         assert windows is not None, "without a memory cap the largest candidate always fits"
-        needed = min_max_memory(
-            fixed
-            if versions is None or stashed_versions is None
-            else fixed + max(stashed_versions) * versions,
-            per_microbatch,
-            flights,
-        )
+        needed = min_max_memory(fixed, per_microbatch, flights, versions, stashed_versions)
         raise PartitionError(
             f"no partition into {num_stages} stages fits --max-stage-memory "
             f"{_format_bytes(float(max_stage_memory or 0.0))}: the smallest cap that fits is "
