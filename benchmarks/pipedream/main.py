@@ -158,6 +158,62 @@ def throughput(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def predict(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
+    """The simulator's steady-state step of every schedule on the profiled stage costs of
+    the same partition: the noise-free expectation beside the measurement."""
+    from parnn.partition.cache import default_cache_dir
+    from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
+
+    rows = []
+    for cell in cells:
+        for stages in args.stages:
+            config = _config(cell, "1f1b", stages, "time", data_dir=args.data_dir)
+            plan = plan_pipeline_run(config, profile_cache_dir=default_cache_dir())
+            source = ProfileSource(
+                ProfileConfig(
+                    model=cell.model,
+                    input_shape=plan.input_shape,
+                    num_classes=10,
+                    cache_dir=default_cache_dir(),
+                )
+            )
+            predicted = {}
+            for schedule in SCHEDULES:
+                chosen = resolve_plan(
+                    plan.partition,
+                    source=source,
+                    num_stages=stages,
+                    batch_size=cell.batch_size,
+                    num_microbatches=cell.num_microbatches,
+                    schedule=schedule,
+                ).chosen
+                predicted[schedule] = {
+                    "step_time_s": chosen.step_time_s,
+                    "samples_per_s": cell.batch_size / chosen.step_time_s,
+                    "bubble_fraction": chosen.simulation.bubble_fraction,
+                }
+            rows.append(
+                {
+                    "label": cell.label,
+                    "stages": stages,
+                    "partition": list(plan.partition.boundaries),
+                    "predicted": predicted,
+                    "pipedream_vs_1f1b": predicted["1f1b"]["step_time_s"]
+                    / predicted["pipedream"]["step_time_s"],
+                }
+            )
+            print(
+                f"{cell.label} k={stages} predicted: "
+                + ", ".join(
+                    f"{s} {p['samples_per_s']:,.0f}/s bubble {100 * p['bubble_fraction']:.0f}%"
+                    for s, p in predicted.items()
+                )
+                + f"; pipedream/1f1b {rows[-1]['pipedream_vs_1f1b']:.2f}x",
+                flush=True,
+            )
+    return {"rows": rows}
+
+
 def accuracy(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:
     """Validation accuracy per epoch against training time and samples, per schedule."""
     sides = [("1f1b", False), ("pipedream", False), ("pipedream", True)]
@@ -215,7 +271,9 @@ def accuracy(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["all", "throughput", "accuracy"], default="all")
+    parser.add_argument(
+        "--part", choices=["all", "throughput", "accuracy", "predict"], default="all"
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="MNIST files (else digits)")
     parser.add_argument("--stages", type=lambda t: [int(v) for v in t.split(",")], default=[2])
     parser.add_argument("--repeats", type=int, default=3)
@@ -233,6 +291,8 @@ def main() -> None:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "load_average_start": os.getloadavg(),
     }
+    if args.part == "predict":
+        payload["predict"] = predict(args, cells)
     if args.part in ("all", "throughput"):
         payload["throughput"] = throughput(args, cells)
         write_json(args.out, payload)
