@@ -70,6 +70,11 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
     help="Pipeline schedule (see `parnn schedules`).",
 )
 @click.option(
+    "--vertical-sync",
+    is_flag=True,
+    help="pipedream, pipedream-2bw: every stage uses the first stage's weight version.",
+)
+@click.option(
     "--microbatches",
     default="4",
     show_default=True,
@@ -106,6 +111,13 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
     envvar="PARNN_CACHE_DIR",
     help="Profile cache for cost-aware partitions and --microbatches auto.",
 )
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="pipedream, pipedream-2bw: checkpoint every stage here at each epoch's end.",
+)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--fail-at", default=None, hidden=True, help="TEST HOOK: RANK:STEP raises there.")
 @out_option
 @json_option
@@ -119,6 +131,7 @@ def pipeline(
     stages_per_rank: int,
     partition: str,
     schedule: str,
+    vertical_sync: bool,
     microbatches: str,
     batch_size: int,
     epochs: int,
@@ -131,6 +144,8 @@ def pipeline(
     threads_per_stage: int,
     no_eval: bool,
     cache_dir: Path | None,
+    checkpoint_dir: Path | None,
+    resume: bool,
     fail_at: str | None,
     out: Path | None,
     as_json: bool,
@@ -167,6 +182,7 @@ def pipeline(
         stages_per_rank=stages_per_rank,
         partition=chosen_partition if chosen_partition is not None else partition,
         schedule=schedule,
+        vertical_sync=vertical_sync,
         num_microbatches=num_microbatches,
         batch_size=batch_size,
         epochs=epochs,
@@ -181,6 +197,8 @@ def pipeline(
         threads_per_stage=threads_per_stage,
         evaluate=not no_eval,
         out_dir=out,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
         fail_rank=fail_rank,
         fail_at_step=fail_step,
     )
@@ -289,6 +307,12 @@ def _render(result: Any, prediction: dict[str, Any] | None) -> None:
             f"bytes after stage {boundary.after_stage}",
             f"{boundary.activation_bytes / 1024:.1f} KiB/micro-batch, "
             f"{boundary.bytes_per_step / 1024:.1f} KiB/step",
+        )
+    for stash in result.weight_stash or []:  # asynchronous schedules
+        summary.add_row(
+            f"stage {stash['stage']}: stashed weights / activations",
+            f"{stash['peak_versions']} x {stash['parameter_bytes'] / 1024:.1f} KiB / "
+            f"{stash['peak_in_flight']} x {stash['activation_bytes'] / 1024:.1f} KiB",
         )
     if result.val_accuracy is not None:
         summary.add_row("validation accuracy", f"{100 * result.val_accuracy:.2f}%")

@@ -54,6 +54,7 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
+from parnn.cli.study_pipedream import pipedream as pipedream_study
 from parnn.cli.study_pipeline import STUDY_COMMANDS
 from parnn.data_parallel.axes import (
     DEFAULT_VARIANTS,
@@ -393,5 +394,6 @@ def axes(
 
 for _command in STUDY_COMMANDS:  # schemes, microbatches, scaling (the pipeline studies)
     study.add_command(_command)
+study.add_command(pipedream_study)  # PipeDream vs the synchronous schedules
 
 COMMANDS = [study]

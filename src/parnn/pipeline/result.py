@@ -71,6 +71,9 @@ class PipelineResult:
     machine: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, torch.Tensor] | None = None
+    weight_stash: list[dict[str, int]] | None = None
+    """Asynchronous schedules: per stage, the weight versions stashed and the activations
+    held at the peak (bytes); None for the synchronous ones."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the trained parameters are left out)."""

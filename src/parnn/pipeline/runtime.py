@@ -178,6 +178,7 @@ def _assemble(
         val_samples=gathered["val_samples"],
         machine=machine_facts(),
         parameters=parameters,
+        weight_stash=gathered.get("weight_stash"),
     )
 
 

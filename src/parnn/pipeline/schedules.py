@@ -40,10 +40,11 @@ class ScheduleSpec:
     layout: str  # "loop": rank r holds stages r, r+R, ...; "v": stages r and 2R-1-r
     description: str
     fixed_stages_per_rank: int | None = None  # V schedules need exactly 2
+    asynchronous: bool = False  # parnn's own PipeDream engine (no flush, weight stashing)
 
     @property
     def available(self) -> bool:
-        return hasattr(torch_schedules, self.torch_class)
+        return self.asynchronous or hasattr(torch_schedules, self.torch_class)
 
     def torch_schedule(self) -> Any:
         return getattr(torch_schedules, self.torch_class)
@@ -103,6 +104,22 @@ SCHEDULES: dict[str, ScheduleSpec] = {
             "DualPipe V schedule: 2 stages per rank in a V",
             fixed_stages_per_rank=2,
         ),
+        ScheduleSpec(
+            "pipedream",
+            "PipelineStage",
+            False,
+            "loop",
+            "asynchronous 1F1B, no flush, weight stashing (PipeDream); parnn's engine",
+            asynchronous=True,
+        ),
+        ScheduleSpec(
+            "pipedream-2bw",
+            "PipelineStage",
+            False,
+            "loop",
+            "PipeDream-2BW: asynchronous, 2 weight versions, needs m >= stages; parnn's engine",
+            asynchronous=True,
+        ),
     )
 }
 
@@ -151,6 +168,10 @@ def check_schedule(
             f"{num_microbatches} < --stages {num_ranks}; use --microbatches {num_ranks} or more, "
             "or --schedule gpipe"
         )
+    if spec.asynchronous:
+        from parnn.partition.async_schedule import check_async_schedule
+
+        check_async_schedule(spec.name, num_stages=num_ranks, num_microbatches=num_microbatches)
     if spec.name in ("interleaved-1f1b", "zero-bubble"):
         rounds = max(1, num_microbatches // num_ranks)
         if num_microbatches % rounds:
