@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 ALLREDUCE_SIZES_BYTES: tuple[int, ...] = (4 << 10, 64 << 10, 1 << 20, 8 << 20, 32 << 20)
-MACHINE_FORMAT = 1
+MACHINE_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +138,11 @@ def measure_contention(
     batch_size: int,
     max_processes: int,
     repeats: int = 5,
+    rounds: int = 3,
 ) -> dict[int, float]:
     """``{k: slowdown}`` for ``k = 2..max_processes`` pinned one-thread copies of a training
-    step of ``model`` at ``batch_size`` running at once, over the same step alone."""
+    step of ``model`` at ``batch_size`` running at once, over the same step alone: the
+    median over ``rounds`` alternations of the two."""
     from parnn.launch import LaunchConfig, launch
 
     shape = tuple(int(s) for s in input_shape)
@@ -150,8 +152,13 @@ def measure_contention(
         results = launch(_timed_steps, config, model, shape, batch_size, repeats)
         return statistics.median(t for times in results for t in times)
 
-    alone = run(1)
-    return {k: run(k) / alone for k in range(2, max_processes + 1)}
+    # Alone and together alternate, so that a change in the machine's other load between
+    # the two sides (a shared machine) weighs on both alike.
+    ratios: dict[int, list[float]] = {k: [] for k in range(2, max_processes + 1)}
+    for _ in range(rounds):
+        for k in ratios:
+            ratios[k].append(run(k) / run(1))
+    return {k: statistics.median(values) for k, values in ratios.items()}
 
 
 def _allreduce_times(
