@@ -3,10 +3,12 @@ timing is measured or asserted)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from plan_profiles import ALLREDUCE, COMM, handmade_machine, handmade_profile
 
-from parnn.partition import plan_pipeline
+from parnn.partition import Partition, StageTimes, plan_pipeline, simulate
 from parnn.partition.comm import CommModel
 from parnn.plan import (
     Candidate,
@@ -108,6 +110,35 @@ def test_pipeline_is_the_simulated_step_slowed_by_contention(schedule: str) -> N
     assert prediction.bubble_fraction == pytest.approx(plan.chosen.simulation.bubble_fraction)
     assert prediction.bottleneck is not None
     assert prediction.bottleneck["stage"] == plan.chosen.cost.bottleneck_stage
+
+
+def test_pipeline_actions_pay_the_calibrated_runtime_cost() -> None:
+    profiles = source()
+    candidate = Candidate(axis="pipeline", threads=1, stages=2, schedule="gpipe")
+    free = predict(candidate, profiles=profiles, machine=handmade_machine(2), batch_size=8)
+    machine = MachineModel(
+        cores=2, contention={2: 1.25}, allreduce=ALLREDUCE, pipeline_action_s=2e-3
+    )
+    costly = predict(candidate, profiles=profiles, machine=machine, batch_size=8)
+    m = costly.num_microbatches
+    assert m is not None and costly.partition is not None
+    plan = plan_pipeline(
+        Partition(boundaries=costly.partition),
+        profile_for=lambda size: profiles.profile(size, 1),
+        batch_size=8,
+        num_stages=2,
+        num_microbatches=m,
+    )
+    times = StageTimes.from_cost(plan.chosen.cost)
+    slower = replace(
+        times,
+        forward_s=tuple(t + 2e-3 for t in times.forward_s),
+        backward_s=tuple(t + 2e-3 for t in times.backward_s),
+    )
+    expected = simulate(slower, schedule="gpipe", num_microbatches=m).step_time_s
+    assert costly.step_s == pytest.approx(1.25 * expected)
+    assert costly.samples_per_s < free.samples_per_s
+    assert m <= (free.num_microbatches or 0)  # a cost per action favours fewer micro-batches
 
 
 def test_hybrid_adds_the_allreduce_of_its_largest_stage() -> None:

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 ALLREDUCE_SIZES_BYTES: tuple[int, ...] = (4 << 10, 64 << 10, 1 << 20, 8 << 20, 32 << 20)
-MACHINE_FORMAT = 2
+MACHINE_FORMAT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,10 @@ class MachineModel:
     """Busy cores -> slowdown of a process's compute (1.0 alone)."""
     allreduce: CommModel | None = None
     """One all-reduce between two processes on this machine: latency + bytes / bandwidth."""
+    pipeline_action_s: float = 0.0
+    """Seconds a pipeline rank spends per action (one micro-batch's forward or backward of
+    one stage) beyond its compute and its transfers: the pipelining runtime's bookkeeping and
+    the wake-up of each blocking receive, calibrated on a tiny pipeline."""
 
     def __post_init__(self) -> None:
         if any(factor <= 0 for factor in self.contention.values()):
@@ -68,6 +72,7 @@ class MachineModel:
             "cores": self.cores,
             "contention": {str(k): v for k, v in sorted(self.contention.items())},
             "allreduce": None if self.allreduce is None else self.allreduce.to_dict(),
+            "pipeline_action_s": self.pipeline_action_s,
         }
 
     @classmethod
@@ -77,6 +82,7 @@ class MachineModel:
             cores=int(payload["cores"]),
             contention={int(k): float(v) for k, v in payload.get("contention", {}).items()},
             allreduce=None if allreduce is None else CommModel.from_dict(allreduce),
+            pipeline_action_s=float(payload.get("pipeline_action_s", 0.0)),
         )
 
 
@@ -194,6 +200,55 @@ def measure_allreduce(
     return fit_comm_model(sizes, times, backend=f"{backend} all-reduce")
 
 
+CALIBRATION_MODEL = "lenet5"
+CALIBRATION_SHAPE = (1, 28, 28)
+
+
+def measure_pipeline_action_s(
+    *, contention: float, comm: CommModel | None, cache_dir: Path | None, steps: int = 8
+) -> float:
+    """Calibrate the pipeline runtime's cost per action: a 2-rank GPipe of LeNet-5 with 8
+    micro-batches of one sample (almost no compute) runs ``steps`` steps; its median step
+    over ``contention`` x the simulated step, spread over the ``2 (m + p - 1)`` actions of
+    the critical path, is the overhead of one action (0 when the simulation is slower)."""
+    from parnn.partition import Partition, StageTimes, simulate
+    from parnn.partition.cache import load_or_profile
+    from parnn.partition.cost import partition_cost
+    from parnn.pipeline import PipelineConfig, run_pipeline
+
+    partition = Partition(boundaries=(0, 2, 5))
+    m, batch = 8, 8
+    config = PipelineConfig(
+        model=CALIBRATION_MODEL,
+        data="synthetic",
+        input_shape=CALIBRATION_SHAPE,
+        num_samples=4 * batch + 16,
+        num_stages=2,
+        partition=partition,
+        schedule="gpipe",
+        num_microbatches=m,
+        batch_size=batch,
+        steps=steps,
+        evaluate=False,
+        measure_warmup_steps=2,
+        trace_steps=0,
+    )
+    result = run_pipeline(config, quiet=True)
+    if result is None:  # pragma: no cover - only under torchrun
+        return 0.0
+    profile = load_or_profile(
+        CALIBRATION_MODEL,
+        input_shape=CALIBRATION_SHAPE,
+        batch_size=batch // m,
+        threads=1,
+        cache_dir=cache_dir,
+        comm=comm,
+    )
+    times = StageTimes.from_cost(partition_cost(profile, partition))
+    simulated = simulate(times, schedule="gpipe", num_microbatches=m).step_time_s
+    return max(0.0, result.step_time_s / contention - simulated) / (2 * (m + 2 - 1))
+
+
 def machine_file_name(model: str, input_shape: Sequence[int], batch_size: int) -> str:
     from parnn.partition.cache import profile_file_name
 
@@ -210,6 +265,7 @@ def load_or_measure_machine(
     batch_size: int,
     cores: int,
     cache_dir: Path | None,
+    comm: CommModel | None = None,
 ) -> MachineModel:
     """The machine model for ``model`` (contention is measured on its own training step at
     ``batch_size``), from ``cache_dir`` when there, else measured (a few seconds) and stored."""
@@ -233,7 +289,14 @@ def load_or_measure_machine(
         else {}
     )
     allreduce = measure_allreduce() if cores > 1 else None
-    machine = MachineModel(cores=cores, contention=contention, allreduce=allreduce)
+    action_s = (
+        measure_pipeline_action_s(contention=contention.get(2, 1.0), comm=comm, cache_dir=cache_dir)
+        if cores > 1
+        else 0.0
+    )
+    machine = MachineModel(
+        cores=cores, contention=contention, allreduce=allreduce, pipeline_action_s=action_s
+    )
     if path is not None:
         write_json(path, machine.to_dict())
     return machine

@@ -49,6 +49,8 @@ class PlannedCandidate:
     rank: int
     """1 = the fastest predicted."""
     measured_samples_per_s: float | None = None
+    verify_error: str | None = None
+    """Why its verification run failed (the run's one-line error), when it did."""
 
     @property
     def error(self) -> float | None:
@@ -70,6 +72,7 @@ class PlannedCandidate:
             "runnable": self.candidate.runnable,
             "prediction_error": None if self.error is None else round(self.error, 4),
             "why": describe(self),
+            "verify_error": self.verify_error,
             "prediction": self.prediction.to_dict(),
         }
 
@@ -218,6 +221,7 @@ def make_plan(
         batch_size=max(1, config.batch_size // max(machine_cores, 1)),
         cores=machine_cores,
         cache_dir=config.cache_dir,
+        comm=comm,
     )
     profiles = ProfileSource.cached(
         config.model,
@@ -307,9 +311,13 @@ def _verify(
     out = []
     for planned in ranked:
         if id(planned) in chosen:
-            measured = measure_candidate(planned.candidate, planned.prediction, settings)
+            measured, failure = None, None
+            try:
+                measured = measure_candidate(planned.candidate, planned.prediction, settings)
+            except ParnnError as error:  # one failed run (a rank timed out) is a result too
+                failure = " ".join(str(error).split())
             planned = PlannedCandidate(
-                planned.candidate, planned.prediction, planned.rank, measured
+                planned.candidate, planned.prediction, planned.rank, measured, failure
             )
             if on_measured is not None:
                 on_measured(planned)

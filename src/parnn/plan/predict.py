@@ -13,8 +13,10 @@ slowdown with ``k`` busy cores on a node, and ``f = c(n t) / c(t)`` for ``n`` pr
     pipeline  p ranks                 B / (f sim(p, schedule, m))   m chosen by the simulator
     hybrid    d x p                   B / (f sim(B/d) + allreduce(largest stage's bytes, d))
 
-``sim`` is :func:`parnn.partition.plan_pipeline` with the ``auto`` partition, priced with the
-measured point-to-point model and profiles taken at each micro-batch size. The all-reduce
+``sim`` is the simulated step of the ``auto`` partition (:func:`parnn.partition.plan_pipeline`
+for every ``m``), priced with the measured point-to-point model and profiles taken at each
+micro-batch size, every action lengthened by the runtime's calibrated cost per action
+(:attr:`MachineModel.pipeline_action_s`); ``m`` is the fastest. The all-reduce
 is :func:`parnn.plan.machine.allreduce_s` (a ring on the measured two-process fit; over the
 network link when the replicas span nodes). Synchronisation is not overlapped with the
 backward pass (DDP's buckets can hide part of it: the prediction errs slow there).
@@ -23,12 +25,14 @@ backward pass (DDP's buckets can hide part of it: the prediction errs slow there
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from parnn.errors import ParnnError, PartitionError
 from parnn.partition.comm import CommModel
-from parnn.partition.plan import microbatch_candidates, plan_pipeline
+from parnn.partition.plan import PlanCandidate, microbatch_candidates, plan_pipeline
 from parnn.partition.profile import ModelProfile
+from parnn.partition.simulate import StageTimes, simulate
 from parnn.plan.enumerate import Candidate
 from parnn.plan.machine import MachineModel, allreduce_s
 from parnn.plan.profiles import ProfileSource
@@ -107,6 +111,51 @@ def _contention(candidate: Candidate, machine: MachineModel) -> float:
     )
 
 
+def _fastest_pipeline(
+    candidate: Candidate,
+    profiles: ProfileSource,
+    batch_size: int,
+    schedule: str,
+    tried: tuple[int, ...],
+    action_s: float,
+) -> PlanCandidate:
+    """The ``auto`` partition priced for every ``m`` in ``tried`` and simulated with
+    ``action_s`` added to every forward and backward action; the fastest (smallest ``m`` on
+    a tie). Without an overhead this is :func:`parnn.partition.plan_pipeline`'s choice."""
+    best: PlanCandidate | None = None
+    errors = []
+    for m in tried:
+        try:
+            planned = plan_pipeline(
+                "auto",
+                profile_for=lambda size: profiles.profile(size, candidate.threads),
+                batch_size=batch_size,
+                num_stages=candidate.stages * candidate.chunks,
+                num_devices=candidate.stages,
+                schedule=schedule,
+                num_microbatches=m,
+            ).chosen
+        except ParnnError as error:  # a micro-batch the model cannot run
+            errors.append(f"m={m}: {error}")
+            continue
+        if action_s > 0:
+            times = StageTimes.from_cost(planned.cost)
+            times = replace(
+                times,
+                forward_s=tuple(t + action_s for t in times.forward_s),
+                backward_s=tuple(t + action_s for t in times.backward_s),
+            )
+            simulation = simulate(
+                times, schedule=schedule, num_microbatches=m, num_devices=candidate.stages
+            )
+            planned = replace(planned, simulation=simulation)
+        if best is None or planned.simulation.step_time_s < best.simulation.step_time_s:
+            best = planned
+    if best is None:
+        raise PartitionError(f"no number of micro-batches can be planned: {'; '.join(errors)}")
+    return best
+
+
 def predict(
     candidate: Candidate,
     *,
@@ -152,17 +201,10 @@ def predict(
         schedule=schedule,
         limit=MAX_PLANNED_MICROBATCHES,
     )
-    plan = plan_pipeline(
-        "auto",
-        profile_for=lambda size: profiles.profile(size, t),
-        batch_size=replica_batch,
-        num_stages=candidate.stages * candidate.chunks,
-        num_devices=candidate.stages,
-        schedule=schedule,
-        candidates=tried,
+    chosen = _fastest_pipeline(
+        candidate, profiles, replica_batch, schedule, tried, machine.pipeline_action_s
     )
-    chosen = plan.chosen
-    simulated = factor * chosen.step_time_s
+    simulated = factor * chosen.simulation.step_time_s
     stage = chosen.cost.bottleneck_stage
     bottleneck = {
         "stage": stage,
@@ -182,5 +224,8 @@ def predict(
         bottleneck=bottleneck,
         num_microbatches=chosen.num_microbatches,
         partition=tuple(chosen.partition.boundaries),
-        details={"microbatch_size": chosen.microbatch_size},
+        details={
+            "microbatch_size": chosen.microbatch_size,
+            "pipeline_action_s": machine.pipeline_action_s,
+        },
     )
