@@ -91,7 +91,13 @@ def run_cell(cell: Cell, *, steps: int, warmup: int, cache_dir: Path) -> dict[st
         "picked_measured": picked["measured_samples_per_s"],
         "best_measured": best["config"]["label"],
         "best_measured_samples_per_s": best["measured_samples_per_s"],
-        "picked_share_of_best": picked["measured_samples_per_s"] / best["measured_samples_per_s"],
+        "picked_share_of_best": (picked["measured_samples_per_s"] or 0.0)
+        / best["measured_samples_per_s"],
+        "failed": [
+            {"label": c["config"]["label"], "error": c["verify_error"]}
+            for c in payload["candidates"]
+            if c["verify_error"]
+        ],
         "candidates": payload["candidates"],
         "reason": payload["reason"],
         "contention": payload["machine"]["model_of_machine"]["contention"],
@@ -127,6 +133,8 @@ def print_cell(cell: dict[str, Any]) -> None:
         f"{cell['seconds']} s: picked {cell['picked']} = {share:.2f}x the best measured "
         f"({cell['best_measured']}) {'OK' if share >= 0.95 else 'MISSED'}"
     )
+    for failure in cell["failed"]:
+        print(f"  FAILED {failure['label']}: {failure['error'][:200]}")
     for c in cell["candidates"]:
         measured = c["measured_samples_per_s"]
         error = c["prediction_error"]
