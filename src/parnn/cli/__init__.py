@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "pipeline",
     "partition",
     "dp",
+    "plan",
     "kfold",
     "study",
     "report",
