@@ -105,6 +105,13 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 )
 @click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation at each epoch's end.")
 @click.option(
+    "--transport",
+    type=click.Choice(["auto", "shm", "gloo"]),
+    default="auto",
+    show_default=True,
+    help="Stages' sends/receives: shared memory (shm), gloo, or shm within a host (auto).",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
@@ -143,6 +150,7 @@ def pipeline(
     seed: int,
     threads_per_stage: int,
     no_eval: bool,
+    transport: str,
     cache_dir: Path | None,
     checkpoint_dir: Path | None,
     resume: bool,
@@ -196,6 +204,7 @@ def pipeline(
         seed=seed,
         threads_per_stage=threads_per_stage,
         evaluate=not no_eval,
+        transport=transport,
         out_dir=out,
         checkpoint_dir=checkpoint_dir,
         resume=resume,
