@@ -57,11 +57,12 @@ from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
 from parnn.data_parallel.result import DataParallelResult
 from parnn.data_parallel.runner import run_data_parallel
 from parnn.errors import ConfigError
+from parnn.outdir import check_out_dir
 from parnn.launch import torchrun_env
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
 from parnn.train import OptimizerConfig
-from parnn.train.setup import TrainingSetup, setup_training
+from parnn.train.setup import TrainingSetup, check_batch_size, setup_training
 
 __all__ = ["COMMANDS", "dp"]
 
@@ -238,6 +239,7 @@ def _default_out() -> Path:
 @click.option("--no-pin", is_flag=True, help="Do not pin the workers to cores.")
 @seed_option
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def dp(
@@ -246,7 +248,7 @@ def dp(
     processes: int | None, threads: int, batch_size: int, per_process_batch: bool,
     accumulate: int, average_every: int | None, epochs: int, steps: int | None, lr: float,
     optimizer: str, momentum: float, schedule: str, drop_last: bool, no_pin: bool,
-    seed: int, out: Path | None, as_json: bool, quiet: bool,
+    seed: int, out: Path | None, overwrite: bool, as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
     if compare is not None and engine is not None:
@@ -276,9 +278,14 @@ def dp(
         model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed,
         val_fraction=val_fraction, num_samples=num_samples,
     )  # fmt: skip
+    copies = config.round_size // config.rank_batch_size if config.rank_batch_size else 1
+    check_batch_size(batch_size, len(setup.train_data), copies=copies)
+    out = out if out is not None or names is None else _default_out()
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
     if names is not None:
         _compare(
-            setup, config, names, average_every=average_every, out=out or _default_out(),
+            setup, config, names, average_every=average_every, out=out,
             as_json=as_json, quiet=quiet,
         )  # fmt: skip
         return
