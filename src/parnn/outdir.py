@@ -3,9 +3,8 @@
 :func:`check_out_dir` is called by every command that writes results, before it starts a
 process or trains a step, so that a bad path can never lose a finished run:
 
-- the path must be a directory this process can create and write (it is created, a probe
-  file is written and deleted, and what was created for the check is removed again: a
-  refused run leaves nothing behind; the run creates it when it writes); an existing regular file, or a directory that
+- the path must be a directory this process can create and write (it is created, and a
+  probe file is written and deleted); an existing regular file, or a directory that
   cannot be created or written, is a one-line :class:`~parnn.errors.ConfigError`;
 - a directory that already holds files from an earlier run is refused, with what is there
   and how to go on: ``--resume`` to continue it (commands that resume), ``--overwrite``
@@ -81,14 +80,13 @@ def check_out_dir(
     can_overwrite: bool = True,
     flag: str = "--out",
 ) -> Path:
-    """Prove that ``out`` can be created and written, apply the overwrite policy; return it.
+    """Create ``out`` if missing, prove it writable, apply the overwrite policy; return it.
 
     ``resumes`` says how the calling command continues a run, ``resume`` and ``overwrite``
     are the user's flags, ``flag`` names the option in messages. Raises
     :class:`~parnn.errors.ConfigError` (one line) when the path is unusable or holds an
-    earlier run that neither flag allows to reuse. Directories created for the check are
-    removed again, so that a run refused later leaves nothing behind (every writer creates
-    its directory). ``can_overwrite=False``: the command has no ``--overwrite``.
+    earlier run that neither flag allows to reuse; directories it created for a path then
+    refused are removed again. ``can_overwrite=False``: the command has no ``--overwrite``.
     """
     shown = os.fspath(out)
     path = Path(out).expanduser()
@@ -110,12 +108,13 @@ def check_out_dir(
         ) from None
     try:
         _probe(path, flag, shown)
-    finally:  # a check leaves no trace: the run creates the directory when it writes
+    except ConfigError:  # a refused path leaves no trace
         for directory in reversed(created):
             try:
                 directory.rmdir()
             except OSError:
                 break
+        raise
     entries = sorted(entry.name for entry in path.iterdir())
     if _launcher_rank() != 0:  # under torchrun/mpirun rank 0 owns the results and decides
         return path
@@ -130,6 +129,5 @@ def check_out_dir(
     ways += ["add --overwrite to replace it"] if can_overwrite else []
     how = ", ".join(ways) if ways else "delete it"
     raise ConfigError(
-        f"{flag} {shown} already holds an earlier run ({listing}); {how}, or choose another "
-        f"{flag}"
+        f"{flag} {shown} already holds an earlier run ({listing}); {how}, or choose another {flag}"
     )

@@ -57,8 +57,8 @@ from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
 from parnn.data_parallel.result import DataParallelResult
 from parnn.data_parallel.runner import run_data_parallel
 from parnn.errors import ConfigError
-from parnn.outdir import check_out_dir
 from parnn.launch import torchrun_env
+from parnn.outdir import check_out_dir
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
 from parnn.train import OptimizerConfig

@@ -26,7 +26,7 @@ from parnn.cli._options import (
 )
 from parnn.errors import ConfigError
 from parnn.outdir import check_out_dir
-from parnn.progress import stderr_console, stdout_console
+from parnn.progress import stdout_console
 from parnn.train import SCHEDULES as LR_SCHEDULES
 from parnn.train import OptimizerConfig
 
