@@ -52,7 +52,13 @@ PLOT_FILE = "demo.png"
     show_default=True,
     help="Directory for results (JSON), traces and the plot.",
 )
-@click.option("--epochs", type=int, default=EPOCHS, show_default=True, help="Epochs per run.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=EPOCHS,
+    show_default=True,
+    help="Epochs per run.",
+)
 @click.option("--overwrite", is_flag=True, help="Write over an earlier demo in --out.")
 @seed_option
 @json_option
