@@ -44,6 +44,7 @@ from parnn.data_parallel.job import TrainJob
 from parnn.data_parallel.loop import WorkerOutput, numpy_state
 from parnn.errors import ConfigError, RankFailedError
 from parnn.launch import pin_current_process, plan_cores, usable_cores
+from parnn.launch.worker import loopback_interface
 from parnn.results import atomic_write_bytes, atomic_write_text
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "MpiTransport",
     "find_mpiexec",
     "launch_mpi",
+    "loopback_environ",
     "mpi_available",
     "mpi_env",
     "remove_stale_mpi_files",
@@ -67,6 +69,7 @@ _JOB_FILE = "job.pt"
 _OUTPUT_FILE = "output.pkl"
 _LOG_FILE = "mpiexec.log"
 _TMP_PREFIX = "parnn-mpi-"
+_FAILURE_GRACE_S = 3.0  # after a failure: seconds mpiexec gets to end the job itself
 _SHM_DIR = Path("/dev/shm")
 _SHM_PATTERN = "mpich_shm_*"
 
@@ -82,9 +85,12 @@ def require_mpi() -> None:
 
 
 def find_mpiexec() -> str:
-    """``mpiexec`` (or ``mpirun``) beside this Python (a venv with PyPI's mpich), else on PATH."""
+    """``mpiexec`` (or ``mpirun``) beside this Python (a venv with PyPI's mpich), else on PATH.
+
+    MPICH's ``mpiexec.gforker`` is preferred when it is there: it starts the ranks of one
+    machine without a network port, where Hydra's ``mpiexec`` listens on every interface."""
     beside = Path(sys.executable).parent
-    for name in ("mpiexec", "mpirun"):
+    for name in ("mpiexec.gforker", "mpiexec", "mpirun"):
         candidate = beside / name
         if candidate.exists() and os.access(candidate, os.X_OK):
             return str(candidate)
@@ -212,6 +218,31 @@ def _stop_tree(process: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
             member.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
+
+
+def loopback_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` plus the variables that keep the MPI transports of a one-machine run on
+    the loopback interface (UCX, libfabric, Open MPI), where the user has not set them."""
+    interface = loopback_interface() or "lo"
+    defaults = {
+        "UCX_NET_DEVICES": interface,
+        "FI_TCP_IFACE": interface,
+        "FI_SOCKETS_IFACE": interface,
+        "OMPI_MCA_btl_tcp_if_include": interface,
+        "OMPI_MCA_oob_tcp_if_include": interface,
+    }
+    return {**defaults, **environ}
+
+
+def _failed(directory: Path) -> bool:
+    """Whether a rank has reported an error or its supervisor a failed exit."""
+    if any(directory.glob("error-rank*.json")):
+        return True
+    for path in directory.glob("exit-rank*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if int(json.loads(path.read_text(encoding="utf-8")).get("code", 0)) != 0:
+                return True
+    return False
 
 
 def _read_failures(directory: Path) -> list[dict[str, Any]]:
@@ -343,15 +374,22 @@ def _run_mpiexec(
     ]  # fmt: skip
     with open(directory / _LOG_FILE, "wb") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+            env=loopback_environ(os.environ),
         )
         try:
             first_failure: float | None = None
             while process.poll() is None:
                 time.sleep(0.05)
-                if first_failure is None and any(directory.glob("error-rank*.json")):
+                if first_failure is None and _failed(directory):
                     first_failure = time.monotonic()
-                if first_failure and time.monotonic() - first_failure > failure_timeout_s:
+                # A rank that failed aborts the job itself; one that died silently may
+                # leave its peers waiting in a collective: stop them after a grace.
+                grace_s = min(failure_timeout_s, _FAILURE_GRACE_S)
+                if first_failure and time.monotonic() - first_failure > grace_s:
                     break
         finally:
             if process.poll() is None:
