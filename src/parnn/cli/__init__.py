@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -34,16 +35,41 @@ _COMMAND_MODULES = (
 
 
 class _ParnnGroup(click.Group):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        from parnn.cli._console import one_line_warnings, sigterm_as_interrupt
+
+        with one_line_warnings(), sigterm_as_interrupt():
+            return super().main(*args, **kwargs)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as error:  # a bad flag of `parnn` itself
+            raise _usage_exit(error) from None
+
     def invoke(self, ctx: click.Context) -> object:
+        from parnn.cli._console import Terminated
+
         try:
             return super().invoke(ctx)
         except ParnnError as error:
             message = " ".join(str(error).split())
             click.echo(f"parnn: error: {message}", err=True)
             raise click.exceptions.Exit(error.exit_code) from None
-        except KeyboardInterrupt:  # Ctrl-C: the launchers have stopped their processes
-            click.echo("parnn: interrupted", err=True)
-            raise click.exceptions.Exit(130) from None
+        except click.UsageError as error:  # a bad flag, value or command of a command
+            raise _usage_exit(error) from None
+        except KeyboardInterrupt as interrupt:  # the launchers have stopped their processes
+            terminated = isinstance(interrupt, Terminated)
+            click.echo(f"parnn: {'terminated' if terminated else 'interrupted'}", err=True)
+            raise click.exceptions.Exit(143 if terminated else 130) from None
+
+
+def _usage_exit(error: click.UsageError) -> click.exceptions.Exit:
+    """click's usage error as one ``parnn: error:`` line (exit 2), not its usage block."""
+    from parnn.cli._console import usage_error_line
+
+    click.echo(usage_error_line(error), err=True)
+    return click.exceptions.Exit(2)
 
 
 @click.group(cls=_ParnnGroup, context_settings={"help_option_names": ["-h", "--help"]})

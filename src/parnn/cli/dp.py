@@ -59,9 +59,10 @@ from parnn.data_parallel.result import DataParallelResult
 from parnn.data_parallel.runner import run_data_parallel
 from parnn.errors import ConfigError
 from parnn.launch import torchrun_env
+from parnn.outdir import check_out_dir
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
-from parnn.train.setup import TrainingSetup, setup_training
+from parnn.train.setup import TrainingSetup, check_batch_size, setup_training
 
 __all__ = ["COMMANDS", "dp"]
 
@@ -258,6 +259,7 @@ def _default_out() -> Path:
 @click.option("--no-pin", is_flag=True, help="Do not pin the workers to cores.")
 @seed_option
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def dp(
@@ -265,8 +267,9 @@ def dp(
     input_shape: str | None, num_samples: int | None, val_fraction: float,
     processes: int | None, threads: int, batch_size: int, per_process_batch: bool,
     accumulate: int, average_every: int | None, transport: str, epochs: int,
-    steps: int | None, lr: float | None, optimizer: str, momentum: float | None, schedule: str, drop_last: bool, no_pin: bool,
-    seed: int, out: Path | None, as_json: bool, quiet: bool,
+    steps: int | None, lr: float | None, optimizer: str, momentum: float | None, schedule: str,
+    drop_last: bool, no_pin: bool, seed: int, out: Path | None, overwrite: bool, as_json: bool,
+    quiet: bool,
 ) -> None:  # fmt: skip
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
     if compare is not None and engine is not None:
@@ -299,12 +302,18 @@ def dp(
         model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed,
         val_fraction=val_fraction, num_samples=num_samples,
     )  # fmt: skip
+    copies = config.round_size // config.rank_batch_size if config.rank_batch_size else 1
+    check_batch_size(batch_size, len(setup.train_data), copies=copies)
     if names is not None:
+        compare_out = out if out is not None else _default_out()
+        check_out_dir(compare_out, overwrite=overwrite)
         _compare(
-            setup, config, names, average_every=average_every, out=out or _default_out(),
+            setup, config, names, average_every=average_every, out=compare_out,
             as_json=as_json, quiet=quiet,
         )  # fmt: skip
         return
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
     result = run_data_parallel(
         setup.model, setup.train_data, setup.val_data, config,
         model_name=setup.model_name, data_name=setup.data_name, quiet=quiet or as_json,

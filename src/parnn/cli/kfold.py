@@ -33,7 +33,8 @@ from parnn.cli._options import (
     seed_option,
     steps_option,
 )
-from parnn.errors import ConfigError
+from parnn.errors import ConfigError, Terminated
+from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
 
 __all__ = ["COMMANDS", "kfold_command", "render_payload"]
@@ -285,6 +286,7 @@ def kfold_command(
         data, data_dir=data_dir, input_shape=shape, num_samples=num_samples, seed=seed
     )
     out_dir = out if out is not None else Path("runs") / time.strftime("kfold-%Y%m%d-%H%M%S")
+    check_out_dir(out_dir, resumes=Resumes.FLAG, resume=resume, can_overwrite=False)
     try:
         results = run_kfold(
             dataset,
@@ -294,15 +296,16 @@ def kfold_command(
             root_dir=out_dir,
             get_optimizer=OptimizerFactory(optimizer_config),
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         store = RunStore(out_dir)
         done = sum(1 for record in store.records() if record.ok) if store.run_file.exists() else 0
+        terminated = isinstance(interrupt, Terminated)  # SIGTERM: the same, but exit 143
         click.echo(
-            f"parnn: interrupted: {done} jobs finished and are recorded in {out_dir}; "
+            f"parnn: {'terminated' if terminated else 'interrupted'}: {done} jobs finished and are recorded in {out_dir}; "
             f"run the same command with --resume --out {out_dir} to continue",
             err=True,
         )
-        raise click.exceptions.Exit(130) from None
+        raise click.exceptions.Exit(143 if terminated else 130) from None
     payload = {
         "command": "kfold",
         "out_dir": str(out_dir),

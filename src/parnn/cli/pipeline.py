@@ -25,7 +25,8 @@ from parnn.cli._options import (
     steps_option,
 )
 from parnn.errors import ConfigError
-from parnn.progress import stderr_console, stdout_console
+from parnn.outdir import check_out_dir
+from parnn.progress import stdout_console
 from parnn.train import SCHEDULES as LR_SCHEDULES
 from parnn.train import OptimizerConfig
 
@@ -127,6 +128,7 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--fail-at", default=None, hidden=True, help="TEST HOOK: RANK:STEP raises there.")
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def pipeline(
@@ -156,6 +158,7 @@ def pipeline(
     resume: bool,
     fail_at: str | None,
     out: Path | None,
+    overwrite: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -211,11 +214,13 @@ def pipeline(
         fail_rank=fail_rank,
         fail_at_step=fail_step,
     )
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = run_pipeline(config, quiet=quiet or as_json, profile_cache_dir=cache_dir)
     for warning in caught:
-        stderr_console.print(f"[yellow]warning:[/] {warning.message}")
+        click.echo(f"parnn: warning: {' '.join(str(warning.message).split())}", err=True)
     if result is None:  # a non-master rank under torchrun
         return
     payload = {"command": "pipeline", **result.to_dict(), "prediction": prediction}

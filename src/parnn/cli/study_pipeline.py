@@ -22,6 +22,7 @@ from parnn.bench.studies.driver import StudyOutcome
 from parnn.bench.studies.settings import STUDY_INPUT_SHAPE
 from parnn.cli._options import emit, json_option, parse_input_shape, quiet_option
 from parnn.errors import ConfigError
+from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
 
 __all__ = ["STUDY_COMMANDS", "outcome_payload", "parse_int_list", "parse_name_list"]
@@ -276,6 +277,7 @@ def schemes(**options: Any) -> None:
         **_common(options),
     )
     out = options["out"] or Path("results") / "schemes"
+    check_out_dir(out, resumes=Resumes.RERUN)  # re-running resumes the study
     measure, predict = _engines(out, options["cache_dir"])
     outcome = run_schemes_study(
         settings, out, measure=measure, predict=predict, quiet=options["quiet"]
@@ -349,6 +351,7 @@ def microbatches(**options: Any) -> None:
         **_common(options),
     )
     out = options["out"] or Path("results") / "microbatches"
+    check_out_dir(out, resumes=Resumes.RERUN)  # re-running resumes the study
     measure, predict = _engines(out, options["cache_dir"])
     outcome = run_microbatches_study(
         settings,
@@ -419,6 +422,7 @@ def scaling(**options: Any) -> None:
         **_common(options),
     )
     out = options["out"] or Path("results") / "scaling"
+    check_out_dir(out, resumes=Resumes.RERUN)  # re-running resumes the study
     measure, predict = _engines(out, options["cache_dir"])
     outcome = run_scaling_study(
         settings, out, measure=measure, predict=predict, quiet=options["quiet"]

@@ -32,9 +32,10 @@ from parnn.cli._options import (
     threads_option,
 )
 from parnn.errors import ConfigError
+from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
 from parnn.train import OptimizerConfig, TrainConfig, TrainResult, train
-from parnn.train.setup import TrainingSetup, setup_training
+from parnn.train.setup import TrainingSetup, check_batch_size, setup_training
 from parnn.train.trainer import METRICS_FILE, RESULT_FILE
 
 __all__ = [
@@ -169,6 +170,7 @@ def render_result(payload: dict[str, Any], *, title: str = "parnn train") -> Non
 @threads_option
 @out_option
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @click.option(
     "--checkpoint-every",
     type=int,
@@ -194,6 +196,7 @@ def train_command(
     threads: int,
     out: Path | None,
     resume: bool,
+    overwrite: bool,
     checkpoint_every: int | None,
     as_json: bool,
     quiet: bool,
@@ -224,6 +227,9 @@ def train_command(
     setup = setup_training(
         model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed
     )
+    check_batch_size(batch_size, len(setup.train_data))
+    if out is not None:
+        check_out_dir(out, resumes=Resumes.FLAG, resume=resume, overwrite=overwrite)
     result = train(
         setup.model,
         setup.train_data,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from parnn.errors import ParnnWarning
 from parnn.jobs.dask_executor import DaskPool
 from parnn.jobs.fold_job import FoldContext, run_fold_job
 from parnn.jobs.live import LiveView
@@ -92,6 +94,12 @@ def run_session(
             if hasattr(result, name):
                 setattr(result, name, value)
         store.append(result)
+        for note in result.warnings:  # e.g. a corrupt checkpoint: said, not only recorded
+            warnings.warn(
+                f"{plan.mode} job {job.job_id}: {note}; it ran from step 0",
+                ParnnWarning,
+                stacklevel=1,
+            )
         if result.ok:
             (checkpoints / f"{job.file_stem}.pt").unlink(missing_ok=True)
 

@@ -158,6 +158,12 @@ def check_schedule(
             f"schedule {spec.name!r} needs exactly --stages-per-rank "
             f"{spec.fixed_stages_per_rank}, got {stages_per_rank}"
         )
+    if spec.name == "interleaved-1f1b" and stages_per_rank < 2:
+        raise ScheduleError(
+            f"schedule {spec.name!r} interleaves 2 or more stages per rank, got "
+            f"--stages-per-rank {stages_per_rank}; use --stages-per-rank 2, or --schedule 1f1b "
+            "for one stage per rank"
+        )
     if spec.multi_stage and num_ranks < 2:
         raise ScheduleError(
             f"schedule {spec.name!r} needs at least 2 ranks (--stages 2 or more), got {num_ranks}"
