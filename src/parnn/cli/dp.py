@@ -21,10 +21,9 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 from rich.table import Table
 
 from parnn.cli._options import (
@@ -44,24 +43,19 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
-from parnn.data_parallel.compare import (
-    COMPARE_NAMES,
-    Comparison,
-    comparison_configs,
-    parse_compare_list,
-    run_comparison,
-)
+from parnn.data_parallel.compare import COMPARE_NAMES, parse_compare_list
 from parnn.data_parallel.config import ENGINES, DataParallelConfig
-from parnn.data_parallel.mpi import mpi_env
-from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
-from parnn.data_parallel.result import DataParallelResult
-from parnn.data_parallel.runner import run_data_parallel
 from parnn.errors import ConfigError
-from parnn.launch import torchrun_env
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
 from parnn.train import OptimizerConfig
-from parnn.train.setup import TrainingSetup, setup_training
+
+if TYPE_CHECKING:  # torch and the engines are imported when a command runs, not at --help
+    import torch
+
+    from parnn.data_parallel.compare import Comparison
+    from parnn.data_parallel.result import DataParallelResult
+    from parnn.train.setup import TrainingSetup
 
 __all__ = ["COMMANDS", "dp"]
 
@@ -136,6 +130,10 @@ def _render_comparison(payload: dict[str, Any]) -> None:
 def _write_run_files(
     result: DataParallelResult, model: torch.nn.Module, out: Path
 ) -> dict[str, str]:
+    import torch
+
+    from parnn.data_parallel.plots import plot_cpu, plot_loss
+
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "result": str(write_json(out / "result.json", result.to_dict(cpu_trace=True))),
@@ -151,6 +149,8 @@ def _write_run_files(
 def _write_comparison_files(
     comparison: Comparison, payload: dict[str, Any], out: Path
 ) -> dict[str, str]:
+    from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
+
     out.mkdir(parents=True, exist_ok=True)
     runs = comparison.runs
     files = {
@@ -249,6 +249,9 @@ def dp(
     seed: int, out: Path | None, as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
+    from parnn.data_parallel.runner import run_data_parallel
+    from parnn.train.setup import setup_training
+
     if compare is not None and engine is not None:
         raise ConfigError("give either --engine (one run) or --compare (several), not both")
     names = parse_compare_list(compare) if compare is not None else None
@@ -302,6 +305,9 @@ def dp(
 
 def _launcher_world_size() -> int | None:
     """The world size set by torchrun or mpirun, when one of them started this process."""
+    from parnn.data_parallel.mpi import mpi_env
+    from parnn.launch import torchrun_env
+
     torchrun = torchrun_env()
     if torchrun is not None:
         return torchrun.world_size
@@ -330,6 +336,8 @@ def _compare(
     as_json: bool,
     quiet: bool,
 ) -> None:
+    from parnn.data_parallel.compare import comparison_configs, run_comparison
+
     configs = comparison_configs(base, names, average_every=average_every)
     initial = copy.deepcopy(setup.model)
 

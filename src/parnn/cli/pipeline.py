@@ -26,8 +26,7 @@ from parnn.cli._options import (
 )
 from parnn.errors import ConfigError
 from parnn.progress import stderr_console, stdout_console
-from parnn.train import SCHEDULES as LR_SCHEDULES
-from parnn.train import OptimizerConfig
+from parnn.train import SCHEDULES as LR_SCHEDULES  # a light name: no torch import
 
 __all__ = ["COMMANDS"]
 
@@ -140,6 +139,7 @@ def pipeline(
     master), on torch.distributed.pipelining; print per-stage costs and throughput."""
     from parnn.partition.cache import default_cache_dir
     from parnn.pipeline import PipelineConfig, run_pipeline
+    from parnn.train import OptimizerConfig
 
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     fail_rank, fail_step = _fail_at(fail_at)
