@@ -249,6 +249,11 @@ def dp(
     seed: int, out: Path | None, as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
+    from parnn.launch.forkserver import start_forkserver
+
+    if (engine or "").lower() != "mpi":  # mpirun starts its own ranks
+        # The ranks' fork server imports torch and the engines while this process loads data.
+        start_forkserver(["parnn.data_parallel.runner"], threads=threads)
     from parnn.data_parallel.runner import run_data_parallel
     from parnn.train.setup import setup_training
 

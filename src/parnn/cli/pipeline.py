@@ -137,6 +137,10 @@ def pipeline(
 ) -> None:
     """Train MODEL split into pipeline stages, one pinned process per stage (rank 0 the
     master), on torch.distributed.pipelining; print per-stage costs and throughput."""
+    from parnn.launch.forkserver import start_forkserver
+
+    # The ranks' fork server imports torch and the pipeline while this process plans.
+    start_forkserver(["parnn.pipeline.worker"], threads=threads_per_stage)
     from parnn.partition.cache import default_cache_dir
     from parnn.pipeline import PipelineConfig, run_pipeline
     from parnn.train import OptimizerConfig

@@ -68,6 +68,9 @@ class PipelineResult:
     val_loss: float | None
     train_samples: int
     val_samples: int
+    startup_s: float | None = None
+    """From the start of the process that called run_pipeline (the ``parnn`` command) to
+    rank 0's first training step: imports, planning, process start-up and data loading."""
     machine: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, torch.Tensor] | None = None
