@@ -7,7 +7,8 @@
 
 ``--json`` prints one object (stable keys). A run: command ("dp"), mode ("run"),
 input_shape, parameters, files, and the run's keys: engine, label, model, data, num_train,
-num_val, config, steps, updates, samples, train_s, wall_s, samples_per_s,
+num_val, config, steps, updates, samples, train_s, wall_s, startup_s (seconds from the
+command's start to the first training step), samples_per_s,
 final_train_loss, val, ranks, cpu, curve, machine. A comparison: command, mode
 ("compare"), engines, speedup (rows: label, engine, processes, threads_per_process,
 samples_per_s, train_s, speedup_vs_1_thread, speedup_vs_all_cores,
