@@ -9,7 +9,8 @@
 ``--json`` prints one object (stable keys). A run: command ("dp"), mode ("run"),
 input_shape, parameters, files, and the run's keys: engine, label, model, data,
 transport ("gloo", "mpi" or null), transport_note (why auto chose gloo, else ""), num_train,
-num_val, config, steps, updates, samples, train_s, wall_s, samples_per_s,
+num_val, config, steps, updates, samples, train_s, wall_s, startup_s (seconds from the
+command's start to the first training step), samples_per_s,
 final_train_loss, val, ranks, cpu, curve, machine. A comparison: command, mode
 ("compare"), engines, speedup (rows: label, engine, transport, processes, threads_per_process,
 samples_per_s, train_s, speedup_vs_1_thread, speedup_vs_all_cores,
@@ -23,10 +24,9 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 from rich.table import Table
 
 from parnn.cli._options import (
@@ -45,24 +45,19 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
-from parnn.data_parallel.compare import (
-    COMPARE_NAMES,
-    Comparison,
-    comparison_configs,
-    parse_compare_list,
-    run_comparison,
-)
+from parnn.data_parallel.compare import COMPARE_NAMES, parse_compare_list
 from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig, engine_optimizer
-from parnn.data_parallel.mpi import mpi_env
-from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
-from parnn.data_parallel.result import DataParallelResult
-from parnn.data_parallel.runner import run_data_parallel
 from parnn.errors import ConfigError
-from parnn.launch import torchrun_env
 from parnn.outdir import check_out_dir
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
-from parnn.train.setup import TrainingSetup, check_batch_size, setup_training
+
+if TYPE_CHECKING:  # torch and the engines are imported when a command runs, not at --help
+    import torch
+
+    from parnn.data_parallel.compare import Comparison
+    from parnn.data_parallel.result import DataParallelResult
+    from parnn.train.setup import TrainingSetup
 
 __all__ = ["COMMANDS", "dp"]
 
@@ -143,6 +138,10 @@ def _render_comparison(payload: dict[str, Any]) -> None:
 def _write_run_files(
     result: DataParallelResult, model: torch.nn.Module, out: Path
 ) -> dict[str, str]:
+    import torch
+
+    from parnn.data_parallel.plots import plot_cpu, plot_loss
+
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "result": str(write_json(out / "result.json", result.to_dict(cpu_trace=True))),
@@ -158,6 +157,8 @@ def _write_run_files(
 def _write_comparison_files(
     comparison: Comparison, payload: dict[str, Any], out: Path
 ) -> dict[str, str]:
+    from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
+
     out.mkdir(parents=True, exist_ok=True)
     runs = comparison.runs
     files = {
@@ -272,6 +273,14 @@ def dp(
     quiet: bool,
 ) -> None:  # fmt: skip
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
+    from parnn.launch.forkserver import start_forkserver
+
+    if (engine or "").lower() != "mpi":  # mpirun starts its own ranks
+        # The ranks' fork server imports torch and the engines while this process loads data.
+        start_forkserver(["parnn.data_parallel.runner"], threads=threads)
+    from parnn.data_parallel.runner import run_data_parallel
+    from parnn.train.setup import check_batch_size, setup_training
+
     if compare is not None and engine is not None:
         raise ConfigError("give either --engine (one run) or --compare (several), not both")
     names = parse_compare_list(compare) if compare is not None else None
@@ -334,6 +343,9 @@ def dp(
 
 def _launcher_world_size() -> int | None:
     """The world size set by torchrun or mpirun, when one of them started this process."""
+    from parnn.data_parallel.mpi import mpi_env
+    from parnn.launch import torchrun_env
+
     torchrun = torchrun_env()
     if torchrun is not None:
         return torchrun.world_size
@@ -362,6 +374,8 @@ def _compare(
     as_json: bool,
     quiet: bool,
 ) -> None:
+    from parnn.data_parallel.compare import comparison_configs, run_comparison
+
     configs = comparison_configs(base, names, average_every=average_every)
     initial = copy.deepcopy(setup.model)
 

@@ -175,9 +175,16 @@ def render_payload(payload: dict[str, Any]) -> None:
 @click.option(
     "--checkpoint-every",
     type=int,
-    default=20,
+    default=0,
     show_default=True,
-    help="Checkpoint each job every N steps (save_checkpoint_frequency); 0: never.",
+    help="Also checkpoint each job every N steps (save_checkpoint_frequency); 0: by time only.",
+)
+@click.option(
+    "--checkpoint-seconds",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Checkpoint each job every S seconds of its work; 0: by steps only.",
 )
 @click.option(
     "--print-every",
@@ -233,6 +240,7 @@ def kfold_command(
     workers: str,
     threads_per_job: int,
     checkpoint_every: int,
+    checkpoint_seconds: float,
     print_every: int,
     cost_method: str,
     resume: bool,
@@ -244,6 +252,11 @@ def kfold_command(
     quiet: bool,
 ) -> None:
     """K-fold cross-validation of models x LR schedules, as jobs on a pool of pinned cores."""
+    from parnn.jobs import WORKER_PRELOAD
+    from parnn.launch.forkserver import start_forkserver
+
+    # The workers' fork server imports torch and the trainer while this process loads data.
+    start_forkserver(WORKER_PRELOAD, threads=threads_per_job)
     from parnn.data import load_dataset
     from parnn.jobs.config import JobsFailedError, KFoldConfig
     from parnn.jobs.fold_job import OptimizerFactory
@@ -262,6 +275,7 @@ def kfold_command(
         epochs=epochs,
         steps=steps,
         save_checkpoint_frequency=checkpoint_every or None,
+        checkpoint_interval_s=checkpoint_seconds or None,
         print_frequency=print_every,
         warmup_steps=warmup_steps,
         workers=_workers(workers),

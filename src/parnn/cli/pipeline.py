@@ -27,8 +27,7 @@ from parnn.cli._options import (
 from parnn.errors import ConfigError
 from parnn.outdir import check_out_dir
 from parnn.progress import stdout_console
-from parnn.train import SCHEDULES as LR_SCHEDULES
-from parnn.train import OptimizerConfig
+from parnn.train import SCHEDULES as LR_SCHEDULES  # a light name: no torch import
 
 __all__ = ["COMMANDS"]
 
@@ -164,8 +163,13 @@ def pipeline(
 ) -> None:
     """Train MODEL split into pipeline stages, one pinned process per stage (rank 0 the
     master), on torch.distributed.pipelining; print per-stage costs and throughput."""
+    from parnn.launch.forkserver import start_forkserver
+
+    # The ranks' fork server imports torch and the pipeline while this process plans.
+    start_forkserver(["parnn.pipeline.worker"], threads=threads_per_stage)
     from parnn.partition.cache import default_cache_dir
     from parnn.pipeline import PipelineConfig, run_pipeline
+    from parnn.train import OptimizerConfig
 
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     fail_rank, fail_step = _fail_at(fail_at)

@@ -20,10 +20,13 @@ micro-batches are in flight per stage instead of ``m``.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-
-from torch.distributed.pipelining import schedules as torch_schedules
 
 from parnn.errors import ScheduleError
 
@@ -44,10 +47,30 @@ class ScheduleSpec:
 
     @property
     def available(self) -> bool:
-        return self.asynchronous or hasattr(torch_schedules, self.torch_class)
+        return self.asynchronous or self.torch_class in _torch_schedule_classes()
 
     def torch_schedule(self) -> Any:
-        return getattr(torch_schedules, self.torch_class)
+        return getattr(importlib.import_module(_TORCH_SCHEDULES), self.torch_class)
+
+
+_TORCH_SCHEDULES = "torch.distributed.pipelining.schedules"
+
+
+@functools.cache
+def _torch_schedule_classes() -> frozenset[str]:
+    """The classes torch's schedules module defines, read from its source: importing it
+    imports torch._dynamo and DTensor (~2 s), which only the ranks that run a schedule need.
+    Falls back to importing it where the source cannot be read."""
+    try:
+        torch_spec = importlib.util.find_spec("torch")  # finds torch, imports nothing
+        if torch_spec is None or torch_spec.origin is None:
+            raise OSError("torch")
+        path = Path(torch_spec.origin).parent / "distributed" / "pipelining" / "schedules.py"
+        source = path.read_text(encoding="utf-8")
+    except (OSError, ImportError, ValueError):
+        module = importlib.import_module(_TORCH_SCHEDULES)
+        return frozenset(name for name in dir(module) if not name.startswith("_"))
+    return frozenset(re.findall(r"^class (\w+)\b", source, flags=re.MULTILINE))
 
 
 SCHEDULES: dict[str, ScheduleSpec] = {
