@@ -24,7 +24,7 @@ from torch import nn
 from parnn.errors import ConfigError, ScheduleError
 from parnn.partition.cache import load_or_measure_comm, load_or_profile
 from parnn.partition.comm import CommModel
-from parnn.partition.cost import in_flight_microbatches
+from parnn.partition.cost import in_flight_microbatches, stashed_weight_versions
 from parnn.partition.methods import needs_profile, partition_for
 from parnn.partition.partition import Partition
 from parnn.partition.plan import PipelinePlan, plan_pipeline
@@ -232,9 +232,10 @@ def resolve_partition(
                 )
             )
         profile = source(math.ceil(batch_size / num_microbatches))
-    in_flight = None
+    in_flight = stashed = None
     if max_stage_memory is not None:
         in_flight = _in_flight(schedule, num_stages, num_microbatches, num_devices)
+        stashed = stashed_weight_versions(schedule, num_stages, num_microbatches)
     return partition_for(
         spec,
         num_stages=num_stages,
@@ -242,6 +243,7 @@ def resolve_partition(
         profile=profile,
         in_flight=in_flight,
         max_stage_memory=max_stage_memory,
+        stashed_versions=stashed,
     )
 
 

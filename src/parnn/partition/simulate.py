@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parnn.errors import ConfigError, ScheduleError
+from parnn.partition.async_schedule import check_async_schedule, is_async_schedule
 from parnn.partition.cost import PartitionCost
 from parnn.partition.schedules import canonical_schedule, schedule_actions
 
@@ -164,6 +165,9 @@ class Simulation:
     peak_activation_bytes: tuple[int, ...]
     """Per device: most saved activation bytes held at once."""
     events: tuple[SimEvent, ...] = field(repr=False, default=())
+    stashed_versions: tuple[int, ...] = ()
+    """Asynchronous schedules: per device, weight versions stashed at the peak (besides
+    the live weights); empty for the synchronous ones."""
 
     @property
     def busy_s(self) -> tuple[float, ...]:
@@ -208,6 +212,11 @@ class Simulation:
                     "bubble_fraction": self.device_bubble[d],
                     "peak_in_flight": self.peak_in_flight[d],
                     "peak_activation_bytes": self.peak_activation_bytes[d],
+                    **(
+                        {"stashed_versions": self.stashed_versions[d]}
+                        if self.stashed_versions
+                        else {}
+                    ),
                 }
                 for d in range(self.num_devices)
             ],
@@ -248,10 +257,18 @@ def simulate(
     """Replay ``schedule`` with ``num_microbatches`` micro-batches on ``times``.
 
     ``num_devices`` defaults to the number of stages; for ``interleaved-1f1b`` it may be a divisor
-    of it (each device then holds ``num_stages / num_devices`` chunks).
+    of it (each device then holds ``num_stages / num_devices`` chunks). The asynchronous
+    schedules (pipedream, pipedream-2bw) predict their steady state (:mod:`.simulate_async`).
     """
     num_stages = times.num_stages
     schedule = canonical_schedule(schedule)
+    if is_async_schedule(schedule):
+        from parnn.partition.simulate_async import simulate_async
+
+        if num_devices not in (None, num_stages):
+            raise ScheduleError(f"{schedule} puts one stage on each device")
+        check_async_schedule(schedule, num_stages=num_stages, num_microbatches=num_microbatches)
+        return simulate_async(times, schedule=schedule, num_microbatches=num_microbatches)
     k = num_stages if num_devices is None else num_devices
     if k < 1 or num_stages % k:
         raise ScheduleError(

@@ -77,9 +77,15 @@ class PipelineResult:
     transport: dict[str, Any] = field(default_factory=dict)
     """{"requested": "auto", "used": "shm"|"gloo"|"mixed", "pairs": {"0-1": "shm", ...}}:
     the path the stages' messages took between each pair of ranks."""
+    startup_s: float | None = None
+    """From the start of the process that called run_pipeline (the ``parnn`` command) to
+    rank 0's first training step: imports, planning, process start-up and data loading."""
     machine: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, torch.Tensor] | None = None
+    weight_stash: list[dict[str, int]] | None = None
+    """Asynchronous schedules: per stage, the weight versions stashed and the activations
+    held at the peak (bytes); None for the synchronous ones."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the trained parameters are left out)."""

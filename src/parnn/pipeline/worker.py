@@ -109,6 +109,10 @@ def pipeline_worker(
 ) -> dict[str, Any] | None:
     """Run one rank of the pipeline; rank 0 returns the gathered measurements."""
     spec = get_schedule(config.schedule)
+    if spec.asynchronous:  # PipeDream: its own engine (parnn.pipeline.asynchronous)
+        from parnn.pipeline.asynchronous import async_pipeline_worker
+
+        return async_pipeline_worker(rank, world_size, config, partition, shapes, quiet)
     total_stages = config.total_stages
     last_rank = _owner(total_stages - 1, spec.layout, world_size)
 
@@ -242,7 +246,10 @@ def pipeline_worker(
                 if config.evaluate and epoch_done and step > 0:
                     record = _evaluate_gathered(rank, model, stages, setup if rank == 0 else None)
                     if record is not None:
-                        history.append({"epoch": epoch, "step": step, **record})
+                        # train_s: rank 0's training time so far (evaluations excluded)
+                        history.append(
+                            {"epoch": epoch, "step": step, "train_s": sum(step_times), **record}
+                        )
     finally:
         waits.remove()
 
