@@ -35,8 +35,13 @@ class KFoldConfig:
     """Passes over a fold's training part (used when ``steps`` is None)."""
     steps: int | None = None
     """Optimizer steps per job; overrides ``epochs``."""
-    save_checkpoint_frequency: int | None = 20
-    """Checkpoint each job every this many steps (atomic); None or 0: never."""
+    save_checkpoint_frequency: int | None = None
+    """Also checkpoint each job every this many steps (atomic); None or 0: by time only."""
+    checkpoint_interval_s: float | None = 5.0
+    """Checkpoint each job once this many seconds of it have passed since its last
+    checkpoint (atomic; a job's finished record replaces its checkpoint); None or 0: by
+    steps only. An interruption loses at most this much of each running job's work, and
+    a job writes at most one checkpoint per interval however short its steps are."""
     print_frequency: int = 10
     """Steps between a job's progress reports (live bar, loss history)."""
     warmup_steps: int | None = None
@@ -85,6 +90,11 @@ class KFoldConfig:
             raise ConfigError(
                 f"save_checkpoint_frequency={self.save_checkpoint_frequency}: must be >= 1 "
                 "steps, or 0/None for no checkpoints"
+            )
+        if self.checkpoint_interval_s is not None and not self.checkpoint_interval_s >= 0:
+            raise ConfigError(
+                f"checkpoint_interval_s={self.checkpoint_interval_s}: must be > 0 seconds, or "
+                "0/None for checkpoints by steps only"
             )
         if self.seed < 0:
             raise ConfigError(f"seed {self.seed} must be >= 0")

@@ -183,6 +183,7 @@ def run_kfold(
         batch_size=config.batch_size,
         warmup_steps=config.warmup_steps,
         save_checkpoint_frequency=config.save_checkpoint_frequency or None,
+        checkpoint_interval_s=config.checkpoint_interval_s or None,
         print_frequency=config.print_frequency,
         checkpoint_dir="",  # set per mode by run_session
         eval_batch_size=config.eval_batch_size,

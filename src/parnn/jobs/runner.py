@@ -9,11 +9,17 @@ was interrupted) is appended when the session ends, however it ends.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import sys
+import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from parnn.errors import ParnnWarning
+from parnn.jobs import WORKER_PRELOAD
 from parnn.jobs.dask_executor import DaskPool
 from parnn.jobs.fold_job import FoldContext, run_fold_job
 from parnn.jobs.live import LiveView
@@ -25,10 +31,20 @@ from parnn.results import machine_facts
 
 __all__ = ["SessionPlan", "run_session"]
 
-# The fork server imports these once, so that no worker pays for them inside a job:
-# torch, the models and the trainer, and torch._dynamo, which a torch optimizer imports
-# on its first use (1-3 s).
-_PRELOAD = ("parnn.jobs.fold_job", "torch._dynamo")
+
+# Imported on a spare core once fewer jobs remain than workers, so that the plots drawn
+# after the results are written do not wait for matplotlib (~1 s).
+_LATE_IMPORTS = ("parnn.jobs.plots",)
+
+
+def _import_in_background(modules: Sequence[str]) -> None:
+    missing = [name for name in modules if name not in sys.modules]
+    if missing:
+        threading.Thread(
+            target=lambda: [importlib.import_module(name) for name in missing],
+            name="parnn-late-imports",
+            daemon=True,
+        ).start()
 
 
 @dataclass(kw_only=True, slots=True)
@@ -69,6 +85,8 @@ def run_session(
         if event.kind not in ("finished", "failed"):
             return
         counts[event.kind] += 1
+        if len(jobs) - counts["finished"] - counts["failed"] == plan.num_workers - 1:
+            _import_in_background(_LATE_IMPORTS)  # a core has just gone idle for good
         start = started_at.get(event.key, event.time)
         numbers = dict(event.result or {})
         result = JobResult(
@@ -92,14 +110,21 @@ def run_session(
             if hasattr(result, name):
                 setattr(result, name, value)
         store.append(result)
+        for note in result.warnings:  # e.g. a corrupt checkpoint: said, not only recorded
+            warnings.warn(
+                f"{plan.mode} job {job.job_id}: {note}; it ran from step 0",
+                ParnnWarning,
+                stacklevel=1,
+            )
         if result.ok:
             (checkpoints / f"{job.file_stem}.pt").unlink(missing_ok=True)
 
     pool: WorkerPool | DaskPool
     if plan.cluster is not None:
         pool = DaskPool(
-            run_fold_job, context, plan.cluster, threads=plan.threads_per_job, preload=_PRELOAD
-        )
+            run_fold_job, context, plan.cluster, threads=plan.threads_per_job,
+            preload=WORKER_PRELOAD,
+        )  # fmt: skip
     else:
         pool = WorkerPool(
             run_fold_job,
@@ -108,7 +133,7 @@ def run_session(
                 num_workers=plan.num_workers,
                 threads_per_worker=plan.threads_per_job,
                 start_method=plan.start_method,
-                preload=_PRELOAD,
+                preload=WORKER_PRELOAD,
             ),
         )
     try:
