@@ -199,7 +199,9 @@ def train_fold(
                 total_steps=job.total_steps,
                 warmup_steps=context.warmup_steps,
             )
-            warnings.append(f"ignored unusable checkpoint ({' '.join(str(error).split())})")
+            warnings.append(
+                f"ignored unusable checkpoint ({' '.join(str(error).split())}); it ran from step 0"
+            )
 
     def save() -> None:
         state = {

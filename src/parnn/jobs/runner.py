@@ -112,7 +112,7 @@ def run_session(
         store.append(result)
         for note in result.warnings:  # e.g. a corrupt checkpoint: said, not only recorded
             warnings.warn(
-                f"{plan.mode} job {job.job_id}: {note}; it ran from step 0",
+                f"{plan.mode} job {job.job_id}: {note}",  # a Dask retry, a checkpoint...
                 ParnnWarning,
                 stacklevel=1,
             )
