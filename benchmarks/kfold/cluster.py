@@ -135,6 +135,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "cluster")
     parser.add_argument("--skip-tcp", action="store_true", help="Only the pool and local.")
     args = parser.parse_args()
+    # SIGTERM (a timeout, a batch system) unwinds like Ctrl-C: the cluster is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args.out = args.out.resolve()  # a remote cluster needs an absolute --out
     args.out.mkdir(parents=True, exist_ok=True)
     cores = len(usable_cores())

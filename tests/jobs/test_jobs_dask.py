@@ -19,7 +19,7 @@ import pytest
 from parnn.data import ArrayDataset, load_dataset
 from parnn.errors import ConfigError
 from parnn.jobs import AsyncKFold, KFoldResults
-from parnn.launch import leftover_processes
+from parnn.launch import leftover_processes, usable_cores
 
 distributed = pytest.importorskip(
     "distributed", reason="needs dask[distributed]: pip install 'parnn[cluster]'"
@@ -195,6 +195,8 @@ def test_scheduler_and_two_workers_give_the_pools_results_per_job(
     jobs = results.jobs_of("parallel")
     assert {job.worker for job in jobs} == {0, 1}  # both workers ran jobs
     assert all(job.host for job in jobs)
+    if len(usable_cores()) >= 2:  # each worker's job held a core of its own
+        assert not [w for job in jobs for w in job.warnings if "not pinned" in w]
     (session,) = results.sessions_of("parallel")
     assert session["executor"] == "dask" and session["scheduler"] == processes.address
     assert session["workers"] == 2
