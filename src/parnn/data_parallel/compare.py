@@ -7,16 +7,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any
 
 from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig
-from parnn.data_parallel.result import DataParallelResult
-from parnn.data_parallel.runner import run_data_parallel
 from parnn.errors import ConfigError
-from parnn.launch import usable_cores
+
+if TYPE_CHECKING:  # the names (COMPARE_NAMES, the --help text) import no torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from parnn.data_parallel.result import DataParallelResult
 
 __all__ = [
     "BASELINES",
@@ -70,6 +70,8 @@ def comparison_configs(
 ) -> list[DataParallelConfig]:
     """One config per compared name; the engines keep ``base``'s processes and threads,
     local-sgd and mpi average every ``average_every`` steps."""
+    from parnn.launch import usable_cores
+
     cores = all_cores or len(base.cores or usable_cores())
     configs = []
     for entry in names:
@@ -170,6 +172,8 @@ def run_comparison(
     on_run: Callable[[DataParallelResult], None] | None = None,
 ) -> Comparison:
     """Run each config on a fresh model from ``model_factory()`` (which seeds and builds)."""
+    from parnn.data_parallel.runner import run_data_parallel
+
     runs = []
     for config in configs:
         result = run_data_parallel(

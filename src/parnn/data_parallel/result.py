@@ -118,6 +118,10 @@ class DataParallelResult:
     cpu: CpuTrace | None
     cpu_summary: dict[str, Any]
     machine: dict[str, Any]
+    startup_s: float | None = None
+    """Seconds from the start of the process that called run_data_parallel (the ``parnn``
+    command) to the first rank's first training step: imports, data loading, process
+    start-up."""
 
     @property
     def samples_per_s(self) -> float:
@@ -159,6 +163,7 @@ class DataParallelResult:
             "samples": self.samples,
             "train_s": round(self.train_s, 4),
             "wall_s": round(self.wall_s, 4),
+            "startup_s": self.startup_s,
             "samples_per_s": round(self.samples_per_s, 2),
             "final_train_loss": self.curve.tail_loss(),
             "val": self.val.to_dict() if self.val is not None else None,

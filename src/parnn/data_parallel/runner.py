@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from parnn.clock import startup_s
 from parnn.data_parallel.averaging import local_sgd_worker
 from parnn.data_parallel.config import COMMUNICATING_ENGINES, DataParallelConfig
 from parnn.data_parallel.ddp import ddp_worker, serial_worker
@@ -258,4 +259,5 @@ def _result(
         cpu=trace if trace.times_s else None,
         cpu_summary=trace.summary(start, end),
         machine=machine_facts(),
+        startup_s=startup_s(start),
     )
