@@ -58,7 +58,7 @@ def _parallel(
     config = DataParallelConfig(
         engine=engine, transport=transport, num_processes=2, batch_size=BATCH, steps=STEPS,
         accumulate_steps=2, average_every=1 if engine == "local-sgd" else None,
-        optimizer=optimizer, monitor_interval_s=0,
+        optimizer=optimizer, schedule="constant", monitor_interval_s=0,  # the reference's
     )  # fmt: skip
     result = run_data_parallel(trained, data, None, config, quiet=True)
     assert result is not None and result.steps == STEPS
