@@ -87,6 +87,9 @@ class PipeDreamStudyConfig:
     """Epochs of every accuracy run."""
     target_accuracy: float = 0.97
     """Validation accuracy whose time-to-reach is compared."""
+    lr_schedule: str = "cosine"
+    """LR schedule of the accuracy runs (Adam, lr 0.003): cosine decays to 0 over the run, so
+    the final accuracy is the converged one, not one epoch's fluctuation."""
     models: tuple[str, ...] = ("lenet5", "vgg-cifar")
     """Throughput cells: lenet5, vgg-cifar."""
     parts: tuple[str, ...] = PARTS
@@ -303,6 +306,7 @@ def _accuracy(config: PipeDreamStudyConfig, cell: Cell, report: Report) -> dict[
             data_dir=config.data_dir,
             epochs=config.epochs,
             vertical_sync=vertical,
+            lr_schedule=config.lr_schedule,
         )
         result = run_pipeline(run_config, quiet=True)
         assert result is not None
