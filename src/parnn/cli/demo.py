@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
 from parnn.cli._options import emit, json_option, quiet_option, seed_option
-from parnn.partition import SCHEMES, Partition
+from parnn.outdir import check_out_dir
 from parnn.progress import progress_bar, stdout_console
 from parnn.results import machine_facts, write_json
-from parnn.train import OptimizerConfig, TrainConfig, train
-from parnn.train.setup import setup_training
+
+if TYPE_CHECKING:
+    from parnn.partition import Partition
 
 __all__ = ["COMMANDS", "demo_command"]
 
@@ -51,15 +52,28 @@ PLOT_FILE = "demo.png"
     show_default=True,
     help="Directory for results (JSON), traces and the plot.",
 )
-@click.option("--epochs", type=int, default=EPOCHS, show_default=True, help="Epochs per run.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=EPOCHS,
+    show_default=True,
+    help="Epochs per run.",
+)
+@click.option("--overwrite", is_flag=True, help="Write over an earlier demo in --out.")
 @seed_option
 @json_option
 @quiet_option
-def demo_command(out: Path, epochs: int, seed: int, as_json: bool, quiet: bool) -> None:
+def demo_command(
+    out: Path, epochs: int, overwrite: bool, seed: int, as_json: bool, quiet: bool
+) -> None:
     """LeNet-5 on the bundled digits as a 2-stage pipeline: every scheme and `auto`."""
+    check_out_dir(out, overwrite=overwrite)
+    from parnn.partition import SCHEMES
     from parnn.partition.cache import default_cache_dir
     from parnn.partition.resolve import resolve_partition
     from parnn.pipeline import PipelineConfig, run_pipeline
+    from parnn.train import OptimizerConfig, TrainConfig, train
+    from parnn.train.setup import setup_training
 
     optimizer = OptimizerConfig(name="adam", lr=LR)
     methods = [*SCHEMES, "auto"]

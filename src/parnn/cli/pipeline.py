@@ -25,9 +25,9 @@ from parnn.cli._options import (
     steps_option,
 )
 from parnn.errors import ConfigError
-from parnn.progress import stderr_console, stdout_console
-from parnn.train import SCHEDULES as LR_SCHEDULES
-from parnn.train import OptimizerConfig
+from parnn.outdir import check_out_dir
+from parnn.progress import stdout_console
+from parnn.train import SCHEDULES as LR_SCHEDULES  # a light name: no torch import
 
 __all__ = ["COMMANDS"]
 
@@ -105,6 +105,13 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 )
 @click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation at each epoch's end.")
 @click.option(
+    "--transport",
+    type=click.Choice(["auto", "shm", "gloo"]),
+    default="auto",
+    show_default=True,
+    help="Stages' sends/receives: shared memory (shm), gloo, or shm within a host (auto).",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
@@ -120,6 +127,7 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--fail-at", default=None, hidden=True, help="TEST HOOK: RANK:STEP raises there.")
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def pipeline(
@@ -143,18 +151,25 @@ def pipeline(
     seed: int,
     threads_per_stage: int,
     no_eval: bool,
+    transport: str,
     cache_dir: Path | None,
     checkpoint_dir: Path | None,
     resume: bool,
     fail_at: str | None,
     out: Path | None,
+    overwrite: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Train MODEL split into pipeline stages, one pinned process per stage (rank 0 the
     master), on torch.distributed.pipelining; print per-stage costs and throughput."""
+    from parnn.launch.forkserver import start_forkserver
+
+    # The ranks' fork server imports torch and the pipeline while this process plans.
+    start_forkserver(["parnn.pipeline.worker"], threads=threads_per_stage)
     from parnn.partition.cache import default_cache_dir
     from parnn.pipeline import PipelineConfig, run_pipeline
+    from parnn.train import OptimizerConfig
 
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     fail_rank, fail_step = _fail_at(fail_at)
@@ -196,17 +211,20 @@ def pipeline(
         seed=seed,
         threads_per_stage=threads_per_stage,
         evaluate=not no_eval,
+        transport=transport,
         out_dir=out,
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         fail_rank=fail_rank,
         fail_at_step=fail_step,
     )
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = run_pipeline(config, quiet=quiet or as_json, profile_cache_dir=cache_dir)
     for warning in caught:
-        stderr_console.print(f"[yellow]warning:[/] {warning.message}")
+        click.echo(f"parnn: warning: {' '.join(str(warning.message).split())}", err=True)
     if result is None:  # a non-master rank under torchrun
         return
     payload = {"command": "pipeline", **result.to_dict(), "prediction": prediction}

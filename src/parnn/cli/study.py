@@ -30,10 +30,9 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 from rich import box
 from rich.table import Table
 
@@ -60,24 +59,18 @@ from parnn.data_parallel.axes import (
     DEFAULT_VARIANTS,
     VARIANTS,
     AxesConfig,
-    VariantRun,
     parse_variants,
-    run_axes,
-)
-from parnn.data_parallel.axes_report import conclude, plot_axes
-from parnn.data_parallel.plots import plot_batch_scaling
-from parnn.data_parallel.scaling import (
-    BatchScalingConfig,
-    Trial,
-    parse_batch_sizes,
-    run_batch_scaling,
 )
 from parnn.errors import ConfigError
+from parnn.outdir import check_out_dir
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
 from parnn.train import SCHEDULES as LR_SCHEDULES
 from parnn.train import OptimizerConfig
-from parnn.train.setup import setup_training
+
+if TYPE_CHECKING:  # torch and the engines are imported when a study runs, not at --help
+    from parnn.data_parallel.axes import VariantRun
+    from parnn.data_parallel.scaling import Trial
 
 __all__ = ["COMMANDS", "study"]
 
@@ -185,6 +178,7 @@ def _render_scaling(payload: dict[str, Any]) -> None:
 @seed_option
 @threads_option
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def batch_scaling(
@@ -192,9 +186,19 @@ def batch_scaling(
     target_accuracy: float, lrs: str, max_epochs: float, patience: int, optimizer: str,
     momentum: float,
     num_samples: int | None, val_fraction: float, seed: int, threads: int, out: Path | None,
-    as_json: bool, quiet: bool,
+    overwrite: bool, as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Steps to a target accuracy against batch size: the three regimes of data parallelism."""
+    import torch
+
+    from parnn.data_parallel.plots import plot_batch_scaling
+    from parnn.data_parallel.scaling import (
+        BatchScalingConfig,
+        parse_batch_sizes,
+        run_batch_scaling,
+    )
+    from parnn.train.setup import setup_training
+
     config = BatchScalingConfig(
         batch_sizes=parse_batch_sizes(batch_sizes),
         learning_rates=_parse_rates(lrs),
@@ -214,6 +218,7 @@ def batch_scaling(
     )  # fmt: skip
     initial = copy.deepcopy(setup.model)
     out_dir = out or Path("parnn-out") / time.strftime("batch-scaling-%Y%m%d-%H%M%S")
+    check_out_dir(out_dir, overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def announce(trial: Trial) -> None:
@@ -346,16 +351,20 @@ def _render_axes(payload: dict[str, Any]) -> None:
 )
 @seed_option
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def axes(
     model: str, data: str, data_dir: Path | None, input_shape: str | None, engines: str,
     processes: int, batch_size: int, epochs: int, steps: int | None, lr: float,
     optimizer: str, momentum: float, lr_schedule: str, schedule: str, microbatches: int,
-    partition: str, seed: int, out: Path | None, as_json: bool, quiet: bool,
+    partition: str, seed: int, out: Path | None, overwrite: bool, as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Serial, data-parallel and pipeline-parallel training of one model on the same cores:
     samples/s, accuracy and peak memory per process, and the conclusion they support."""
+    from parnn.data_parallel.axes import run_axes
+    from parnn.data_parallel.axes_report import conclude, plot_axes
+
     config = AxesConfig(
         model=model, data=data, data_dir=data_dir, input_shape=parse_input_shape(input_shape),
         variants=parse_variants(engines), num_processes=processes, batch_size=batch_size,
@@ -365,6 +374,7 @@ def axes(
         partition=partition,
     )  # fmt: skip
     out_dir = out or Path("parnn-out") / time.strftime("axes-%Y%m%d-%H%M%S")
+    check_out_dir(out_dir, overwrite=overwrite)
 
     def announce(run: VariantRun) -> None:
         if not quiet and not as_json:

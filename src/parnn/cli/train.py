@@ -10,7 +10,7 @@ result_path, metrics_path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -32,10 +32,12 @@ from parnn.cli._options import (
     threads_option,
 )
 from parnn.errors import ConfigError
+from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
-from parnn.train import OptimizerConfig, TrainConfig, TrainResult, train
-from parnn.train.setup import TrainingSetup, setup_training
-from parnn.train.trainer import METRICS_FILE, RESULT_FILE
+
+if TYPE_CHECKING:
+    from parnn.train import TrainResult
+    from parnn.train.setup import TrainingSetup
 
 __all__ = [
     "COMMANDS",
@@ -60,6 +62,8 @@ DEFAULT_EPOCHS = 5
 
 def result_payload(setup: TrainingSetup, result: TrainResult) -> dict[str, Any]:
     """The stable ``--json`` object of a reference run."""
+    from parnn.train.trainer import METRICS_FILE, RESULT_FILE
+
     config = result.config
     final = result.final
     last = result.history[-1] if result.history else None
@@ -169,6 +173,7 @@ def render_result(payload: dict[str, Any], *, title: str = "parnn train") -> Non
 @threads_option
 @out_option
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @click.option(
     "--checkpoint-every",
     type=int,
@@ -194,6 +199,7 @@ def train_command(
     threads: int,
     out: Path | None,
     resume: bool,
+    overwrite: bool,
     checkpoint_every: int | None,
     as_json: bool,
     quiet: bool,
@@ -202,6 +208,9 @@ def train_command(
 
     Example: parnn train --model lenet5 --data digits --epochs 3
     """
+    from parnn.train import OptimizerConfig, TrainConfig, train
+    from parnn.train.setup import check_batch_size, setup_training
+
     optimizer_name = optimizer.strip().lower()
     optimizer_config = OptimizerConfig(
         name=optimizer_name,
@@ -224,6 +233,9 @@ def train_command(
     setup = setup_training(
         model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed
     )
+    check_batch_size(batch_size, len(setup.train_data))
+    if out is not None:
+        check_out_dir(out, resumes=Resumes.FLAG, resume=resume, overwrite=overwrite)
     result = train(
         setup.model,
         setup.train_data,

@@ -64,6 +64,9 @@ class ProfileConfig:
     """'measure': price transfers with the machine's measured comm model; 'none': free."""
     backend: str = "gloo"
     """Backend whose transfers are measured."""
+    transport: str = "auto"
+    """Path of the pipeline's messages whose transfers are measured: 'gloo', 'shm', or
+    'auto' (shm between ranks of this host, as the pipeline's own default)."""
     warmup: int = 2
     """Untimed passes per profile."""
     repeats: int = 7
@@ -104,6 +107,7 @@ class ProfileSource:
                 self._comm = load_or_measure_comm(
                     config.cache_dir,
                     backend=config.backend,
+                    transport=config.transport,
                     threads=config.threads,
                     refresh=config.refresh,
                 )
@@ -196,6 +200,7 @@ def resolve_partition(
     num_classes: int | None = None,
     cache_dir: str | Path | None = None,
     threads: int = 1,
+    transport: str = "auto",
 ) -> Partition:
     """The partition ``spec`` names for ``model`` split into ``num_stages`` stages.
 
@@ -223,6 +228,7 @@ def resolve_partition(
                     num_classes=num_classes,
                     cache_dir=None if cache_dir is None else Path(cache_dir),
                     threads=threads,
+                    transport=transport,
                 )
             )
         profile = source(math.ceil(batch_size / num_microbatches))

@@ -220,6 +220,8 @@ def async_pipeline_worker(
         losses=run.losses,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         state={name: t.detach().clone() for name, t in module.state_dict().items()},
+        # this schedule's sends and receives go through the default gloo group
+        transport={peer: "gloo" for peer in range(world_size) if peer != rank},
     )
     gathered: list[Any] | None = [None] * world_size if rank == 0 else None
     dist.gather_object((report, stats), gathered, dst=0, group=group)

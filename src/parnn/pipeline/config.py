@@ -9,6 +9,7 @@ from typing import Any
 from parnn.errors import ConfigError
 from parnn.partition import Partition
 from parnn.train import OptimizerConfig
+from parnn.transport import TRANSPORTS
 
 __all__ = ["PipelineConfig"]
 
@@ -67,6 +68,10 @@ class PipelineConfig:
     """Pin each process to its own core(s)."""
     backend: str = "gloo"
     """torch.distributed backend (gloo on CPU, nccl on GPUs)."""
+    transport: str = "auto"
+    """Path of the stages' sends and receives: 'shm' (shared memory; every rank on one
+    host), 'gloo' (the backend's own), 'auto' (shm between ranks of one host, gloo
+    across hosts). Set-up, metadata and collectives always go through ``backend``."""
     measure_warmup_steps: int = 2
     """Steps left out of the medians of step time and throughput."""
     trace_steps: int = 20
@@ -105,6 +110,16 @@ class PipelineConfig:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(
+                f"transport {self.transport!r} is unknown: choose one of {', '.join(TRANSPORTS)}"
+                " ('auto': shared memory within a host, gloo across hosts)"
+            )
+        if self.transport != "gloo" and self.backend != "gloo":
+            raise ConfigError(
+                f"transport {self.transport!r} rides on the gloo backend, got backend "
+                f"{self.backend!r}; use transport 'gloo' (the backend's own sends) with it"
+            )
         if self.measure_warmup_steps < 0:
             raise ConfigError(f"measure_warmup_steps must be >= 0, got {self.measure_warmup_steps}")
         if (self.fail_rank is None) != (self.fail_at_step is None):
