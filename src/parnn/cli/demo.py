@@ -57,6 +57,11 @@ PLOT_FILE = "demo.png"
 @quiet_option
 def demo_command(out: Path, epochs: int, seed: int, as_json: bool, quiet: bool) -> None:
     """LeNet-5 on the bundled digits as a 2-stage pipeline: every scheme and `auto`."""
+    from parnn.launch.forkserver import start_forkserver
+
+    # The ranks' fork server imports torch and the pipeline while this process plans and
+    # trains the reference; every run's ranks then fork from it with all that loaded.
+    start_forkserver(["parnn.pipeline.worker"])
     from parnn.partition import SCHEMES
     from parnn.partition.cache import default_cache_dir
     from parnn.partition.resolve import resolve_partition
