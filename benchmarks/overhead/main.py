@@ -130,13 +130,13 @@ def _commands(case: str, data_dir: Path, scratch: Path) -> dict[str, tuple[list[
                     "--workers",
                     "2",
                     "--out",
-                    str(scratch / "kfold"),
+                    str(scratch / "kfold-{run}"),
                 ],
                 None,
             ),  # fmt: skip
         }
     if case == "demo":
-        return {"parnn demo": ([*PARNN, "demo", "--out", str(scratch / "demo")], None)}
+        return {"parnn demo": ([*PARNN, "demo", "--out", str(scratch / "demo-{run}")], None)}
     raise ValueError(case)
 
 
@@ -148,9 +148,9 @@ def run_case(case: str, repeats: int, data_dir: Path) -> dict[str, Any]:
         if case not in ("kfold", "demo"):
             for command, _ in commands.values():  # warm the caches (disk, profiles)
                 _run(command)
-        for _ in range(repeats):
+        for run in range(repeats):
             for label, (command, reader) in commands.items():
-                wall_s, stdout = _run(command)
+                wall_s, stdout = _run([part.replace("{run}", str(run)) for part in command])
                 seconds.setdefault(label, []).append(reader(stdout) if reader else wall_s)
     medians = {label: statistics.median(values) for label, values in seconds.items()}
     return {

@@ -18,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "RankFailedError",
     "ParnnWarning",
+    "Terminated",
 ]
 
 
@@ -76,3 +77,9 @@ class RankFailedError(ParnnError):
 class ParnnWarning(UserWarning):
     """A setting that works but probably not as the user hopes (oversubscribed cores,
     an ignored option)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: raised in the main thread like Ctrl-C's KeyboardInterrupt, so that
+    every ``finally`` and launcher stops its processes the same way; the CLI then prints
+    ``parnn: terminated`` and exits 143 (128 + SIGTERM)."""

@@ -23,12 +23,12 @@ from parnn.train import evaluate
 
 RUN_KEYS = {
     "command", "mode", "input_shape", "parameters", "files", "engine", "label", "model",
-    "data", "num_train", "num_val", "config", "steps", "updates", "samples", "train_s",
-    "wall_s", "startup_s", "samples_per_s", "final_train_loss", "val", "ranks", "cpu", "curve",
-    "machine",
+    "data", "transport", "transport_note", "num_train", "num_val", "config", "steps", "updates",
+    "samples", "train_s", "wall_s", "startup_s", "samples_per_s", "final_train_loss", "val",
+    "ranks", "cpu", "curve", "machine",
 }  # fmt: skip
 SPEEDUP_KEYS = {
-    "label", "engine", "processes", "threads_per_process", "samples_per_s", "train_s",
+    "label", "engine", "transport", "processes", "threads_per_process", "samples_per_s", "train_s",
     "speedup_vs_1_thread", "speedup_vs_all_cores", "share_of_independent", "accuracy",
     "accuracy_delta_points",
     "final_train_loss", "cpu_total_percent", "cpu_process_percent", "peak_rss_mib",

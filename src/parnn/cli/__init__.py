@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -28,6 +29,7 @@ _COMMAND_MODULES = (
     "pipeline",
     "partition",
     "dp",
+    "plan",
     "kfold",
     "study",
     "report",
@@ -54,6 +56,18 @@ def _load_commands(module_name: str) -> dict[str, click.Command]:
 
 
 class _ParnnGroup(click.Group):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        from parnn.cli._console import one_line_warnings, sigterm_as_interrupt
+
+        with one_line_warnings(), sigterm_as_interrupt():
+            return super().main(*args, **kwargs)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as error:  # a bad flag of `parnn` itself
+            raise _usage_exit(error) from None
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """Import only the module that holds ``cmd_name`` (all of them when it is unknown)."""
         if self is cli and cmd_name not in self.commands:
@@ -70,15 +84,28 @@ class _ParnnGroup(click.Group):
         return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> object:
+        from parnn.cli._console import Terminated
+
         try:
             return super().invoke(ctx)
         except ParnnError as error:
             message = " ".join(str(error).split())
             click.echo(f"parnn: error: {message}", err=True)
             raise click.exceptions.Exit(error.exit_code) from None
-        except KeyboardInterrupt:  # Ctrl-C: the launchers have stopped their processes
-            click.echo("parnn: interrupted", err=True)
-            raise click.exceptions.Exit(130) from None
+        except click.UsageError as error:  # a bad flag, value or command of a command
+            raise _usage_exit(error) from None
+        except KeyboardInterrupt as interrupt:  # the launchers have stopped their processes
+            terminated = isinstance(interrupt, Terminated)
+            click.echo(f"parnn: {'terminated' if terminated else 'interrupted'}", err=True)
+            raise click.exceptions.Exit(143 if terminated else 130) from None
+
+
+def _usage_exit(error: click.UsageError) -> click.exceptions.Exit:
+    """click's usage error as one ``parnn: error:`` line (exit 2), not its usage block."""
+    from parnn.cli._console import usage_error_line
+
+    click.echo(usage_error_line(error), err=True)
+    return click.exceptions.Exit(2)
 
 
 @click.group(cls=_ParnnGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -24,6 +24,7 @@ import click
 from rich.table import Table
 
 from parnn.cli._options import emit, json_option, quiet_option, seed_option
+from parnn.outdir import check_out_dir
 from parnn.progress import progress_bar, stdout_console
 from parnn.results import machine_facts, write_json
 
@@ -51,12 +52,22 @@ PLOT_FILE = "demo.png"
     show_default=True,
     help="Directory for results (JSON), traces and the plot.",
 )
-@click.option("--epochs", type=int, default=EPOCHS, show_default=True, help="Epochs per run.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=EPOCHS,
+    show_default=True,
+    help="Epochs per run.",
+)
+@click.option("--overwrite", is_flag=True, help="Write over an earlier demo in --out.")
 @seed_option
 @json_option
 @quiet_option
-def demo_command(out: Path, epochs: int, seed: int, as_json: bool, quiet: bool) -> None:
+def demo_command(
+    out: Path, epochs: int, overwrite: bool, seed: int, as_json: bool, quiet: bool
+) -> None:
     """LeNet-5 on the bundled digits as a 2-stage pipeline: every scheme and `auto`."""
+    check_out_dir(out, overwrite=overwrite)
     from parnn.launch.forkserver import start_forkserver
 
     # The ranks' fork server imports torch and the pipeline while this process plans and

@@ -1,16 +1,18 @@
 """``parnn dp``: train data-parallel with one engine, or compare engines side by side.
 
     parnn dp --engine ddp --model lenet5 --data mnist --data-dir DIR --processes 2 --epochs 2
+    parnn dp --engine ddp --transport mpi ...   (gradients over MPI; auto: MPI if available)
     parnn dp --compare serial,ddp,hogwild,local-sgd --model lenet5 --data mnist --data-dir DIR
     torchrun --nproc-per-node 2 -m parnn.cli dp --engine ddp ...
     mpirun -n 2 parnn dp --engine mpi ...
 
 ``--json`` prints one object (stable keys). A run: command ("dp"), mode ("run"),
-input_shape, parameters, files, and the run's keys: engine, label, model, data, num_train,
+input_shape, parameters, files, and the run's keys: engine, label, model, data,
+transport ("gloo", "mpi" or null), transport_note (why auto chose gloo, else ""), num_train,
 num_val, config, steps, updates, samples, train_s, wall_s, startup_s (seconds from the
 command's start to the first training step), samples_per_s,
 final_train_loss, val, ranks, cpu, curve, machine. A comparison: command, mode
-("compare"), engines, speedup (rows: label, engine, processes, threads_per_process,
+("compare"), engines, speedup (rows: label, engine, transport, processes, threads_per_process,
 samples_per_s, train_s, speedup_vs_1_thread, speedup_vs_all_cores,
 share_of_independent (null unless ``independent`` ran), accuracy,
 accuracy_delta_points, final_train_loss, cpu_total_percent, cpu_process_percent,
@@ -35,7 +37,6 @@ from parnn.cli._options import (
     epochs_option,
     input_shape_option,
     json_option,
-    lr_option,
     model_option,
     out_option,
     parse_input_shape,
@@ -45,11 +46,11 @@ from parnn.cli._options import (
     threads_option,
 )
 from parnn.data_parallel.compare import COMPARE_NAMES, parse_compare_list
-from parnn.data_parallel.config import ENGINES, DataParallelConfig
+from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig, engine_optimizer
 from parnn.errors import ConfigError
+from parnn.outdir import check_out_dir
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
-from parnn.train import OptimizerConfig
 
 if TYPE_CHECKING:  # torch and the engines are imported when a command runs, not at --help
     import torch
@@ -90,6 +91,12 @@ def _render_run(payload: dict[str, Any]) -> None:
     ]  # fmt: skip
     if config.get("average_every"):
         rows.insert(3, ("average every", f"{config['average_every']} steps"))
+    optimizer = config["optimizer"]
+    momentum = f" momentum {optimizer['momentum']}" if optimizer["name"] == "sgd" else ""
+    rows.insert(3, ("optimizer", f"{optimizer['name']} lr {optimizer['lr']}{momentum}"))
+    if payload["transport"] is not None:
+        note = f" ({payload['transport_note']})" if payload["transport_note"] else ""
+        rows.insert(2, ("transport", f"{payload['transport']}{note}"))
     for name, value in rows:
         table.add_row(name, value)
     for name, path in payload["files"].items():
@@ -182,7 +189,8 @@ def _default_out() -> Path:
     default=None,
     help=f"Run several engines side by side, e.g. serial,ddp,hogwild,local-sgd "
     f"(from {', '.join(COMPARE_NAMES)}); the two serial baselines are always run. "
-    "'independent' adds the zero-communication ceiling: local SGD averaged once, at the end.",
+    "'independent' adds the zero-communication ceiling: local SGD averaged once, at the end. "
+    "ddp, local-sgd and independent take a transport: ddp:mpi,ddp:gloo.",
 )
 @model_option("lenet5")
 @data_option("digits")
@@ -224,14 +232,27 @@ def _default_out() -> Path:
     default=None,
     help="local-sgd/mpi: average the replicas every N steps [default: 1].",
 )
+@click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS, case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="ddp, local-sgd: how the ranks talk: gloo, mpi (mpi4py under mpiexec), or auto "
+    "(mpi where it can be used, else gloo, saying why).",
+)
 @epochs_option(2)
 @steps_option(None)
-@lr_option(0.05)
+@click.option("--lr", type=float, default=None, help="Learning rate [default: the engine's, 0.05].")
 @click.option("--optimizer", default="sgd", show_default=True, help="sgd (momentum) or adam.")
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
+@click.option(
+    "--momentum",
+    type=float,
+    default=None,
+    help="SGD momentum [default: the engine's: 0.9, hogwild 0.7].",
+)
 @click.option(
     "--schedule",
-    default="constant",
+    default="cosine",
     show_default=True,
     help="LR schedule per step: constant, step, cosine, warm.",
 )
@@ -239,15 +260,17 @@ def _default_out() -> Path:
 @click.option("--no-pin", is_flag=True, help="Do not pin the workers to cores.")
 @seed_option
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def dp(
     engine: str | None, compare: str | None, model: str, data: str, data_dir: Path | None,
     input_shape: str | None, num_samples: int | None, val_fraction: float,
     processes: int | None, threads: int, batch_size: int, per_process_batch: bool,
-    accumulate: int, average_every: int | None, epochs: int, steps: int | None, lr: float,
-    optimizer: str, momentum: float, schedule: str, drop_last: bool, no_pin: bool,
-    seed: int, out: Path | None, as_json: bool, quiet: bool,
+    accumulate: int, average_every: int | None, transport: str, epochs: int,
+    steps: int | None, lr: float | None, optimizer: str, momentum: float | None, schedule: str,
+    drop_last: bool, no_pin: bool, seed: int, out: Path | None, overwrite: bool, as_json: bool,
+    quiet: bool,
 ) -> None:  # fmt: skip
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
     from parnn.launch.forkserver import start_forkserver
@@ -256,7 +279,7 @@ def dp(
         # The ranks' fork server imports torch and the engines while this process loads data.
         start_forkserver(["parnn.data_parallel.runner"], threads=threads)
     from parnn.data_parallel.runner import run_data_parallel
-    from parnn.train.setup import setup_training
+    from parnn.train.setup import check_batch_size, setup_training
 
     if compare is not None and engine is not None:
         raise ConfigError("give either --engine (one run) or --compare (several), not both")
@@ -266,6 +289,7 @@ def dp(
         processes = _launcher_world_size() or (1 if engine == "serial" and names is None else 2)
     config = DataParallelConfig(
         engine="ddp" if names is not None else engine,
+        transport=transport,
         num_processes=processes,
         threads_per_process=threads,
         batch_size=batch_size,
@@ -275,7 +299,9 @@ def dp(
         else _ignored_average_every(average_every, engine, names),
         epochs=epochs,
         steps=steps,
-        optimizer=OptimizerConfig(name=optimizer, lr=lr, momentum=momentum),
+        # None: each engine's own defaults (ENGINE_DEFAULTS), also per engine in --compare
+        optimizer=None if (optimizer, lr, momentum) == ("sgd", None, None)
+        else engine_optimizer(engine, name=optimizer, lr=lr, momentum=momentum),
         schedule=schedule,
         seed=seed,
         drop_last=drop_last,
@@ -285,12 +311,18 @@ def dp(
         model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed,
         val_fraction=val_fraction, num_samples=num_samples,
     )  # fmt: skip
+    copies = config.round_size // config.rank_batch_size if config.rank_batch_size else 1
+    check_batch_size(batch_size, len(setup.train_data), copies=copies)
     if names is not None:
+        compare_out = out if out is not None else _default_out()
+        check_out_dir(compare_out, overwrite=overwrite)
         _compare(
-            setup, config, names, average_every=average_every, out=out or _default_out(),
+            setup, config, names, average_every=average_every, out=compare_out,
             as_json=as_json, quiet=quiet,
         )  # fmt: skip
         return
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
     result = run_data_parallel(
         setup.model, setup.train_data, setup.val_data, config,
         model_name=setup.model_name, data_name=setup.data_name, quiet=quiet or as_json,

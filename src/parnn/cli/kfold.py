@@ -6,7 +6,7 @@
 
 ``--json`` prints one object with these keys (stable): command, out_dir, settings,
 summary, timing, per_model, jobs_total, jobs_ok, jobs_failed, failed, cost, jobs, files,
-machine (see README.md). Exit code 0 when every job finished, 1 when some failed
+machine (see docs/kfold.md). Exit code 0 when every job finished, 1 when some failed
 (the others are recorded), 2 for bad input, 130 when interrupted.
 """
 
@@ -33,7 +33,8 @@ from parnn.cli._options import (
     seed_option,
     steps_option,
 )
-from parnn.errors import ConfigError
+from parnn.errors import ConfigError, Terminated
+from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
 
 __all__ = ["COMMANDS", "kfold_command", "render_payload"]
@@ -211,6 +212,12 @@ def render_payload(payload: dict[str, Any]) -> None:
     show_default=True,
     help="Intra-op threads of the serial run (2: serial using both cores).",
 )
+@click.option(
+    "--cluster",
+    default=None,
+    help="Run the jobs on a Dask scheduler: tcp://HOST:8786, its scheduler file (.json), or "
+    "local[:N] for a LocalCluster here; needs parnn[cluster] (docs/cluster.md).",
+)
 @out_option
 @json_option
 @quiet_option
@@ -239,6 +246,7 @@ def kfold_command(
     resume: bool,
     compare_serial: bool,
     serial_threads: int,
+    cluster: str | None,
     out: Path | None,
     as_json: bool,
     quiet: bool,
@@ -247,8 +255,9 @@ def kfold_command(
     from parnn.jobs import WORKER_PRELOAD
     from parnn.launch.forkserver import start_forkserver
 
-    # The workers' fork server imports torch and the trainer while this process loads data.
-    start_forkserver(WORKER_PRELOAD, threads=threads_per_job)
+    if cluster is None:  # a Dask cluster starts its own workers
+        # The workers' fork server imports torch and the trainer while this loads data.
+        start_forkserver(WORKER_PRELOAD, threads=threads_per_job)
     from parnn.data import load_dataset
     from parnn.jobs.config import JobsFailedError, KFoldConfig
     from parnn.jobs.fold_job import OptimizerFactory
@@ -278,6 +287,7 @@ def kfold_command(
         resume=resume,
         quiet=quiet,
         cost_method=cost_method,
+        cluster=cluster,
     )
     optimizer_config = OptimizerConfig(
         name=optimizer,
@@ -291,6 +301,7 @@ def kfold_command(
         data, data_dir=data_dir, input_shape=shape, num_samples=num_samples, seed=seed
     )
     out_dir = out if out is not None else Path("runs") / time.strftime("kfold-%Y%m%d-%H%M%S")
+    check_out_dir(out_dir, resumes=Resumes.FLAG, resume=resume, can_overwrite=False)
     try:
         results = run_kfold(
             dataset,
@@ -300,15 +311,16 @@ def kfold_command(
             root_dir=out_dir,
             get_optimizer=OptimizerFactory(optimizer_config),
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         store = RunStore(out_dir)
         done = sum(1 for record in store.records() if record.ok) if store.run_file.exists() else 0
+        terminated = isinstance(interrupt, Terminated)  # SIGTERM: the same, but exit 143
         click.echo(
-            f"parnn: interrupted: {done} jobs finished and are recorded in {out_dir}; "
+            f"parnn: {'terminated' if terminated else 'interrupted'}: {done} jobs finished and are recorded in {out_dir}; "
             f"run the same command with --resume --out {out_dir} to continue",
             err=True,
         )
-        raise click.exceptions.Exit(130) from None
+        raise click.exceptions.Exit(143 if terminated else 130) from None
     payload = {
         "command": "kfold",
         "out_dir": str(out_dir),

@@ -2,7 +2,7 @@
 
 The commands map flags onto :class:`~parnn.partition.resolve.ProfileConfig` and the
 planning functions of :mod:`parnn.partition`; the tables are drawn from the JSON payload
-that ``--json`` prints (keys documented in README.md).
+that ``--json`` prints (keys documented in docs/partition.md).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from parnn.cli._options import (
     seed_option,
     threads_option,
 )
+from parnn.outdir import check_out_dir
 
 __all__ = ["COMMANDS", "partition", "profile", "simulate"]
 
@@ -65,6 +66,7 @@ def _profile_options(function: F) -> F:
             ),
             seed_option,
             out_option,
+            click.option("--overwrite", is_flag=True, help="Write over earlier results in --out."),
             json_option,
             quiet_option,
         )
@@ -100,7 +102,16 @@ def _plan_options(function: F) -> F:
             ),
             click.option(
                 "--schedule",
-                type=click.Choice(["gpipe", "1f1b", "interleaved-1f1b", "interleaved"]),
+                type=click.Choice(
+                    [
+                        "gpipe",
+                        "1f1b",
+                        "interleaved-1f1b",
+                        "interleaved",
+                        "pipedream",
+                        "pipedream-2bw",
+                    ]
+                ),
                 default="gpipe",
                 show_default=True,
                 help="Pipeline schedule (sets the activations in flight and the prediction).",
@@ -121,6 +132,11 @@ def _plan_options(function: F) -> F:
     ):
         function = decorator(function)
     return function
+
+
+def _check_out(options: dict[str, Any]) -> None:
+    if options["out"] is not None:
+        check_out_dir(options["out"], overwrite=options["overwrite"])
 
 
 def _source(options: dict[str, Any]) -> Any:
@@ -152,6 +168,7 @@ def profile(**options: Any) -> None:
     from parnn.partition.report import render_profile
     from parnn.results import write_json
 
+    _check_out(options)
     source = _source(options)
     measured = source(options["batch_size"])
     payload: dict[str, Any] = {"command": "profile", **measured.to_dict()}
@@ -225,7 +242,9 @@ def _plan_payload(plan: Any, options: dict[str, Any], num_stages: int) -> dict[s
         "predicted": {
             "step_time_s": chosen.step_time_s,
             "bubble_fraction": chosen.simulation.bubble_fraction,
-            "closed_form_bubble": closed_form_bubble(
+            "closed_form_bubble": 0.0  # asynchronous: no flush, no bubble
+            if plan.schedule.startswith("pipedream")
+            else closed_form_bubble(
                 plan.num_devices, chosen.num_microbatches, num_stages // plan.num_devices
             ),
             "samples_per_s": plan.samples_per_s,
@@ -312,6 +331,7 @@ def partition(**options: Any) -> None:
     from parnn.results import write_json
 
     options["_command"] = "partition"
+    _check_out(options)
     if options["no_profile"]:
         if options["method"] == "all" or needs_profile(options["method"]):
             from parnn.errors import ConfigError
@@ -375,6 +395,7 @@ def simulate(**options: Any) -> None:
     from parnn.results import write_json
 
     options["_command"] = "simulate"
+    _check_out(options)
     options["_source"] = _source(options)
     plan, num_stages = _plan(options, options["method"])
     payload = _plan_payload(plan, options, num_stages)

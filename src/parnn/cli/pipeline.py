@@ -25,7 +25,8 @@ from parnn.cli._options import (
     steps_option,
 )
 from parnn.errors import ConfigError
-from parnn.progress import stderr_console, stdout_console
+from parnn.outdir import check_out_dir
+from parnn.progress import stdout_console
 from parnn.train import SCHEDULES as LR_SCHEDULES  # a light name: no torch import
 
 __all__ = ["COMMANDS"]
@@ -69,6 +70,11 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
     help="Pipeline schedule (see `parnn schedules`).",
 )
 @click.option(
+    "--vertical-sync",
+    is_flag=True,
+    help="pipedream, pipedream-2bw: every stage uses the first stage's weight version.",
+)
+@click.option(
     "--microbatches",
     default="4",
     show_default=True,
@@ -99,14 +105,29 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 )
 @click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation at each epoch's end.")
 @click.option(
+    "--transport",
+    type=click.Choice(["auto", "shm", "gloo"]),
+    default="auto",
+    show_default=True,
+    help="Stages' sends/receives: shared memory (shm), gloo, or shm within a host (auto).",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
     envvar="PARNN_CACHE_DIR",
     help="Profile cache for cost-aware partitions and --microbatches auto.",
 )
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="pipedream, pipedream-2bw: checkpoint every stage here at each epoch's end.",
+)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--fail-at", default=None, hidden=True, help="TEST HOOK: RANK:STEP raises there.")
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def pipeline(
@@ -118,6 +139,7 @@ def pipeline(
     stages_per_rank: int,
     partition: str,
     schedule: str,
+    vertical_sync: bool,
     microbatches: str,
     batch_size: int,
     epochs: int,
@@ -129,9 +151,13 @@ def pipeline(
     seed: int,
     threads_per_stage: int,
     no_eval: bool,
+    transport: str,
     cache_dir: Path | None,
+    checkpoint_dir: Path | None,
+    resume: bool,
     fail_at: str | None,
     out: Path | None,
+    overwrite: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -171,6 +197,7 @@ def pipeline(
         stages_per_rank=stages_per_rank,
         partition=chosen_partition if chosen_partition is not None else partition,
         schedule=schedule,
+        vertical_sync=vertical_sync,
         num_microbatches=num_microbatches,
         batch_size=batch_size,
         epochs=epochs,
@@ -184,15 +211,20 @@ def pipeline(
         seed=seed,
         threads_per_stage=threads_per_stage,
         evaluate=not no_eval,
+        transport=transport,
         out_dir=out,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
         fail_rank=fail_rank,
         fail_at_step=fail_step,
     )
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = run_pipeline(config, quiet=quiet or as_json, profile_cache_dir=cache_dir)
     for warning in caught:
-        stderr_console.print(f"[yellow]warning:[/] {warning.message}")
+        click.echo(f"parnn: warning: {' '.join(str(warning.message).split())}", err=True)
     if result is None:  # a non-master rank under torchrun
         return
     payload = {"command": "pipeline", **result.to_dict(), "prediction": prediction}
@@ -293,6 +325,12 @@ def _render(result: Any, prediction: dict[str, Any] | None) -> None:
             f"bytes after stage {boundary.after_stage}",
             f"{boundary.activation_bytes / 1024:.1f} KiB/micro-batch, "
             f"{boundary.bytes_per_step / 1024:.1f} KiB/step",
+        )
+    for stash in result.weight_stash or []:  # asynchronous schedules
+        summary.add_row(
+            f"stage {stash['stage']}: stashed weights / activations",
+            f"{stash['peak_versions']} x {stash['parameter_bytes'] / 1024:.1f} KiB / "
+            f"{stash['peak_in_flight']} x {stash['activation_bytes'] / 1024:.1f} KiB",
         )
     if result.val_accuracy is not None:
         summary.add_row("validation accuracy", f"{100 * result.val_accuracy:.2f}%")

@@ -53,6 +53,7 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
+from parnn.cli.study_pipedream import pipedream as pipedream_study
 from parnn.cli.study_pipeline import STUDY_COMMANDS
 from parnn.data_parallel.axes import (
     DEFAULT_VARIANTS,
@@ -61,6 +62,7 @@ from parnn.data_parallel.axes import (
     parse_variants,
 )
 from parnn.errors import ConfigError
+from parnn.outdir import check_out_dir
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
 from parnn.train import SCHEDULES as LR_SCHEDULES
@@ -176,6 +178,7 @@ def _render_scaling(payload: dict[str, Any]) -> None:
 @seed_option
 @threads_option
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def batch_scaling(
@@ -183,7 +186,7 @@ def batch_scaling(
     target_accuracy: float, lrs: str, max_epochs: float, patience: int, optimizer: str,
     momentum: float,
     num_samples: int | None, val_fraction: float, seed: int, threads: int, out: Path | None,
-    as_json: bool, quiet: bool,
+    overwrite: bool, as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Steps to a target accuracy against batch size: the three regimes of data parallelism."""
     import torch
@@ -215,6 +218,7 @@ def batch_scaling(
     )  # fmt: skip
     initial = copy.deepcopy(setup.model)
     out_dir = out or Path("parnn-out") / time.strftime("batch-scaling-%Y%m%d-%H%M%S")
+    check_out_dir(out_dir, overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def announce(trial: Trial) -> None:
@@ -347,13 +351,14 @@ def _render_axes(payload: dict[str, Any]) -> None:
 )
 @seed_option
 @out_option
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def axes(
     model: str, data: str, data_dir: Path | None, input_shape: str | None, engines: str,
     processes: int, batch_size: int, epochs: int, steps: int | None, lr: float,
     optimizer: str, momentum: float, lr_schedule: str, schedule: str, microbatches: int,
-    partition: str, seed: int, out: Path | None, as_json: bool, quiet: bool,
+    partition: str, seed: int, out: Path | None, overwrite: bool, as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Serial, data-parallel and pipeline-parallel training of one model on the same cores:
     samples/s, accuracy and peak memory per process, and the conclusion they support."""
@@ -369,6 +374,7 @@ def axes(
         partition=partition,
     )  # fmt: skip
     out_dir = out or Path("parnn-out") / time.strftime("axes-%Y%m%d-%H%M%S")
+    check_out_dir(out_dir, overwrite=overwrite)
 
     def announce(run: VariantRun) -> None:
         if not quiet and not as_json:
@@ -398,5 +404,6 @@ def axes(
 
 for _command in STUDY_COMMANDS:  # schemes, microbatches, scaling (the pipeline studies)
     study.add_command(_command)
+study.add_command(pipedream_study)  # PipeDream vs the synchronous schedules
 
 COMMANDS = [study]

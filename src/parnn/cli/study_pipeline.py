@@ -20,6 +20,7 @@ from rich.table import Table
 
 from parnn.cli._options import emit, json_option, parse_input_shape, quiet_option
 from parnn.errors import ConfigError
+from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
 
 if TYPE_CHECKING:  # the study harness imports torch and matplotlib: only when a study runs
@@ -279,6 +280,7 @@ def schemes(**options: Any) -> None:
         **_common(options),
     )
     out = options["out"] or Path("results") / "schemes"
+    check_out_dir(out, resumes=Resumes.RERUN)  # re-running resumes the study
     measure, predict = _engines(out, options["cache_dir"])
     outcome = run_schemes_study(
         settings, out, measure=measure, predict=predict, quiet=options["quiet"]
@@ -352,6 +354,7 @@ def microbatches(**options: Any) -> None:
         **_common(options),
     )
     out = options["out"] or Path("results") / "microbatches"
+    check_out_dir(out, resumes=Resumes.RERUN)  # re-running resumes the study
     measure, predict = _engines(out, options["cache_dir"])
     outcome = run_microbatches_study(
         settings,
@@ -422,6 +425,7 @@ def scaling(**options: Any) -> None:
         **_common(options),
     )
     out = options["out"] or Path("results") / "scaling"
+    check_out_dir(out, resumes=Resumes.RERUN)  # re-running resumes the study
     measure, predict = _engines(out, options["cache_dir"])
     outcome = run_scaling_study(
         settings, out, measure=measure, predict=predict, quiet=options["quiet"]

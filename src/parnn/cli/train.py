@@ -32,6 +32,7 @@ from parnn.cli._options import (
     threads_option,
 )
 from parnn.errors import ConfigError
+from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ def render_result(payload: dict[str, Any], *, title: str = "parnn train") -> Non
 @threads_option
 @out_option
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @click.option(
     "--checkpoint-every",
     type=int,
@@ -197,6 +199,7 @@ def train_command(
     threads: int,
     out: Path | None,
     resume: bool,
+    overwrite: bool,
     checkpoint_every: int | None,
     as_json: bool,
     quiet: bool,
@@ -206,7 +209,7 @@ def train_command(
     Example: parnn train --model lenet5 --data digits --epochs 3
     """
     from parnn.train import OptimizerConfig, TrainConfig, train
-    from parnn.train.setup import setup_training
+    from parnn.train.setup import check_batch_size, setup_training
 
     optimizer_name = optimizer.strip().lower()
     optimizer_config = OptimizerConfig(
@@ -230,6 +233,9 @@ def train_command(
     setup = setup_training(
         model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed
     )
+    check_batch_size(batch_size, len(setup.train_data))
+    if out is not None:
+        check_out_dir(out, resumes=Resumes.FLAG, resume=resume, overwrite=overwrite)
     result = train(
         setup.model,
         setup.train_data,

@@ -1,14 +1,18 @@
-"""Weight averaging over MPI with mpi4py: the ``mpi`` engine.
+"""Ranks under MPI with mpi4py: ``--transport mpi`` of ddp and local-sgd (and the ``mpi``
+engine, local SGD over MPI).
 
-The algorithm is local SGD (:mod:`parnn.data_parallel.averaging`); the transport is MPI.
-The flat parameter buffer goes through a buffer-based ``Allreduce`` on a numpy view of
-the tensor (no copy, no pickling); only the small step logs are gathered as objects.
+local SGD: the flat parameter buffer goes through a buffer-based ``Allreduce`` on a numpy
+view of the tensor (no copy, no pickling). ddp: a gloo process group is set up beside MPI
+(rank 0 hosts its store on loopback, or on ``MASTER_ADDR`` across machines, and tells the
+others the port over MPI) for DDP's set-up broadcast; the gradients go over MPI through a
+DDP communication hook (:func:`parnn.data_parallel.ddp.mpi_allreduce_hook`). Only the
+small step logs are gathered as objects.
 
 Two ways to run it:
 
-- ``mpirun -n 4 parnn dp --engine mpi ...``: every MPI process runs the command; rank 0
-  evaluates, prints and writes the results (:func:`run_mpi_rank`).
-- ``parnn dp --engine mpi --processes 4``: parnn starts ``mpiexec -n 4`` itself
+- ``mpirun -n 4 parnn dp --engine ddp --transport mpi ...``: every MPI process runs the
+  command; rank 0 evaluates, prints and writes the results (:func:`run_mpi_rank`).
+- ``parnn dp --engine ddp --transport mpi --processes 4``: parnn starts ``mpiexec -n 4``
   (:func:`launch_mpi`), found next to the Python interpreter or on ``PATH``, and reads the
   result back from a temporary directory.
 
@@ -20,6 +24,7 @@ Importing this module does not import mpi4py (which would initialise MPI).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib.util
 import json
 import os
@@ -38,12 +43,15 @@ from typing import Any
 
 import psutil
 import torch
+import torch.distributed as dist
 
 from parnn.data_parallel.averaging import train_replica
+from parnn.data_parallel.ddp import train_ddp
 from parnn.data_parallel.job import TrainJob
 from parnn.data_parallel.loop import WorkerOutput, numpy_state
 from parnn.errors import ConfigError, RankFailedError
 from parnn.launch import pin_current_process, plan_cores, usable_cores
+from parnn.launch.worker import loopback_interface
 from parnn.results import atomic_write_bytes, atomic_write_text
 
 __all__ = [
@@ -52,8 +60,10 @@ __all__ = [
     "MpiTransport",
     "find_mpiexec",
     "launch_mpi",
+    "loopback_environ",
     "mpi_available",
     "mpi_env",
+    "remove_stale_mpi_files",
     "require_mpi",
     "run_mpi_rank",
 ]
@@ -65,6 +75,10 @@ INSTALL_HINT = (
 _JOB_FILE = "job.pt"
 _OUTPUT_FILE = "output.pkl"
 _LOG_FILE = "mpiexec.log"
+_TMP_PREFIX = "parnn-mpi-"
+_FAILURE_GRACE_S = 3.0  # after a failure: seconds mpiexec gets to end the job itself
+_SHM_DIR = Path("/dev/shm")
+_SHM_PATTERN = "mpich_shm_*"
 
 
 def mpi_available() -> bool:
@@ -74,13 +88,18 @@ def mpi_available() -> bool:
 
 def require_mpi() -> None:
     if not mpi_available():
-        raise ConfigError(f"--engine mpi needs mpi4py, which is not installed: {INSTALL_HINT}")
+        raise ConfigError(
+            f"--engine mpi and --transport mpi need mpi4py, which is not installed: {INSTALL_HINT}"
+        )
 
 
 def find_mpiexec() -> str:
-    """``mpiexec`` (or ``mpirun``) beside this Python (a venv with PyPI's mpich), else on PATH."""
+    """``mpiexec`` (or ``mpirun``) beside this Python (a venv with PyPI's mpich), else on PATH.
+
+    MPICH's ``mpiexec.gforker`` is preferred when it is there: it starts the ranks of one
+    machine without a network port, where Hydra's ``mpiexec`` listens on every interface."""
     beside = Path(sys.executable).parent
-    for name in ("mpiexec", "mpirun"):
+    for name in ("mpiexec.gforker", "mpiexec", "mpirun"):
         candidate = beside / name
         if candidate.exists() and os.access(candidate, os.X_OK):
             return str(candidate)
@@ -88,7 +107,10 @@ def find_mpiexec() -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise ConfigError(f"--engine mpi needs an MPI launcher (mpiexec), none found: {INSTALL_HINT}")
+    raise ConfigError(
+        f"--engine mpi and --transport mpi need an MPI launcher (mpiexec), none found: "
+        f"{INSTALL_HINT}"
+    )
 
 
 class MpiEnv:
@@ -146,6 +168,33 @@ def _pin(job: TrainJob, local_rank: int, local_size: int) -> None:
     pin_current_process(plan[local_rank] if config.pin else None, config.threads_per_process)
 
 
+@contextlib.contextmanager
+def _gloo_group(comm: Any, local_size: int, timeout_s: float) -> Any:
+    """A gloo process group over the MPI ranks, for DDP's set-up broadcast and metadata:
+    rank 0 hosts the store on a free port and broadcasts it over MPI."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    address = os.environ.get("MASTER_ADDR")
+    if address is None:
+        if local_size != size:
+            raise ConfigError(
+                f"ddp over MPI across machines ({size} ranks, {local_size} on this one) needs "
+                "MASTER_ADDR: set it to rank 0's address for the gloo set-up group"
+            )
+        address = "127.0.0.1"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = None
+    if rank == 0:
+        store = dist.TCPStore(address, 0, size, True, timeout=timeout, wait_for_workers=False)
+    port = comm.bcast(store.port if store is not None else None, root=0)
+    if store is None:
+        store = dist.TCPStore(address, port, size, False, timeout=timeout)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=timeout)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 def _train(job: TrainJob, comm: Any, local_rank: int, local_size: int) -> WorkerOutput | None:
     rank, size = comm.Get_rank(), comm.Get_size()
     if size != job.config.num_processes:
@@ -154,8 +203,13 @@ def _train(job: TrainJob, comm: Any, local_rank: int, local_size: int) -> Worker
             "make them equal or drop --processes"
         )
     _pin(job, local_rank, local_size)
-    comm.Barrier()
-    log, model = train_replica(rank, job, MpiTransport(comm))
+    if job.config.engine == "ddp":
+        with _gloo_group(comm, local_size, job.config.failure_timeout_s):
+            comm.Barrier()
+            log, model = train_ddp(rank, size, job, mpi_comm=comm)
+    else:
+        comm.Barrier()
+        log, model = train_replica(rank, job, MpiTransport(comm))
     logs = comm.gather(log, root=0)  # the step logs: small metadata, pickled
     if rank != 0:
         return None
@@ -210,6 +264,31 @@ def _stop_tree(process: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
         process.wait(timeout=10)
 
 
+def loopback_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` plus the variables that keep the MPI transports of a one-machine run on
+    the loopback interface (UCX, libfabric, Open MPI), where the user has not set them."""
+    interface = loopback_interface() or "lo"
+    defaults = {
+        "UCX_NET_DEVICES": interface,
+        "FI_TCP_IFACE": interface,
+        "FI_SOCKETS_IFACE": interface,
+        "OMPI_MCA_btl_tcp_if_include": interface,
+        "OMPI_MCA_oob_tcp_if_include": interface,
+    }
+    return {**defaults, **environ}
+
+
+def _failed(directory: Path) -> bool:
+    """Whether a rank has reported an error or its supervisor a failed exit."""
+    if any(directory.glob("error-rank*.json")):
+        return True
+    for path in directory.glob("exit-rank*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if int(json.loads(path.read_text(encoding="utf-8")).get("code", 0)) != 0:
+                return True
+    return False
+
+
 def _read_failures(directory: Path) -> list[dict[str, Any]]:
     failures = []
     for path in directory.glob("error-rank*.json"):
@@ -232,6 +311,12 @@ def _first_silent_exit(directory: Path) -> RankFailedError | None:
     if not failed:
         return None
     code = int(failed[0]["code"])
+    if "supervisor" in failed[0]:
+        return RankFailedError(
+            int(failed[0]["rank"]),
+            f"its supervisor process (pid {failed[0]['supervisor']}) died (killed?); the rank "
+            "was stopped with it",
+        )
     if code > 0:
         how = f"exit code {code}"
     else:
@@ -258,49 +343,117 @@ def _launcher_failure(log_text: str, returncode: int) -> RankFailedError:
     return RankFailedError(None, f"mpiexec exited with code {returncode}: {tail or 'no output'}")
 
 
+def _mapped_or_open(prefix: str) -> set[str]:
+    """Paths starting with ``prefix`` that some process maps or holds open (from /proc)."""
+    used: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for line in (entry / "maps").read_text(errors="replace").splitlines():
+                if prefix in line:
+                    used.add(line[line.index(prefix) :].removesuffix(" (deleted)"))
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith(prefix):
+                        used.add(target.removesuffix(" (deleted)"))
+    return used
+
+
+def _remove_unused(paths: set[Path], *, min_age_s: float = 0.0) -> None:
+    """Delete the MPICH shared-memory files among ``paths`` that are ours (same user), at
+    least ``min_age_s`` old, and that no process maps or holds open."""
+    if not paths:
+        return
+    used = _mapped_or_open(str(_SHM_DIR / "mpich_shm_"))
+    now = time.time()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            if str(path) in used or info.st_uid != os.getuid() or now - info.st_mtime < min_age_s:
+                continue
+            path.unlink()
+
+
+def remove_stale_mpi_files(*, min_age_s: float = 10.0) -> None:
+    """What a killed ``mpi`` run left behind (SIGKILL cannot be caught): the temporary
+    directories ``parnn-mpi-<pid>-*`` whose launcher pid is gone, and MPICH's
+    ``/dev/shm/mpich_shm_*`` segments of this user that no process maps or holds open and
+    that are older than ``min_age_s``. Called when an ``mpi`` run starts."""
+    for path in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*"):
+        pid = path.name.removeprefix(_TMP_PREFIX).partition("-")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+    _remove_unused(set(_SHM_DIR.glob(_SHM_PATTERN)), min_age_s=min_age_s)
+
+
 def launch_mpi(job: TrainJob, *, failure_timeout_s: float = 30.0) -> WorkerOutput:
     """Run ``job`` under ``mpiexec -n N`` started here; returns rank 0's output or raises
-    :class:`RankFailedError` naming the failed rank (the others are stopped)."""
+    :class:`RankFailedError` naming the failed rank (the others are stopped).
+
+    The job travels in a temporary directory ``parnn-mpi-<pid>-*`` removed on every exit
+    Python sees (an error, Ctrl-C, SIGTERM), with the MPICH shared-memory segments the run
+    created; what a SIGKILL left is removed by the next run
+    (:func:`remove_stale_mpi_files`)."""
     require_mpi()
     mpiexec = find_mpiexec()
-    with tempfile.TemporaryDirectory(prefix="parnn-mpi-") as tmp:
-        directory = Path(tmp)
-        torch.save(job, directory / _JOB_FILE)
-        command: Sequence[str] = [
-            mpiexec, "-n", str(job.config.num_processes),
-            sys.executable, "-m", "parnn.data_parallel.mpi_rank", str(directory),
-        ]  # fmt: skip
-        with open(directory / _LOG_FILE, "wb") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-            )
-            try:
-                first_failure: float | None = None
-                while process.poll() is None:
-                    time.sleep(0.05)
-                    if first_failure is None and any(directory.glob("error-rank*.json")):
-                        first_failure = time.monotonic()
-                    if first_failure and time.monotonic() - first_failure > failure_timeout_s:
-                        break
-            finally:
-                if process.poll() is None:
-                    _stop_tree(process)
-        failures = _read_failures(directory)
-        if failures:
-            cause = failures[0]
-            raise RankFailedError(
-                int(cause["rank"]), str(cause["detail"]), traceback=str(cause["traceback"])
-            )
-        output_path = directory / _OUTPUT_FILE
-        if process.returncode != 0 or not output_path.exists():
-            silent = _first_silent_exit(directory)
-            if silent is not None:
-                raise silent
-            log_text = (directory / _LOG_FILE).read_text(encoding="utf-8", errors="replace")
-            raise _launcher_failure(log_text, process.returncode or 0)
-        with open(output_path, "rb") as handle:
-            output: WorkerOutput = pickle.load(handle)
-        return output
+    remove_stale_mpi_files()
+    shm_before = set(_SHM_DIR.glob(_SHM_PATTERN))
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmp:
+            return _run_mpiexec(job, mpiexec, Path(tmp), failure_timeout_s)
+    finally:  # every exit Python sees: MPICH leaves its segments when its ranks are killed
+        _remove_unused(set(_SHM_DIR.glob(_SHM_PATTERN)) - shm_before)
+
+
+def _run_mpiexec(
+    job: TrainJob, mpiexec: str, directory: Path, failure_timeout_s: float
+) -> WorkerOutput:
+    torch.save(job, directory / _JOB_FILE)
+    command: Sequence[str] = [
+        mpiexec, "-n", str(job.config.num_processes),
+        sys.executable, "-m", "parnn.data_parallel.mpi_rank", str(directory),
+    ]  # fmt: skip
+    with open(directory / _LOG_FILE, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+            env=loopback_environ(os.environ),
+        )
+        try:
+            first_failure: float | None = None
+            while process.poll() is None:
+                time.sleep(0.05)
+                if first_failure is None and _failed(directory):
+                    first_failure = time.monotonic()
+                # A rank that failed aborts the job itself; one that died silently may
+                # leave its peers waiting in a collective: stop them after a grace.
+                grace_s = min(failure_timeout_s, _FAILURE_GRACE_S)
+                if first_failure and time.monotonic() - first_failure > grace_s:
+                    break
+        finally:
+            if process.poll() is None:
+                _stop_tree(process)
+    failures = _read_failures(directory)
+    if failures:
+        cause = failures[0]
+        raise RankFailedError(
+            int(cause["rank"]), str(cause["detail"]), traceback=str(cause["traceback"])
+        )
+    output_path = directory / _OUTPUT_FILE
+    if process.returncode != 0 or not output_path.exists():
+        silent = _first_silent_exit(directory)
+        if silent is not None:
+            raise silent
+        log_text = (directory / _LOG_FILE).read_text(encoding="utf-8", errors="replace")
+        raise _launcher_failure(log_text, process.returncode or 0)
+    with open(output_path, "rb") as handle:
+        output: WorkerOutput = pickle.load(handle)
+    return output
 
 
 def _supervise(directory: Path, rank: int) -> None:
@@ -310,8 +463,10 @@ def _supervise(directory: Path, rank: int) -> None:
     A rank that dies without a word makes mpiexec kill the others within a millisecond,
     too fast for anyone watching from outside to tell who went first; the record is
     written before mpiexec learns of the death, so the first failed record is the cause."""
+    supervisor = os.getpid()
     child = os.fork()
     if child == 0:
+        _record_supervisor_death(directory, rank, supervisor)
         _die_with_parent()
         return
     _, status = os.waitpid(child, 0)
@@ -320,6 +475,21 @@ def _supervise(directory: Path, rank: int) -> None:
     with contextlib.suppress(OSError):
         atomic_write_text(directory / f"exit-rank{rank}.json", json.dumps(record))
     os._exit(code if code >= 0 else 128 - code)
+
+
+def _record_supervisor_death(directory: Path, rank: int, supervisor: int) -> None:
+    """In the rank: when its supervisor dies (PDEATHSIG, SIGTERM) the rank writes the exit
+    record the supervisor could not, so that the failure still names this rank."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        if os.getppid() != supervisor:
+            record = {"rank": rank, "code": -signal.SIGKILL, "time": time.time(),
+                      "supervisor": supervisor}  # fmt: skip
+            with contextlib.suppress(OSError):
+                atomic_write_text(directory / f"exit-rank{rank}.json", json.dumps(record))
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from parnn.errors import ConfigError, ParnnError
 from parnn.jobs.pool import START_METHODS
@@ -67,6 +68,11 @@ class KFoldConfig:
     """Batch size of the held-out evaluation (does not change results)."""
     monitor_interval_s: float = 0.5
     """CPU utilisation sampling period; 0: off."""
+    cluster: Any = None
+    """None: the pinned pool on this machine. Else the parallel jobs run as tasks of a Dask
+    cluster: a scheduler address ('tcp://HOST:8786'), 'local[:N]' (a LocalCluster of N
+    processes here), a ``distributed.Client`` or a cluster object (dask-jobqueue's
+    SLURMCluster). See docs/cluster.md."""
 
     def __post_init__(self) -> None:
         positive = ("folds", "batch_size", "epochs", "print_frequency", "threads_per_job")
@@ -102,6 +108,10 @@ class KFoldConfig:
             )
         if self.monitor_interval_s < 0:
             raise ConfigError(f"monitor_interval_s={self.monitor_interval_s} must be >= 0")
+        if self.cluster is not None:
+            from parnn.jobs.dask_executor import check_cluster
+
+            check_cluster(self.cluster)
 
     def resolved_workers(self) -> int:
         """``workers``, or usable cores // threads per job (at least 1)."""

@@ -126,6 +126,11 @@ def run_kfold(
         )
     named = _check_models(models)
     schedules = _check_schedulers(schedulers)
+    if config.cluster is not None:
+        from parnn.jobs.dask_executor import check_cluster_run
+
+        check_cluster_run(config.cluster, root_dir, workers=config.workers)
+        root_dir = Path(root_dir).resolve()  # the workers' paths, whatever their directory
     criterion = criterion if criterion is not None else make_criterion()
     get_optimizer = (
         get_optimizer if get_optimizer is not None else OptimizerFactory(DEFAULT_OPTIMIZER)
@@ -199,6 +204,7 @@ def run_kfold(
             start_method=config.start_method,
             monitor_interval_s=config.monitor_interval_s,
             quiet=config.quiet,
+            cluster=config.cluster if mode == "parallel" else None,
         )
         run_session(plan, todo, context, store)
     results = KFoldResults.load(

@@ -13,11 +13,14 @@ import importlib
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from parnn.errors import ParnnWarning
 from parnn.jobs import WORKER_PRELOAD
+from parnn.jobs.dask_executor import DaskPool
 from parnn.jobs.fold_job import FoldContext, run_fold_job
 from parnn.jobs.live import LiveView
 from parnn.jobs.pool import PoolConfig, PoolEvent, WorkerPool
@@ -55,6 +58,7 @@ class SessionPlan:
     start_method: str = "forkserver"
     monitor_interval_s: float = 0.5  # CPU sampling period; 0: off
     quiet: bool = False
+    cluster: Any = None  # None: the pinned pool; else a Dask cluster (KFoldConfig.cluster)
 
 
 def run_session(
@@ -106,20 +110,38 @@ def run_session(
             if hasattr(result, name):
                 setattr(result, name, value)
         store.append(result)
+        for note in result.warnings:  # e.g. a corrupt checkpoint: said, not only recorded
+            warnings.warn(
+                f"{plan.mode} job {job.job_id}: {note}; it ran from step 0",
+                ParnnWarning,
+                stacklevel=1,
+            )
         if result.ok:
             (checkpoints / f"{job.file_stem}.pt").unlink(missing_ok=True)
 
-    pool = WorkerPool(
-        run_fold_job,
-        context,
-        PoolConfig(
-            num_workers=plan.num_workers,
-            threads_per_worker=plan.threads_per_job,
-            start_method=plan.start_method,
+    pool: WorkerPool | DaskPool
+    if plan.cluster is not None:
+        pool = DaskPool(
+            run_fold_job, context, plan.cluster, threads=plan.threads_per_job,
             preload=WORKER_PRELOAD,
-        ),
-    )
-    pool.prepare()
+        )  # fmt: skip
+    else:
+        pool = WorkerPool(
+            run_fold_job,
+            context,
+            PoolConfig(
+                num_workers=plan.num_workers,
+                threads_per_worker=plan.threads_per_job,
+                start_method=plan.start_method,
+                preload=WORKER_PRELOAD,
+            ),
+        )
+    try:
+        pool.prepare()
+    except BaseException:
+        if isinstance(pool, DaskPool):
+            pool.close()
+        raise
     origin = time.perf_counter()  # the clock starts with the workers, after the fork server
     view = LiveView(jobs, title=plan.mode, quiet=plan.quiet)
     monitor = CpuMonitor(plan.monitor_interval_s)
@@ -131,11 +153,15 @@ def run_session(
     finally:
         wall_s = time.perf_counter() - origin
         trace = monitor.trace
+        workers = plan.num_workers
+        if isinstance(pool, DaskPool):
+            workers = pool.num_slots
+            pool.close()
         record = {
             "session": plan.session,
             "mode": plan.mode,
             "wall_s": round(wall_s, 4),
-            "workers": min(plan.num_workers, max(1, len(jobs))),
+            "workers": min(workers, max(1, len(jobs))),
             "threads_per_job": plan.threads_per_job,
             "jobs_run": len(jobs),
             "jobs_finished": counts["finished"],
@@ -147,5 +173,7 @@ def run_session(
             "affinity": facts["affinity"],
             "time_utc": facts["time_utc"],
         }
+        if isinstance(pool, DaskPool):
+            record.update(pool.session_facts())
         store.append_session(record)
     return record

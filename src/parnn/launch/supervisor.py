@@ -27,6 +27,7 @@ from parnn.errors import ConfigError, ParnnWarning, RankFailedError
 from parnn.launch.config import LaunchConfig, usable_cores
 from parnn.launch.placement import THREAD_ENV_VARS, plan_cores, warn_if_oversubscribed
 from parnn.launch.worker import child_main, one_line
+from parnn.transport import remove_segments_of
 
 __all__ = ["launch", "leftover_processes"]
 
@@ -46,13 +47,6 @@ def _check_importable(fn: Callable[..., Any]) -> None:
             f"fn={name}: the worker processes cannot import it ({type(exc).__name__}); pass "
             "a top-level function defined in a module (not a lambda or a nested function)"
         ) from exc
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -85,18 +79,15 @@ def launch(fn: Callable[..., T], config: LaunchConfig, *args: Any) -> list[T]:
     plan = plan_cores(config.num_processes, config.threads_per_process, cores)
     warn_if_oversubscribed(config.num_processes, config.threads_per_process, len(cores))
     for attempt in range(_PORT_ATTEMPTS):
-        store = _host_store(config) if config.init_process_group else None
-        # Without a process group fn initialises itself (env://) and rank 0 hosts the
-        # store, on a port probed here that another program may take in between.
-        port = (
-            store.port
-            if store is not None
-            else config.master_port or _free_port(config.master_addr)
-        )
+        # The store is hosted here even when fn initialises its process group itself
+        # (env://): the ranks connect to it as clients (TORCHELASTIC_USE_AGENT_STORE), so
+        # that no rank opens a listener on every interface.
+        store = _host_store(config)
+        port = store.port
         try:
             return _run_ranks(fn, args, config, plan, port)
         except RankFailedError as error:
-            retry = store is None and config.master_port is None and "EADDRINUSE" in error.detail
+            retry = config.master_port is None and "EADDRINUSE" in error.detail
             if not retry or attempt + 1 == _PORT_ATTEMPTS:
                 raise
         finally:
@@ -106,21 +97,48 @@ def launch(fn: Callable[..., T], config: LaunchConfig, *args: Any) -> list[T]:
 
 def _host_store(config: LaunchConfig) -> dist.TCPStore:
     # The parent hosts the rendezvous store: the kernel picks a free port atomically
-    # (port 0), and the store outlives any one rank.
+    # (port 0), and the store outlives any one rank. It listens on a socket bound here to
+    # master_addr only (127.0.0.1 by default): torch's own would listen on every interface.
+    try:
+        listener = _listen(config.master_addr, config.master_port or 0)
+    except OSError as exc:
+        raise ConfigError(
+            f"master_addr={config.master_addr!r} master_port={config.master_port}: cannot "
+            f"listen there ({exc}); leave master_port unset to get a free port, and give an "
+            "address of this machine (127.0.0.1 on one machine)"
+        ) from exc
+    port = listener.getsockname()[1]
+    fd = listener.detach()  # the store owns the socket from here on
     try:
         return dist.TCPStore(
             config.master_addr,
-            config.master_port or 0,
+            port,
             None,
             True,
             timeout=datetime.timedelta(seconds=config.failure_timeout_s),
             wait_for_workers=False,
+            master_listen_fd=fd,
         )
     except (RuntimeError, OSError) as exc:
+        os.close(fd)
         raise ConfigError(
             f"master_addr={config.master_addr!r} master_port={config.master_port}: cannot "
             f"listen there ({exc}); leave master_port unset to get a free port"
         ) from exc
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host:port`` only (port 0: a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 # Errors a rank sees because a peer died: symptoms, not causes.
@@ -204,6 +222,9 @@ def _run_ranks(
         _stop(processes, config.kill_grace_s)
         for reader in readers:
             reader.close()
+        for stopped in processes:  # a rank killed while setting up a shm transport
+            if stopped.pid is not None:
+                remove_segments_of(stopped.pid)
 
 
 def _supervise(processes: Sequence[BaseProcess], readers: Sequence[Connection]) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import ipaddress
 import os
 import pickle
 import select
@@ -17,12 +18,29 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+import psutil
 import torch.distributed as dist
 
 from parnn.launch.config import LaunchConfig
 from parnn.launch.placement import pin_current_process
 
-__all__ = ["child_main", "one_line"]
+__all__ = ["child_main", "is_loopback", "loopback_interface", "one_line"]
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` (an IP or a host name) is this machine's loopback."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def loopback_interface() -> str | None:
+    """The name of the network interface that holds 127.0.0.1 ('lo' on Linux)."""
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(entry.address == "127.0.0.1" for entry in addresses):
+            return name
+    return None
 
 
 def _die_with_launcher(conn: Connection) -> None:
@@ -94,6 +112,12 @@ def child_main(
         LOCAL_WORLD_SIZE=str(world_size),
         PARNN_WORKER_PID=str(os.getpid()),  # for torchrun_env(): not a torchrun rank
     )
+    if not config.init_process_group:  # fn's env:// rendezvous: the launcher's store
+        os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "True"
+    if "GLOO_SOCKET_IFNAME" not in os.environ and is_loopback(config.master_addr):
+        interface = loopback_interface()
+        if interface is not None:  # gloo's pairs listen on loopback too, not the hostname's
+            os.environ["GLOO_SOCKET_IFNAME"] = interface
     try:
         _send(conn, ("started",))
         pin_current_process(cores, config.threads_per_process)

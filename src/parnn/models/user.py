@@ -18,11 +18,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 
 from parnn.errors import ModelError
 
-__all__ = ["build_user_model", "is_user_spec", "load_user_callable"]
+__all__ = ["build_user_model", "check_forward", "is_user_spec", "load_user_callable"]
 
 
 def is_user_spec(name: str) -> bool:
@@ -168,6 +169,8 @@ def build_user_model(
             raise ModelError(
                 f"user model {spec!r} returned an empty nn.Sequential; it needs at least one unit"
             )
+        if input_shape is not None:
+            check_forward(spec, model, input_shape, num_classes)
         return model
     if isinstance(model, nn.Module):
         raise ModelError(
@@ -179,3 +182,56 @@ def build_user_model(
         f"user model {spec!r} returned {type(model).__name__}, not a model; return an "
         "nn.Sequential whose children run in order"
     )
+
+
+PROBE_BATCH = 2
+"""Samples in the forward pass that checks a user model before any process starts."""
+
+
+def check_forward(
+    spec: str,
+    model: nn.Sequential,
+    input_shape: tuple[int, ...],
+    num_classes: int | None = None,
+) -> None:
+    """Run ``model`` unit by unit on a batch of :data:`PROBE_BATCH` zeros of ``input_shape``
+    (eval mode, no grad; buffers untouched) and raise a one-line :class:`ModelError` naming
+    the unit that fails, its input shape and torch's message, or an output that is not
+    ``(batch, num_classes)`` logits. Cheap: one tiny forward, before any process starts."""
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    modes = {module: module.training for module in model.modules()}
+    x = torch.zeros((PROBE_BATCH, *input_shape), device=device, dtype=dtype)
+    try:
+        model.eval()
+        with torch.no_grad():
+            for index, (name, unit) in enumerate(model.named_children()):
+                shape = tuple(x.shape)
+                try:
+                    x = unit(x)
+                except Exception as error:  # noqa: BLE001 - any failure is the model's
+                    text = " ".join(str(error).split()) or type(error).__name__
+                    raise ModelError(
+                        f"user model {spec!r} fails in forward at unit {index} {name!r} "
+                        f"({type(unit).__name__}) on input of shape {shape} (batch "
+                        f"{PROBE_BATCH}, input {tuple(input_shape)}): {type(error).__name__}: "
+                        f"{text}; fix that unit, or give the input shape with --input CxHxW"
+                    ) from None
+                if not isinstance(x, torch.Tensor):
+                    raise ModelError(
+                        f"user model {spec!r}: unit {index} {name!r} ({type(unit).__name__}) "
+                        f"returned {type(x).__name__}, not a tensor; every unit must map one "
+                        "tensor to one tensor"
+                    )
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    expected = (PROBE_BATCH, num_classes) if num_classes is not None else None
+    if expected is not None and tuple(x.shape) != expected:
+        raise ModelError(
+            f"user model {spec!r} outputs shape {tuple(x.shape)} for a batch of {PROBE_BATCH} "
+            f"inputs of shape {tuple(input_shape)}, but training needs logits of shape "
+            f"{expected} ({num_classes} classes); make the last unit output {num_classes} "
+            "values per sample"
+        )

@@ -22,7 +22,12 @@ from parnn.partition.methods import needs_profile
 from parnn.partition.resolve import resolve_partition
 from parnn.pipeline.config import PipelineConfig
 from parnn.pipeline.cuts import boundary_shapes
-from parnn.pipeline.result import BoundaryStats, PipelineResult, summarize_stages
+from parnn.pipeline.result import (
+    BoundaryStats,
+    PipelineResult,
+    summarize_stages,
+    summarize_transport,
+)
 from parnn.pipeline.schedules import check_schedule, get_schedule
 from parnn.results import machine_facts, write_json
 from parnn.trace import TraceRecorder, write_chrome_trace
@@ -87,6 +92,7 @@ def plan_pipeline_run(
             num_classes=10,
             threads=config.threads_per_stage,
             cache_dir=profile_cache_dir,
+            transport=config.transport,
         )
     if partition.num_stages != total:
         raise PartitionError(
@@ -188,9 +194,11 @@ def _assemble(
         val_loss=history[-1]["val_loss"] if history else None,
         train_samples=gathered["train_samples"],
         val_samples=gathered["val_samples"],
+        transport=summarize_transport(config.transport, reports),
         startup_s=startup_s(master.step_starts[0]) if master.step_starts else None,
         machine=machine_facts(),
         parameters=parameters,
+        weight_stash=gathered.get("weight_stash"),
     )
 
 
@@ -242,7 +250,11 @@ def _write_files(
     write_chrome_trace(
         trace_path,
         _trace_recorders(config, gathered),
-        metadata={"schedule": config.schedule, "partition": result.partition},
+        metadata={
+            "schedule": config.schedule,
+            "partition": result.partition,
+            "transport": result.transport,
+        },
     )
     result.files = {"result": str(out_dir / "result.json"), "trace": str(trace_path)}
     write_json(out_dir / "result.json", result.to_dict())

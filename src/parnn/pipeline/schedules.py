@@ -6,10 +6,13 @@ A rank holds one stage (``gpipe``, ``1f1b``) or several (``interleaved-1f1b``,
 ``looped-bfs``, ``zero-bubble`` and the V-shaped ``zbv``/``dualpipev``). GPipe with four
 stages and four micro-batches (F = forward, B = backward of micro-batch n)::
 
-    rank 0 | F0 F1 F2 F3 .  .  .  .  .  .  B3 B2 B1 B0
-    rank 1 |    F0 F1 F2 F3 .  .  .  .  B3 B2 B1 B0
-    rank 2 |       F0 F1 F2 F3 .  .  B3 B2 B1 B0
-    rank 3 |          F0 F1 F2 F3 B3 B2 B1 B0
+    rank 0 | F0 F1 F2 F3 .  .  .  .  .  .  B0 B1 B2 B3
+    rank 1 |    F0 F1 F2 F3 .  .  .  .  B0 B1 B2 B3
+    rank 2 |       F0 F1 F2 F3 .  .  B0 B1 B2 B3
+    rank 3 |          F0 F1 F2 F3 B0 B1 B2 B3
+
+(torch's ``ScheduleGPipe`` runs the backward passes in micro-batch order, as the last
+stage finishes them.)
 
 1F1B starts backward passes as soon as the last stage can, so at most ``num_stages``
 micro-batches are in flight per stage instead of ``m``.
@@ -40,10 +43,11 @@ class ScheduleSpec:
     layout: str  # "loop": rank r holds stages r, r+R, ...; "v": stages r and 2R-1-r
     description: str
     fixed_stages_per_rank: int | None = None  # V schedules need exactly 2
+    asynchronous: bool = False  # parnn's own PipeDream engine (no flush, weight stashing)
 
     @property
     def available(self) -> bool:
-        return self.torch_class in _torch_schedule_classes()
+        return self.asynchronous or self.torch_class in _torch_schedule_classes()
 
     def torch_schedule(self) -> Any:
         return getattr(importlib.import_module(_TORCH_SCHEDULES), self.torch_class)
@@ -123,6 +127,22 @@ SCHEDULES: dict[str, ScheduleSpec] = {
             "DualPipe V schedule: 2 stages per rank in a V",
             fixed_stages_per_rank=2,
         ),
+        ScheduleSpec(
+            "pipedream",
+            "PipelineStage",
+            False,
+            "loop",
+            "asynchronous 1F1B, no flush, weight stashing (PipeDream); parnn's engine",
+            asynchronous=True,
+        ),
+        ScheduleSpec(
+            "pipedream-2bw",
+            "PipelineStage",
+            False,
+            "loop",
+            "PipeDream-2BW: asynchronous, 2 weight versions, needs m >= stages; parnn's engine",
+            asynchronous=True,
+        ),
     )
 }
 
@@ -161,6 +181,12 @@ def check_schedule(
             f"schedule {spec.name!r} needs exactly --stages-per-rank "
             f"{spec.fixed_stages_per_rank}, got {stages_per_rank}"
         )
+    if spec.name == "interleaved-1f1b" and stages_per_rank < 2:
+        raise ScheduleError(
+            f"schedule {spec.name!r} interleaves 2 or more stages per rank, got "
+            f"--stages-per-rank {stages_per_rank}; use --stages-per-rank 2, or --schedule 1f1b "
+            "for one stage per rank"
+        )
     if spec.multi_stage and num_ranks < 2:
         raise ScheduleError(
             f"schedule {spec.name!r} needs at least 2 ranks (--stages 2 or more), got {num_ranks}"
@@ -171,6 +197,10 @@ def check_schedule(
             f"{num_microbatches} < --stages {num_ranks}; use --microbatches {num_ranks} or more, "
             "or --schedule gpipe"
         )
+    if spec.asynchronous:
+        from parnn.partition.async_schedule import check_async_schedule
+
+        check_async_schedule(spec.name, num_stages=num_ranks, num_microbatches=num_microbatches)
     if spec.name in ("interleaved-1f1b", "zero-bubble"):
         rounds = max(1, num_microbatches // num_ranks)
         if num_microbatches % rounds:

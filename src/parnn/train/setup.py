@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from parnn.data import ArrayDataset, load_dataset, train_val_split
+from parnn.errors import ConfigError
 from parnn.models import build_model, count_parameters
 
-__all__ = ["DIGITS_INPUT_SHAPE", "TrainingSetup", "setup_training"]
+__all__ = ["DIGITS_INPUT_SHAPE", "TrainingSetup", "check_batch_size", "setup_training"]
 
 DIGITS_INPUT_SHAPE = (1, 28, 28)
 """digits (8x8) is resized to LeNet-5/MNIST size unless an input shape is asked for."""
@@ -78,4 +79,22 @@ def setup_training(
         input_shape=tuple(dataset.input_shape),
         num_classes=dataset.num_classes,
         num_parameters=count_parameters(network),
+    )
+
+
+def check_batch_size(
+    batch_size: int, train_samples: int, *, copies: int = 1, flag: str = "--batch-size"
+) -> None:
+    """Refuse a step that needs more samples than the training set holds.
+
+    One step takes ``batch_size x copies`` samples (``copies``: ranks that each take a
+    whole ``batch_size``); the error names the largest valid ``batch_size``."""
+    if batch_size * copies <= train_samples:
+        return
+    largest = train_samples // copies
+    per = f" ({copies} processes each take a batch)" if copies > 1 else ""
+    raise ConfigError(
+        f"{flag} {batch_size} is larger than the training set allows: {train_samples} "
+        f"training samples{per}; the largest valid value is {largest}"
+        + ("" if largest >= 1 else "; use more data or fewer processes")
     )
