@@ -39,11 +39,13 @@ PARNN = [PY, "-m", "parnn.cli"]
 CASES = ("help", "listing", "startup", "train", "kfold", "demo")
 
 
-def _run(command: list[str], *, timeout: float = 900) -> tuple[float, str]:
+def _run(
+    command: list[str], *, env: dict[str, str] | None = None, timeout: float = 900
+) -> tuple[float, str]:
     """Seconds of the whole process (start to exit) and its stdout."""
     started = time.perf_counter()
     completed = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, check=False
+        command, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
     seconds = time.perf_counter() - started
     expected_failure = "--no-such-flag" in command
@@ -140,17 +142,30 @@ def _commands(case: str, data_dir: Path, scratch: Path) -> dict[str, tuple[list[
     raise ValueError(case)
 
 
-def run_case(case: str, repeats: int, data_dir: Path) -> dict[str, Any]:
+def run_case(
+    case: str, repeats: int, data_dir: Path, before_src: Path | None = None
+) -> dict[str, Any]:
     load_before = os.getloadavg()
     seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix=f"parnn-overhead-{case}-") as tmp:
-        commands = _commands(case, data_dir, Path(tmp))
+        commands: dict[str, tuple[list[str], Any, dict[str, str] | None]] = {
+            label: (command, reader, None)
+            for label, (command, reader) in _commands(case, data_dir, Path(tmp)).items()
+        }
+        if before_src is not None:  # the same parnn commands from another source tree
+            before_env = {**os.environ, "PYTHONPATH": str(before_src)}
+            for label, (command, reader, _) in list(commands.items()):
+                if command[:3] == PARNN and reader is None:
+                    before = [part.replace("{run}", "before-{run}") for part in command]
+                    commands[f"{label} (before)"] = (before, reader, before_env)
         if case not in ("kfold", "demo"):
-            for command, _ in commands.values():  # warm the caches (disk, profiles)
-                _run(command)
+            for command, _, env in commands.values():  # warm the caches (disk, profiles)
+                _run(command, env=env)
         for run in range(repeats):
-            for label, (command, reader) in commands.items():
-                wall_s, stdout = _run([part.replace("{run}", str(run)) for part in command])
+            for label, (command, reader, env) in commands.items():
+                wall_s, stdout = _run(
+                    [part.replace("{run}", str(run)) for part in command], env=env
+                )
                 seconds.setdefault(label, []).append(reader(stdout) if reader else wall_s)
     medians = {label: statistics.median(values) for label, values in seconds.items()}
     return {
@@ -180,10 +195,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", default=",".join(CASES), help="Comma-separated cases.")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="A src/ directory of an earlier parnn: its commands run alternately too.",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for case in [name.strip() for name in args.only.split(",") if name.strip()]:
-        result = run_case(case, args.repeats, args.data_dir)
+        result = run_case(case, args.repeats, args.data_dir, args.before)
         (args.out / f"{case}.json").write_text(json.dumps(result, indent=2) + "\n")
         _print(result)
 
