@@ -70,9 +70,9 @@ def demo_command(
     check_out_dir(out, overwrite=overwrite)
     from parnn.launch.forkserver import start_forkserver
 
-    # The ranks' fork server imports torch and the pipeline while this process plans and
-    # trains the reference; every run's ranks then fork from it with all that loaded.
-    start_forkserver(["parnn.pipeline.worker"])
+    # The ranks' fork server imports torch, the pipeline and the digits loader while this
+    # process plans and trains the reference; every run's ranks fork with all that loaded.
+    start_forkserver(["parnn.pipeline.worker", "sklearn.datasets"])
     from parnn.partition import SCHEMES
     from parnn.partition.cache import default_cache_dir
     from parnn.partition.resolve import resolve_partition
