@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,7 +104,7 @@ def test_a_message_that_does_not_match_the_posted_receive_fails_loudly() -> None
     assert "out of order" in failure.value.detail and "32 bytes" in failure.value.detail
 
 
-def _killed_mid_send(rank: int, world_size: int) -> None:
+def _killed_mid_send(rank: int, world_size: int, stamp: str) -> None:
     # A 64 KiB message through a ring of 2 slots of 4 KiB: the sender writes two chunks
     # and dies with the rest unsent; the receiver waits for the rest.
     group = new_transport_group("shm", slot_bytes=SLOT_BYTES, num_slots=NUM_SLOTS)
@@ -111,17 +112,20 @@ def _killed_mid_send(rank: int, world_size: int) -> None:
     if rank == 1:
         work = dist.isend(big, dst=0, group=group)
         assert work is not None and not work.is_completed()
+        Path(stamp).write_text(repr(time.monotonic()))  # the system-wide clock: when it died
         os.kill(os.getpid(), signal.SIGKILL)
     dist.recv(torch.zeros_like(big), src=1, group=group)
 
 
 @pytest.mark.timeout(120)
-def test_a_rank_killed_mid_send_ends_the_run_names_it_and_leaves_no_segment() -> None:
+def test_a_rank_killed_mid_send_ends_the_run_names_it_and_leaves_no_segment(
+    tmp_path: Path,
+) -> None:
     before = _segments()
-    started = time.monotonic()
+    stamp = tmp_path / "killed_at"
     with pytest.raises(RankFailedError) as failure:
-        launch(_killed_mid_send, LaunchConfig(num_processes=2))
-    assert time.monotonic() - started < 30
+        launch(_killed_mid_send, LaunchConfig(num_processes=2), str(stamp))
+    assert time.monotonic() - float(stamp.read_text()) < 30  # from the kill to the error
     assert failure.value.rank == 1 and "SIGKILL" in failure.value.detail
     assert _segments() <= before
 

@@ -174,7 +174,7 @@ class ShmProcessGroup(dist.ProcessGroup):
             others = sorted({h.split("/")[0] for h in hosts})
             raise ConfigError(
                 f"--transport shm needs every rank on one x86-64 host, but the ranks run on "
-                f"{', '.join(others)} ({platform_note()}); use --transport auto (shm within a "
+                f"{', '.join(others)} ({_platform_note()}); use --transport auto (shm within a "
                 "host, gloo across) or --transport gloo"
             )
         self.shm_peers = frozenset(r for r in local if r != rank)
@@ -363,7 +363,7 @@ class ShmProcessGroup(dist.ProcessGroup):
             self._segment = None
 
 
-def platform_note() -> str:
+def _platform_note() -> str:
     return "x86-64" if ring.supported() else "not x86-64: the rings need x86-64 memory order"
 
 
