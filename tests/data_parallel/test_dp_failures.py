@@ -28,6 +28,7 @@ def test_crashed_worker_is_named(engine: str, kind: str, expected: str) -> None:
     model = build_model("lenet5", input_shape=data.input_shape, num_classes=data.num_classes)
     config = DataParallelConfig(
         engine=engine,
+        transport="gloo" if engine != "hogwild" else "auto",  # parnn's own launcher
         num_processes=2,
         batch_size=16,
         epochs=50,  # far longer than the test: only the failure can end it early

@@ -20,9 +20,10 @@ from torch import nn
 
 from parnn.cli import cli
 from parnn.data import ArrayDataset, load_dataset
-from parnn.data_parallel import DataParallelConfig, run_data_parallel
+from parnn.data_parallel import DataParallelConfig, FailurePlan, run_data_parallel
 from parnn.data_parallel.transport import mpi_unusable_reason, resolve_transport
-from parnn.errors import ConfigError, ParnnWarning
+from parnn.errors import ConfigError, ParnnWarning, RankFailedError
+from parnn.launch import leftover_processes
 from parnn.models import build_model
 from parnn.train import OptimizerConfig, TrainConfig, train
 
@@ -57,7 +58,7 @@ def _parallel(
     config = DataParallelConfig(
         engine=engine, transport=transport, num_processes=2, batch_size=BATCH, steps=STEPS,
         accumulate_steps=2, average_every=1 if engine == "local-sgd" else None,
-        optimizer=optimizer, monitor_interval_s=0,
+        optimizer=optimizer, schedule="constant", monitor_interval_s=0,  # the reference's
     )  # fmt: skip
     result = run_data_parallel(trained, data, None, config, quiet=True)
     assert result is not None and result.steps == STEPS
@@ -99,6 +100,22 @@ def test_local_sgd_over_mpi_matches_reference() -> None:
     trained, transport = _parallel(model, data, "local-sgd", "mpi", optimizer)
     assert transport == "mpi"
     _assert_close(trained, expected, rtol=rtol, atol=atol)
+
+
+@needs_mpi
+@pytest.mark.timeout(150)
+def test_ddp_over_mpi_failed_rank_is_named() -> None:
+    # rank 1 raises while rank 0 waits in the hook's Allreduce: MPI_Abort ends both
+    model, data = _setup(192)
+    config = DataParallelConfig(
+        engine="ddp", transport="mpi", num_processes=2, batch_size=BATCH, epochs=200,
+        fail_at=FailurePlan(rank=1, step=2), failure_timeout_s=20, monitor_interval_s=0,
+    )  # fmt: skip
+    with pytest.raises(RankFailedError) as caught:
+        run_data_parallel(model, data, None, config, quiet=True)
+    assert caught.value.rank == 1
+    assert "injected failure on rank 1 at step 2" in str(caught.value)
+    assert leftover_processes() == []
 
 
 def _config(engine: str, transport: str) -> DataParallelConfig:

@@ -117,6 +117,34 @@ def test_a_resumed_job_ends_where_an_uninterrupted_one_does(
         assert numbers[key] == expected[key], key
 
 
+def test_checkpoints_by_time_resume_exactly_and_are_rate_limited(
+    data: ArrayDataset, tmp_path: Path
+) -> None:
+    spec = str(Path(__file__).with_name("kfold_test_models.py")) + ":build_dropout"
+    models = {"drop": spec}
+    job = _job("drop", "cosine", 0, 23)
+    straight, expected = train_fold(_context(data, tmp_path / "a", models), job)
+
+    # An interval shorter than any step: a checkpoint after every step.
+    context = _context(data, tmp_path / "b", models, checkpoint_interval_s=1e-9)
+    with pytest.raises(_Stop):
+        train_fold(context, job, _stop_at(10))  # dies at step 10, before its checkpoint
+    resumed, numbers = train_fold(context, job)
+    assert numbers["resumed_from_step"] == 9
+    for ours, theirs in zip(
+        resumed.state_dict().values(), straight.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    for key in ("accuracy", "loss", "train_loss", "loss_history", "steps", "samples"):
+        assert numbers[key] == expected[key], key
+
+    # An interval longer than the job: none is written.
+    context = _context(data, tmp_path / "c", models, checkpoint_interval_s=1e6)
+    with pytest.raises(_Stop):
+        train_fold(context, job, _stop_at(10))
+    assert not (tmp_path / "c" / f"{job.file_stem}.pt").exists()
+
+
 def test_an_unusable_checkpoint_restarts_the_job_from_scratch(
     data: ArrayDataset, tmp_path: Path
 ) -> None:

@@ -68,6 +68,11 @@ def demo_command(
 ) -> None:
     """LeNet-5 on the bundled digits as a 2-stage pipeline: every scheme and `auto`."""
     check_out_dir(out, overwrite=overwrite)
+    from parnn.launch.forkserver import start_forkserver
+
+    # The ranks' fork server imports torch, the pipeline and the digits loader while this
+    # process plans and trains the reference; every run's ranks fork with all that loaded.
+    start_forkserver(["parnn.pipeline.worker", "sklearn.datasets"])
     from parnn.partition import SCHEMES
     from parnn.partition.cache import default_cache_dir
     from parnn.partition.resolve import resolve_partition

@@ -279,6 +279,7 @@ def dp(
         # The ranks' fork server imports torch and the engines while this process loads data.
         start_forkserver(["parnn.data_parallel.runner"], threads=threads)
     from parnn.data_parallel.runner import run_data_parallel
+    from parnn.data_parallel.transport import resolve_transport
     from parnn.train.setup import check_batch_size, setup_training
 
     if compare is not None and engine is not None:
@@ -307,6 +308,8 @@ def dp(
         drop_last=drop_last,
         pin=not no_pin,
     )  # fmt: skip
+    if names is None:
+        resolve_transport(config)  # MPI asked for but unusable: say so before loading data
     setup = setup_training(
         model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed,
         val_fraction=val_fraction, num_samples=num_samples,

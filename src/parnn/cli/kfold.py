@@ -255,8 +255,9 @@ def kfold_command(
     from parnn.jobs import WORKER_PRELOAD
     from parnn.launch.forkserver import start_forkserver
 
-    # The workers' fork server imports torch and the trainer while this process loads data.
-    start_forkserver(WORKER_PRELOAD, threads=threads_per_job)
+    if cluster is None:  # a Dask cluster starts its own workers
+        # The workers' fork server imports torch and the trainer while this loads data.
+        start_forkserver(WORKER_PRELOAD, threads=threads_per_job)
     from parnn.data import load_dataset
     from parnn.jobs.config import JobsFailedError, KFoldConfig
     from parnn.jobs.fold_job import OptimizerFactory

@@ -408,6 +408,42 @@ def launch_mpi(job: TrainJob, *, failure_timeout_s: float = 30.0) -> WorkerOutpu
         _remove_unused(set(_SHM_DIR.glob(_SHM_PATTERN)) - shm_before)
 
 
+_MAIN_ENV = "PARNN_MPI_MAIN"
+
+
+def _rank_environ() -> dict[str, str]:
+    """The ranks' environment: loopback only, this process's ``sys.path`` (so that a test
+    module or a script's folder imports there too), and the path of a ``__main__``
+    script, so that what it defines (an optimizer factory, a model class) unpickles in the
+    ranks, as multiprocessing's spawn does."""
+    environ = loopback_environ(os.environ)
+    paths = [path for path in sys.path if path and Path(path).is_dir()]
+    environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file and main_file.endswith(".py") and getattr(main, "__spec__", None) is None:
+        environ[_MAIN_ENV] = str(Path(main_file).resolve())
+    else:
+        environ.pop(_MAIN_ENV, None)
+    return environ
+
+
+def _import_parent_main() -> None:
+    """Run the parent's ``__main__`` script as ``__mp_main__`` (its ``if __name__ ==
+    "__main__"`` block does not run) and let it answer for ``__main__`` when unpickling."""
+    path = os.environ.get(_MAIN_ENV)
+    if not path:
+        return
+    import runpy
+    import types
+
+    module = types.ModuleType("__mp_main__")
+    module.__file__ = path
+    sys.modules["__mp_main__"] = module
+    module.__dict__.update(runpy.run_path(path, run_name="__mp_main__"))
+    sys.modules["__main__"] = module
+
+
 def _run_mpiexec(
     job: TrainJob, mpiexec: str, directory: Path, failure_timeout_s: float
 ) -> WorkerOutput:
@@ -422,7 +458,7 @@ def _run_mpiexec(
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
-            env=loopback_environ(os.environ),
+            env=_rank_environ(),
         )
         try:
             first_failure: float | None = None
@@ -503,6 +539,7 @@ def main(argv: Sequence[str]) -> int:
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     try:
+        _import_parent_main()
         job: TrainJob = torch.load(directory / _JOB_FILE, weights_only=False)
         local_rank, local_size = (env.local_rank, env.local_size) if env else (rank, 1)
         output = _train(job, comm, local_rank, local_size)

@@ -33,6 +33,7 @@ from parnn.data_parallel.shards import check_num_samples, total_steps
 from parnn.data_parallel.transport import ResolvedTransport, resolve_transport
 from parnn.errors import ConfigError
 from parnn.launch import LaunchConfig, launch, run_distributed, torchrun_env
+from parnn.launch.forkserver import start_forkserver
 from parnn.monitor import CpuMonitor, CpuTrace
 from parnn.progress import progress_bar
 from parnn.results import machine_facts
@@ -116,6 +117,8 @@ def _run_workers(job: TrainJob, transport: ResolvedTransport) -> WorkerOutput | 
     if torchrun_env() is not None and engine in ("ddp", "local-sgd"):
         output = run_distributed(worker, launch_config, job)[0]
         return output if output.state is not None else None
+    # Ranks fork from a server that has imported the engines once (no-op when running).
+    start_forkserver([__name__], threads=config.threads_per_process)
     return launch(worker, launch_config, job)[0]
 
 

@@ -15,6 +15,7 @@ import torch
 from parnn.clock import startup_s
 from parnn.errors import PartitionError
 from parnn.launch import LaunchConfig, run_distributed
+from parnn.launch.forkserver import start_forkserver
 from parnn.models import build_model, count_parameters
 from parnn.partition import Partition
 from parnn.partition.methods import needs_profile
@@ -33,6 +34,7 @@ from parnn.trace import TraceRecorder, write_chrome_trace
 
 __all__ = ["PipelinePlan", "plan_pipeline_run", "run_pipeline"]
 
+_WORKER_MODULE = "parnn.pipeline.worker"  # what a rank imports (torch.distributed.pipelining)
 _DATA_SHAPES = {"digits": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
@@ -113,6 +115,8 @@ def run_pipeline(
     """Train with the pipeline; returns the result on the master (None on other torchrun
     ranks). Raises :class:`~parnn.errors.RankFailedError` when a rank fails."""
     started = time.perf_counter()
+    # Ranks fork from a server that has imported the pipeline once (no-op when running).
+    start_forkserver([_WORKER_MODULE], threads=config.threads_per_stage)
     plan = plan_pipeline_run(config, profile_cache_dir=profile_cache_dir)
     launch_config = LaunchConfig(
         num_processes=config.num_stages,
