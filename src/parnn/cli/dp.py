@@ -278,17 +278,16 @@ def dp(
         model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed,
         val_fraction=val_fraction, num_samples=num_samples,
     )  # fmt: skip
-    copies = config.round_size // config.rank_batch_size if config.rank_batch_size else 1
-    check_batch_size(batch_size, len(setup.train_data), copies=copies)
-    out = out if out is not None or names is None else _default_out()
-    if out is not None:
-        check_out_dir(out, overwrite=overwrite)
+    check_batch_size(batch_size, len(setup.train_data), copies=config.batch_copies)
     if names is not None:
+        out = check_out_dir(out or _default_out(), overwrite=overwrite)
         _compare(
             setup, config, names, average_every=average_every, out=out,
             as_json=as_json, quiet=quiet,
         )  # fmt: skip
         return
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
     result = run_data_parallel(
         setup.model, setup.train_data, setup.val_data, config,
         model_name=setup.model_name, data_name=setup.data_name, quiet=quiet or as_json,
