@@ -79,9 +79,13 @@ def _workers(launcher: subprocess.Popen[str]) -> list[psutil.Process]:
         and "hydra_pmi_proxy" not in _cmdline(p)
     ]
     mpi = [p for p in ranks if "mpi_rank" in _cmdline(p)]
-    if mpi:  # a supervisor forks its rank: the rank is the one whose parent is a rank too
+    if mpi:  # a supervisor forks its rank first, then an idle watcher
         pids = {p.pid for p in mpi}
-        ranks = [p for p in mpi if p.ppid() in pids]
+        children: dict[int, list[psutil.Process]] = {}
+        for process in mpi:
+            if process.ppid() in pids:
+                children.setdefault(process.ppid(), []).append(process)
+        ranks = [min(group, key=lambda p: p.pid) for group in children.values()]
     return sorted(ranks, key=lambda p: p.pid)
 
 
