@@ -279,7 +279,10 @@ def kfold_command(
     )
     check_batch_size(batch_size, len(dataset) - len(dataset) // folds)  # one fold's training set
     out_dir = out if out is not None else Path("runs") / time.strftime("kfold-%Y%m%d-%H%M%S")
-    check_out_dir(out_dir, resumes=Resumes.FLAG, resume=resume, can_overwrite=False)
+    check_out_dir(
+        out_dir, resumes=Resumes.FLAG, resume=resume, can_overwrite=False, create=False,
+        what="a k-fold run",
+    )  # fmt: skip
     try:
         results = run_kfold(
             dataset,
