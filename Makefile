@@ -14,7 +14,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install torch==2.13.0
-	$(BIN)/python -m pip install -e '.[dev,mpi]'
+	$(BIN)/python -m pip install -e '.[dev,mpi,cluster]'
 	touch $(STAMP)
 
 setup: $(STAMP)

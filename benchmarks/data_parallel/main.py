@@ -32,6 +32,9 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared/data/mnist")
     parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--data", default="mnist", help="mnist, or e.g. synthetic")
+    parser.add_argument("--input-shape", default=None, help="e.g. 3x32x32 (synthetic data)")
+    parser.add_argument("--num-samples", type=int, default=None, help="first N samples")
     parser.add_argument("--engines", default="ddp,hogwild,local-sgd,mpi,independent")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -43,6 +46,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--momentum", type=float, default=0.5)
     parser.add_argument("--average-every", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--skip-threads-baseline", action="store_true",
+        help="leave out serial with every core as intra-op threads (slow on a busy machine)",
+    )  # fmt: skip
+    parser.add_argument("--schedule", default="cosine", help="LR schedule")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     return parser.parse_args()
 
@@ -55,11 +63,17 @@ def _median(rows: list[dict[str, Any]], key: str) -> float | None:
 def main() -> None:
     args = _arguments()
     names = parse_compare_list(args.engines)
+    if args.skip_threads_baseline:
+        names = [name for name in names if name != "serial-threads"]
     try:
         import mpi4py  # noqa: F401
     except ImportError:
-        names = [name for name in names if name != "mpi"]
-    setup = setup_training(args.model, "mnist", data_dir=args.data_dir, seed=0)
+        names = [name for name in names if name != "mpi" and not name.endswith(":mpi")]
+    shape = tuple(int(part) for part in args.input_shape.split("x")) if args.input_shape else None
+    setup = setup_training(
+        args.model, args.data, data_dir=args.data_dir if args.data == "mnist" else None,
+        input_shape=shape, num_samples=args.num_samples, seed=0,
+    )  # fmt: skip
     initial = copy.deepcopy(setup.model)
     base = DataParallelConfig(
         engine="ddp",
@@ -68,13 +82,16 @@ def main() -> None:
         per_process_batch=args.per_process_batch,
         epochs=args.epochs,
         optimizer=OptimizerConfig(name="sgd", lr=args.lr, momentum=args.momentum),
+        schedule=args.schedule,
     )
     configs = comparison_configs(base, names, average_every=args.average_every)
     repeats: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         load_before = round(os.getloadavg()[0], 2)
+        # alternate the order: a neighbour's burst hurts the first and the last runs alike
+        ordered = configs if repeat % 2 == 0 else configs[::-1]
         comparison = run_comparison(
-            lambda: copy.deepcopy(initial), setup.train_data, setup.val_data, configs,
+            lambda: copy.deepcopy(initial), setup.train_data, setup.val_data, ordered,
             model_name=args.model, quiet=True,
         )  # fmt: skip
         load_after = round(os.getloadavg()[0], 2)

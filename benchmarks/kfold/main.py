@@ -8,7 +8,7 @@ Two runs of ``parnn kfold`` on the same jobs (models x schedules x folds):
      both cores through intra-op threads (serial 2t).
 
 Writes ``OUT/summary.json`` (and the two run directories, with their JSON, CSV and plots)
-and prints the figures as Markdown. See README.md for the question and the results.
+and prints the figures as Markdown. See benchmarks/kfold/README.md for the question and the results.
 
     .venv/bin/python benchmarks/kfold/main.py --data mnist --data-dir ../shared/data/mnist
     .venv/bin/python benchmarks/kfold/main.py --smoke       # digits, seconds

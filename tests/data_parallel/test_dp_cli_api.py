@@ -23,11 +23,12 @@ from parnn.train import evaluate
 
 RUN_KEYS = {
     "command", "mode", "input_shape", "parameters", "files", "engine", "label", "model",
-    "data", "num_train", "num_val", "config", "steps", "updates", "samples", "train_s",
-    "wall_s", "samples_per_s", "final_train_loss", "val", "ranks", "cpu", "curve", "machine",
+    "data", "transport", "transport_note", "num_train", "num_val", "config", "steps", "updates",
+    "samples", "train_s", "wall_s", "startup_s", "samples_per_s", "final_train_loss", "val",
+    "ranks", "cpu", "curve", "machine",
 }  # fmt: skip
 SPEEDUP_KEYS = {
-    "label", "engine", "processes", "threads_per_process", "samples_per_s", "train_s",
+    "label", "engine", "transport", "processes", "threads_per_process", "samples_per_s", "train_s",
     "speedup_vs_1_thread", "speedup_vs_all_cores", "share_of_independent", "accuracy",
     "accuracy_delta_points",
     "final_train_loss", "cpu_total_percent", "cpu_process_percent", "peak_rss_mib",
@@ -51,6 +52,7 @@ def test_cli_dp_run_json(tmp_path: Path) -> None:
     assert set(payload) == RUN_KEYS
     assert payload["engine"] == "ddp" and payload["steps"] == 10 and payload["samples"] == 320
     assert len(payload["ranks"]) == 2  # type: ignore[arg-type]
+    assert payload["startup_s"] > 0  # type: ignore[operator]
     assert 0.0 <= payload["val"]["accuracy"] <= 1.0  # type: ignore[index]
     for name in ("result", "loss_vs_time", "cpu", "model"):
         assert Path(payload["files"][name]).exists()  # type: ignore[index]

@@ -13,7 +13,7 @@ from parnn.train import OptimizerConfig, TrainConfig, train
 from parnn.train.setup import setup_training
 
 # Momentum 0.5, not 0.9: asynchrony itself acts as momentum (about 1 - 1/N for N workers),
-# and 0.9 on top makes Hogwild oscillate at this learning rate (see the data-parallel section of README.md).
+# and 0.9 on top makes Hogwild oscillate at this learning rate (see docs/data-parallel.md).
 OPTIMIZER = OptimizerConfig(name="sgd", lr=0.02, momentum=0.5)
 EPOCHS = 2
 BATCH = 32

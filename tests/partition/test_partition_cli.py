@@ -16,6 +16,7 @@ from parnn.partition.cache import comm_file_name, profile_file_name
 from parnn.partition.comm import CommModel
 from parnn.results import write_json
 from parnn.trace import load_chrome_trace
+from parnn.transport import local_transport
 
 LENET5 = (1, 28, 28)
 
@@ -42,7 +43,9 @@ def cache_dir(tmp_path: Path) -> Path:
             directory / profile_file_name("lenet5", LENET5, batch_size=size, threads=1), payload
         )
     comm = CommModel(latency_s=1e-3, bandwidth_bytes_per_s=1e9)
-    write_json(directory / comm_file_name(backend="gloo", threads=1), comm.to_dict())
+    # Under the name the planner reads: the transport the pipeline uses by default here.
+    name = comm_file_name(backend="gloo", threads=1, transport=local_transport("auto"))
+    write_json(directory / name, comm.to_dict())
     return directory
 
 

@@ -48,6 +48,7 @@ def test_pipeline_json_results_and_trace(tmp_path: Path) -> None:
     assert payload["partition"] == [0, 2, 5]
     assert payload["steps"] == 6 and payload["samples"] == 192
     assert payload["samples_per_s"] > 0 and payload["step_time_s"] > 0
+    assert payload["startup_s"] > 0  # from this (pytest) process's start to the first step
     assert [s["units"] for s in payload["stages"]] == [["conv1", "conv2"], ["fc1", "fc2", "fc3"]]
     for stage in payload["stages"]:
         assert stage["forward_s"] > 0 and stage["backward_s"] > 0 and stage["peak_rss_mib"] > 0

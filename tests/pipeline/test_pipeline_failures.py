@@ -65,7 +65,7 @@ def test_the_cli_prints_the_failing_rank_in_one_line_and_exits_non_zero() -> Non
             "has 2 stages but 4 were asked for",
         ),
         ({"num_stages": 6}, PartitionError, "only 5 units"),
-        ({"schedule": "pipedream-2bw"}, ScheduleError, "unknown schedule"),
+        ({"schedule": "pipedream-3bw"}, ScheduleError, "unknown schedule"),
         (
             {"schedule": "1f1b", "num_stages": 4, "num_microbatches": 2},
             ScheduleError,

@@ -1,5 +1,6 @@
 """The test that proves the engine: k pipelined training steps give the reference trainer's
-parameters on the same seed and data (gpipe and 1f1b, 2 and 4 stages, two models).
+parameters on the same seed and data (gpipe and 1f1b, 2 and 4 stages, two models; the
+multi-stage schedules; over shared memory, the default transport, and over gloo).
 
 Tolerance: rtol 1e-4, atol 1e-5. Splitting a mini-batch into micro-batches changes only
 the order of floating-point sums, so the difference stays at rounding level.
@@ -41,18 +42,28 @@ def _reference(
 @pytest.mark.timeout(240)
 @pytest.mark.filterwarnings("ignore:oversubscribed")  # 4 stages on 2 cores is allowed
 @pytest.mark.parametrize(
-    ("model", "input_shape", "stages", "schedule"),
+    ("model", "input_shape", "stages", "schedule", "stages_per_rank", "transport"),
     [
-        ("lenet5", None, 2, "gpipe"),
-        ("lenet5", None, 2, "1f1b"),
-        ("lenet5", None, 4, "gpipe"),
-        ("lenet5", None, 4, "1f1b"),
-        (SMALL_VGG, (1, 16, 16), 2, "gpipe"),
-        (SMALL_VGG, (1, 16, 16), 4, "1f1b"),
+        ("lenet5", None, 2, "gpipe", 1, "shm"),
+        ("lenet5", None, 2, "1f1b", 1, "shm"),
+        ("lenet5", None, 4, "gpipe", 1, "auto"),
+        ("lenet5", None, 4, "1f1b", 1, "shm"),
+        (SMALL_VGG, (1, 16, 16), 2, "gpipe", 1, "shm"),
+        (SMALL_VGG, (1, 16, 16), 4, "1f1b", 1, "shm"),
+        ("lenet5", None, 2, "interleaved-1f1b", 2, "shm"),
+        ("lenet5", None, 2, "zero-bubble", 2, "shm"),
+        ("lenet5", None, 2, "zbv", 2, "shm"),
+        ("lenet5", None, 2, "gpipe", 1, "gloo"),
+        ("lenet5", None, 2, "1f1b", 1, "gloo"),
     ],
 )
 def test_pipeline_steps_equal_the_reference_trainer(
-    model: str, input_shape: tuple[int, ...] | None, stages: int, schedule: str
+    model: str,
+    input_shape: tuple[int, ...] | None,
+    stages: int,
+    schedule: str,
+    stages_per_rank: int,
+    transport: str,
 ) -> None:
     batch_size = 32
     config = PipelineConfig(
@@ -60,6 +71,8 @@ def test_pipeline_steps_equal_the_reference_trainer(
         data="digits",
         input_shape=input_shape,
         num_stages=stages,
+        stages_per_rank=stages_per_rank,
+        transport=transport,
         schedule=schedule,
         num_microbatches=4,
         batch_size=batch_size,
@@ -72,6 +85,7 @@ def test_pipeline_steps_equal_the_reference_trainer(
     )
     result = run_pipeline(config, quiet=True)
     assert result is not None and result.parameters is not None
+    assert result.transport["used"] == ("gloo" if transport == "gloo" else "shm")
     expected = _reference(model, input_shape, batch_size)
     assert sorted(result.parameters) == sorted(expected)
     for name, tensor in expected.items():

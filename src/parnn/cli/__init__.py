@@ -1,7 +1,9 @@
 """The command line: maps flags onto configs, nothing else.
 
 Each command lives in a module of this package that defines ``COMMANDS`` (a list of click
-commands or groups); :data:`_COMMAND_MODULES` lists them in the order ``--help`` shows.
+commands or groups); :data:`_COMMAND_MODULES` lists those modules. Commands load lazily:
+``parnn CMD`` imports only CMD's module, and the modules import torch inside their
+functions, so ``--help`` and usage errors never import torch.
 A :class:`~parnn.errors.ParnnError` is printed as one line on standard error and ends the
 process with its ``exit_code`` (2 for bad input), never with a traceback.
 """
@@ -27,10 +29,30 @@ _COMMAND_MODULES = (
     "pipeline",
     "partition",
     "dp",
+    "plan",
     "kfold",
     "study",
     "report",
 )
+
+# Commands whose module is not named after them; any other command is looked up in the
+# module of its own name first, then in every module.
+_COMMAND_HOMES = {
+    "schedules": "pipeline",
+    "profile": "partition",
+    "simulate": "partition",
+}
+
+
+def _load_commands(module_name: str) -> dict[str, click.Command]:
+    """The commands of ``parnn.cli.<module_name>`` by name; {} for a module not written yet."""
+    try:
+        module = importlib.import_module(f"parnn.cli.{module_name}")
+    except ModuleNotFoundError as error:  # pragma: no cover - a module still being written
+        if error.name != f"parnn.cli.{module_name}":
+            raise
+        return {}
+    return {command.name: command for command in module.COMMANDS if command.name is not None}
 
 
 class _ParnnGroup(click.Group):
@@ -45,6 +67,21 @@ class _ParnnGroup(click.Group):
             return super().make_context(*args, **kwargs)
         except click.UsageError as error:  # a bad flag of `parnn` itself
             raise _usage_exit(error) from None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import only the module that holds ``cmd_name`` (all of them when it is unknown)."""
+        if self is cli and cmd_name not in self.commands:
+            home = _COMMAND_HOMES.get(cmd_name, cmd_name)
+            if home in _COMMAND_MODULES:
+                self.commands.update(_load_commands(home))
+            if cmd_name not in self.commands:
+                _register()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        if self is cli:
+            _register()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> object:
         from parnn.cli._console import Terminated
@@ -78,18 +115,9 @@ def cli() -> None:
 
 
 def _register() -> None:
+    """Load every command (``parnn --help`` lists them all; the modules are light)."""
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"parnn.cli.{name}")
-        except ModuleNotFoundError as error:  # pragma: no cover - a module still being written
-            if error.name != f"parnn.cli.{name}":
-                raise
-            continue
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
+        cli.commands.update(_load_commands(name))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
 from parnn.cli._options import emit, json_option, quiet_option, seed_option
 from parnn.outdir import check_out_dir
-from parnn.partition import SCHEMES, Partition
 from parnn.progress import progress_bar, stdout_console
 from parnn.results import machine_facts, write_json
-from parnn.train import OptimizerConfig, TrainConfig, train
-from parnn.train.setup import setup_training
+
+if TYPE_CHECKING:
+    from parnn.partition import Partition
 
 __all__ = ["COMMANDS", "demo_command"]
 
@@ -68,9 +68,12 @@ def demo_command(
 ) -> None:
     """LeNet-5 on the bundled digits as a 2-stage pipeline: every scheme and `auto`."""
     check_out_dir(out, overwrite=overwrite)
+    from parnn.partition import SCHEMES
     from parnn.partition.cache import default_cache_dir
     from parnn.partition.resolve import resolve_partition
     from parnn.pipeline import PipelineConfig, run_pipeline
+    from parnn.train import OptimizerConfig, TrainConfig, train
+    from parnn.train.setup import setup_training
 
     optimizer = OptimizerConfig(name="adam", lr=LR)
     methods = [*SCHEMES, "auto"]

@@ -1,15 +1,18 @@
 """``parnn dp``: train data-parallel with one engine, or compare engines side by side.
 
     parnn dp --engine ddp --model lenet5 --data mnist --data-dir DIR --processes 2 --epochs 2
+    parnn dp --engine ddp --transport mpi ...   (gradients over MPI; auto: MPI if available)
     parnn dp --compare serial,ddp,hogwild,local-sgd --model lenet5 --data mnist --data-dir DIR
     torchrun --nproc-per-node 2 -m parnn.cli dp --engine ddp ...
     mpirun -n 2 parnn dp --engine mpi ...
 
 ``--json`` prints one object (stable keys). A run: command ("dp"), mode ("run"),
-input_shape, parameters, files, and the run's keys: engine, label, model, data, num_train,
-num_val, config, steps, updates, samples, train_s, wall_s, samples_per_s,
+input_shape, parameters, files, and the run's keys: engine, label, model, data,
+transport ("gloo", "mpi" or null), transport_note (why auto chose gloo, else ""), num_train,
+num_val, config, steps, updates, samples, train_s, wall_s, startup_s (seconds from the
+command's start to the first training step), samples_per_s,
 final_train_loss, val, ranks, cpu, curve, machine. A comparison: command, mode
-("compare"), engines, speedup (rows: label, engine, processes, threads_per_process,
+("compare"), engines, speedup (rows: label, engine, transport, processes, threads_per_process,
 samples_per_s, train_s, speedup_vs_1_thread, speedup_vs_all_cores,
 share_of_independent (null unless ``independent`` ran), accuracy,
 accuracy_delta_points, final_train_loss, cpu_total_percent, cpu_process_percent,
@@ -21,10 +24,9 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 from rich.table import Table
 
 from parnn.cli._options import (
@@ -35,7 +37,6 @@ from parnn.cli._options import (
     epochs_option,
     input_shape_option,
     json_option,
-    lr_option,
     model_option,
     out_option,
     parse_input_shape,
@@ -44,25 +45,19 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
-from parnn.data_parallel.compare import (
-    COMPARE_NAMES,
-    Comparison,
-    comparison_configs,
-    parse_compare_list,
-    run_comparison,
-)
-from parnn.data_parallel.config import ENGINES, DataParallelConfig
-from parnn.data_parallel.mpi import mpi_env
-from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
-from parnn.data_parallel.result import DataParallelResult
-from parnn.data_parallel.runner import run_data_parallel
+from parnn.data_parallel.compare import COMPARE_NAMES, parse_compare_list
+from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig, engine_optimizer
 from parnn.errors import ConfigError
-from parnn.launch import torchrun_env
 from parnn.outdir import check_out_dir
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
-from parnn.train import OptimizerConfig
-from parnn.train.setup import TrainingSetup, check_batch_size, setup_training
+
+if TYPE_CHECKING:  # torch and the engines are imported when a command runs, not at --help
+    import torch
+
+    from parnn.data_parallel.compare import Comparison
+    from parnn.data_parallel.result import DataParallelResult
+    from parnn.train.setup import TrainingSetup
 
 __all__ = ["COMMANDS", "dp"]
 
@@ -96,6 +91,12 @@ def _render_run(payload: dict[str, Any]) -> None:
     ]  # fmt: skip
     if config.get("average_every"):
         rows.insert(3, ("average every", f"{config['average_every']} steps"))
+    optimizer = config["optimizer"]
+    momentum = f" momentum {optimizer['momentum']}" if optimizer["name"] == "sgd" else ""
+    rows.insert(3, ("optimizer", f"{optimizer['name']} lr {optimizer['lr']}{momentum}"))
+    if payload["transport"] is not None:
+        note = f" ({payload['transport_note']})" if payload["transport_note"] else ""
+        rows.insert(2, ("transport", f"{payload['transport']}{note}"))
     for name, value in rows:
         table.add_row(name, value)
     for name, path in payload["files"].items():
@@ -137,6 +138,10 @@ def _render_comparison(payload: dict[str, Any]) -> None:
 def _write_run_files(
     result: DataParallelResult, model: torch.nn.Module, out: Path
 ) -> dict[str, str]:
+    import torch
+
+    from parnn.data_parallel.plots import plot_cpu, plot_loss
+
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "result": str(write_json(out / "result.json", result.to_dict(cpu_trace=True))),
@@ -152,6 +157,8 @@ def _write_run_files(
 def _write_comparison_files(
     comparison: Comparison, payload: dict[str, Any], out: Path
 ) -> dict[str, str]:
+    from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
+
     out.mkdir(parents=True, exist_ok=True)
     runs = comparison.runs
     files = {
@@ -182,7 +189,8 @@ def _default_out() -> Path:
     default=None,
     help=f"Run several engines side by side, e.g. serial,ddp,hogwild,local-sgd "
     f"(from {', '.join(COMPARE_NAMES)}); the two serial baselines are always run. "
-    "'independent' adds the zero-communication ceiling: local SGD averaged once, at the end.",
+    "'independent' adds the zero-communication ceiling: local SGD averaged once, at the end. "
+    "ddp, local-sgd and independent take a transport: ddp:mpi,ddp:gloo.",
 )
 @model_option("lenet5")
 @data_option("digits")
@@ -224,14 +232,27 @@ def _default_out() -> Path:
     default=None,
     help="local-sgd/mpi: average the replicas every N steps [default: 1].",
 )
+@click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS, case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="ddp, local-sgd: how the ranks talk: gloo, mpi (mpi4py under mpiexec), or auto "
+    "(mpi where it can be used, else gloo, saying why).",
+)
 @epochs_option(2)
 @steps_option(None)
-@lr_option(0.05)
+@click.option("--lr", type=float, default=None, help="Learning rate [default: the engine's, 0.05].")
 @click.option("--optimizer", default="sgd", show_default=True, help="sgd (momentum) or adam.")
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
+@click.option(
+    "--momentum",
+    type=float,
+    default=None,
+    help="SGD momentum [default: the engine's: 0.9, hogwild 0.7].",
+)
 @click.option(
     "--schedule",
-    default="constant",
+    default="cosine",
     show_default=True,
     help="LR schedule per step: constant, step, cosine, warm.",
 )
@@ -246,11 +267,20 @@ def dp(
     engine: str | None, compare: str | None, model: str, data: str, data_dir: Path | None,
     input_shape: str | None, num_samples: int | None, val_fraction: float,
     processes: int | None, threads: int, batch_size: int, per_process_batch: bool,
-    accumulate: int, average_every: int | None, epochs: int, steps: int | None, lr: float,
-    optimizer: str, momentum: float, schedule: str, drop_last: bool, no_pin: bool,
-    seed: int, out: Path | None, overwrite: bool, as_json: bool, quiet: bool,
+    accumulate: int, average_every: int | None, transport: str, epochs: int,
+    steps: int | None, lr: float | None, optimizer: str, momentum: float | None, schedule: str,
+    drop_last: bool, no_pin: bool, seed: int, out: Path | None, overwrite: bool, as_json: bool,
+    quiet: bool,
 ) -> None:  # fmt: skip
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
+    from parnn.launch.forkserver import start_forkserver
+
+    if (engine or "").lower() != "mpi":  # mpirun starts its own ranks
+        # The ranks' fork server imports torch and the engines while this process loads data.
+        start_forkserver(["parnn.data_parallel.runner"], threads=threads)
+    from parnn.data_parallel.runner import run_data_parallel
+    from parnn.train.setup import check_batch_size, setup_training
+
     if compare is not None and engine is not None:
         raise ConfigError("give either --engine (one run) or --compare (several), not both")
     names = parse_compare_list(compare) if compare is not None else None
@@ -259,6 +289,7 @@ def dp(
         processes = _launcher_world_size() or (1 if engine == "serial" and names is None else 2)
     config = DataParallelConfig(
         engine="ddp" if names is not None else engine,
+        transport=transport,
         num_processes=processes,
         threads_per_process=threads,
         batch_size=batch_size,
@@ -268,7 +299,9 @@ def dp(
         else _ignored_average_every(average_every, engine, names),
         epochs=epochs,
         steps=steps,
-        optimizer=OptimizerConfig(name=optimizer, lr=lr, momentum=momentum),
+        # None: each engine's own defaults (ENGINE_DEFAULTS), also per engine in --compare
+        optimizer=None if (optimizer, lr, momentum) == ("sgd", None, None)
+        else engine_optimizer(engine, name=optimizer, lr=lr, momentum=momentum),
         schedule=schedule,
         seed=seed,
         drop_last=drop_last,
@@ -308,6 +341,9 @@ def dp(
 
 def _launcher_world_size() -> int | None:
     """The world size set by torchrun or mpirun, when one of them started this process."""
+    from parnn.data_parallel.mpi import mpi_env
+    from parnn.launch import torchrun_env
+
     torchrun = torchrun_env()
     if torchrun is not None:
         return torchrun.world_size
@@ -336,6 +372,8 @@ def _compare(
     as_json: bool,
     quiet: bool,
 ) -> None:
+    from parnn.data_parallel.compare import comparison_configs, run_comparison
+
     configs = comparison_configs(base, names, average_every=average_every)
     initial = copy.deepcopy(setup.model)
 

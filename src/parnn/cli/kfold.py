@@ -6,7 +6,7 @@
 
 ``--json`` prints one object with these keys (stable): command, out_dir, settings,
 summary, timing, per_model, jobs_total, jobs_ok, jobs_failed, failed, cost, jobs, files,
-machine (see README.md). Exit code 0 when every job finished, 1 when some failed
+machine (see docs/kfold.md). Exit code 0 when every job finished, 1 when some failed
 (the others are recorded), 2 for bad input, 130 when interrupted.
 """
 
@@ -175,9 +175,16 @@ def render_payload(payload: dict[str, Any]) -> None:
 @click.option(
     "--checkpoint-every",
     type=int,
-    default=20,
+    default=0,
     show_default=True,
-    help="Checkpoint each job every N steps (save_checkpoint_frequency); 0: never.",
+    help="Also checkpoint each job every N steps (save_checkpoint_frequency); 0: by time only.",
+)
+@click.option(
+    "--checkpoint-seconds",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Checkpoint each job every S seconds of its work; 0: by steps only.",
 )
 @click.option(
     "--print-every",
@@ -205,6 +212,12 @@ def render_payload(payload: dict[str, Any]) -> None:
     show_default=True,
     help="Intra-op threads of the serial run (2: serial using both cores).",
 )
+@click.option(
+    "--cluster",
+    default=None,
+    help="Run the jobs on a Dask scheduler: tcp://HOST:8786, its scheduler file (.json), or "
+    "local[:N] for a LocalCluster here; needs parnn[cluster] (docs/cluster.md).",
+)
 @out_option
 @json_option
 @quiet_option
@@ -227,16 +240,23 @@ def kfold_command(
     workers: str,
     threads_per_job: int,
     checkpoint_every: int,
+    checkpoint_seconds: float,
     print_every: int,
     cost_method: str,
     resume: bool,
     compare_serial: bool,
     serial_threads: int,
+    cluster: str | None,
     out: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """K-fold cross-validation of models x LR schedules, as jobs on a pool of pinned cores."""
+    from parnn.jobs import WORKER_PRELOAD
+    from parnn.launch.forkserver import start_forkserver
+
+    # The workers' fork server imports torch and the trainer while this process loads data.
+    start_forkserver(WORKER_PRELOAD, threads=threads_per_job)
     from parnn.data import load_dataset
     from parnn.jobs.config import JobsFailedError, KFoldConfig
     from parnn.jobs.fold_job import OptimizerFactory
@@ -255,6 +275,7 @@ def kfold_command(
         epochs=epochs,
         steps=steps,
         save_checkpoint_frequency=checkpoint_every or None,
+        checkpoint_interval_s=checkpoint_seconds or None,
         print_frequency=print_every,
         warmup_steps=warmup_steps,
         workers=_workers(workers),
@@ -265,6 +286,7 @@ def kfold_command(
         resume=resume,
         quiet=quiet,
         cost_method=cost_method,
+        cluster=cluster,
     )
     optimizer_config = OptimizerConfig(
         name=optimizer,

@@ -2,7 +2,7 @@
 
 The commands map flags onto :class:`~parnn.partition.resolve.ProfileConfig` and the
 planning functions of :mod:`parnn.partition`; the tables are drawn from the JSON payload
-that ``--json`` prints (keys documented in README.md).
+that ``--json`` prints (keys documented in docs/partition.md).
 """
 
 from __future__ import annotations
@@ -102,7 +102,16 @@ def _plan_options(function: F) -> F:
             ),
             click.option(
                 "--schedule",
-                type=click.Choice(["gpipe", "1f1b", "interleaved-1f1b", "interleaved"]),
+                type=click.Choice(
+                    [
+                        "gpipe",
+                        "1f1b",
+                        "interleaved-1f1b",
+                        "interleaved",
+                        "pipedream",
+                        "pipedream-2bw",
+                    ]
+                ),
                 default="gpipe",
                 show_default=True,
                 help="Pipeline schedule (sets the activations in flight and the prediction).",
@@ -233,7 +242,9 @@ def _plan_payload(plan: Any, options: dict[str, Any], num_stages: int) -> dict[s
         "predicted": {
             "step_time_s": chosen.step_time_s,
             "bubble_fraction": chosen.simulation.bubble_fraction,
-            "closed_form_bubble": closed_form_bubble(
+            "closed_form_bubble": 0.0  # asynchronous: no flush, no bubble
+            if plan.schedule.startswith("pipedream")
+            else closed_form_bubble(
                 plan.num_devices, chosen.num_microbatches, num_stages // plan.num_devices
             ),
             "samples_per_s": plan.samples_per_s,

@@ -27,8 +27,7 @@ from parnn.cli._options import (
 from parnn.errors import ConfigError
 from parnn.outdir import check_out_dir
 from parnn.progress import stdout_console
-from parnn.train import SCHEDULES as LR_SCHEDULES
-from parnn.train import OptimizerConfig
+from parnn.train import SCHEDULES as LR_SCHEDULES  # a light name: no torch import
 
 __all__ = ["COMMANDS"]
 
@@ -71,6 +70,11 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
     help="Pipeline schedule (see `parnn schedules`).",
 )
 @click.option(
+    "--vertical-sync",
+    is_flag=True,
+    help="pipedream, pipedream-2bw: every stage uses the first stage's weight version.",
+)
+@click.option(
     "--microbatches",
     default="4",
     show_default=True,
@@ -101,12 +105,26 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 )
 @click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation at each epoch's end.")
 @click.option(
+    "--transport",
+    type=click.Choice(["auto", "shm", "gloo"]),
+    default="auto",
+    show_default=True,
+    help="Stages' sends/receives: shared memory (shm), gloo, or shm within a host (auto).",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
     envvar="PARNN_CACHE_DIR",
     help="Profile cache for cost-aware partitions and --microbatches auto.",
 )
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="pipedream, pipedream-2bw: checkpoint every stage here at each epoch's end.",
+)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--fail-at", default=None, hidden=True, help="TEST HOOK: RANK:STEP raises there.")
 @out_option
 @click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
@@ -121,6 +139,7 @@ def pipeline(
     stages_per_rank: int,
     partition: str,
     schedule: str,
+    vertical_sync: bool,
     microbatches: str,
     batch_size: int,
     epochs: int,
@@ -132,7 +151,10 @@ def pipeline(
     seed: int,
     threads_per_stage: int,
     no_eval: bool,
+    transport: str,
     cache_dir: Path | None,
+    checkpoint_dir: Path | None,
+    resume: bool,
     fail_at: str | None,
     out: Path | None,
     overwrite: bool,
@@ -141,8 +163,13 @@ def pipeline(
 ) -> None:
     """Train MODEL split into pipeline stages, one pinned process per stage (rank 0 the
     master), on torch.distributed.pipelining; print per-stage costs and throughput."""
+    from parnn.launch.forkserver import start_forkserver
+
+    # The ranks' fork server imports torch and the pipeline while this process plans.
+    start_forkserver(["parnn.pipeline.worker"], threads=threads_per_stage)
     from parnn.partition.cache import default_cache_dir
     from parnn.pipeline import PipelineConfig, run_pipeline
+    from parnn.train import OptimizerConfig
 
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     fail_rank, fail_step = _fail_at(fail_at)
@@ -170,6 +197,7 @@ def pipeline(
         stages_per_rank=stages_per_rank,
         partition=chosen_partition if chosen_partition is not None else partition,
         schedule=schedule,
+        vertical_sync=vertical_sync,
         num_microbatches=num_microbatches,
         batch_size=batch_size,
         epochs=epochs,
@@ -183,7 +211,10 @@ def pipeline(
         seed=seed,
         threads_per_stage=threads_per_stage,
         evaluate=not no_eval,
+        transport=transport,
         out_dir=out,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
         fail_rank=fail_rank,
         fail_at_step=fail_step,
     )
@@ -294,6 +325,12 @@ def _render(result: Any, prediction: dict[str, Any] | None) -> None:
             f"bytes after stage {boundary.after_stage}",
             f"{boundary.activation_bytes / 1024:.1f} KiB/micro-batch, "
             f"{boundary.bytes_per_step / 1024:.1f} KiB/step",
+        )
+    for stash in result.weight_stash or []:  # asynchronous schedules
+        summary.add_row(
+            f"stage {stash['stage']}: stashed weights / activations",
+            f"{stash['peak_versions']} x {stash['parameter_bytes'] / 1024:.1f} KiB / "
+            f"{stash['peak_in_flight']} x {stash['activation_bytes'] / 1024:.1f} KiB",
         )
     if result.val_accuracy is not None:
         summary.add_row("validation accuracy", f"{100 * result.val_accuracy:.2f}%")

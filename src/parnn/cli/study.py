@@ -30,10 +30,9 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 from rich import box
 from rich.table import Table
 
@@ -54,22 +53,13 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
+from parnn.cli.study_pipedream import pipedream as pipedream_study
 from parnn.cli.study_pipeline import STUDY_COMMANDS
 from parnn.data_parallel.axes import (
     DEFAULT_VARIANTS,
     VARIANTS,
     AxesConfig,
-    VariantRun,
     parse_variants,
-    run_axes,
-)
-from parnn.data_parallel.axes_report import conclude, plot_axes
-from parnn.data_parallel.plots import plot_batch_scaling
-from parnn.data_parallel.scaling import (
-    BatchScalingConfig,
-    Trial,
-    parse_batch_sizes,
-    run_batch_scaling,
 )
 from parnn.errors import ConfigError
 from parnn.outdir import check_out_dir
@@ -77,7 +67,10 @@ from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
 from parnn.train import SCHEDULES as LR_SCHEDULES
 from parnn.train import OptimizerConfig
-from parnn.train.setup import setup_training
+
+if TYPE_CHECKING:  # torch and the engines are imported when a study runs, not at --help
+    from parnn.data_parallel.axes import VariantRun
+    from parnn.data_parallel.scaling import Trial
 
 __all__ = ["COMMANDS", "study"]
 
@@ -196,6 +189,16 @@ def batch_scaling(
     overwrite: bool, as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Steps to a target accuracy against batch size: the three regimes of data parallelism."""
+    import torch
+
+    from parnn.data_parallel.plots import plot_batch_scaling
+    from parnn.data_parallel.scaling import (
+        BatchScalingConfig,
+        parse_batch_sizes,
+        run_batch_scaling,
+    )
+    from parnn.train.setup import setup_training
+
     config = BatchScalingConfig(
         batch_sizes=parse_batch_sizes(batch_sizes),
         learning_rates=_parse_rates(lrs),
@@ -359,6 +362,9 @@ def axes(
 ) -> None:  # fmt: skip
     """Serial, data-parallel and pipeline-parallel training of one model on the same cores:
     samples/s, accuracy and peak memory per process, and the conclusion they support."""
+    from parnn.data_parallel.axes import run_axes
+    from parnn.data_parallel.axes_report import conclude, plot_axes
+
     config = AxesConfig(
         model=model, data=data, data_dir=data_dir, input_shape=parse_input_shape(input_shape),
         variants=parse_variants(engines), num_processes=processes, batch_size=batch_size,
@@ -398,5 +404,6 @@ def axes(
 
 for _command in STUDY_COMMANDS:  # schemes, microbatches, scaling (the pipeline studies)
     study.add_command(_command)
+study.add_command(pipedream_study)  # PipeDream vs the synchronous schedules
 
 COMMANDS = [study]

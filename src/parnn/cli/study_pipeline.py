@@ -13,23 +13,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.table import Table
 
-from parnn.bench.studies.driver import StudyOutcome
-from parnn.bench.studies.settings import STUDY_INPUT_SHAPE
 from parnn.cli._options import emit, json_option, parse_input_shape, quiet_option
 from parnn.errors import ConfigError
 from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
 
+if TYPE_CHECKING:  # the study harness imports torch and matplotlib: only when a study runs
+    from parnn.bench.studies.driver import StudyOutcome
+
 __all__ = ["STUDY_COMMANDS", "outcome_payload", "parse_int_list", "parse_name_list"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_DEFAULT_INPUT = "x".join(str(s) for s in STUDY_INPUT_SHAPE)
+# parnn.bench.studies.settings.STUDY_INPUT_SHAPE, written out so that --help imports no
+# torch (a test checks that the two agree).
+_DEFAULT_INPUT = "3x32x32"
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ result_path, metrics_path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -34,9 +34,10 @@ from parnn.cli._options import (
 from parnn.errors import ConfigError
 from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
-from parnn.train import OptimizerConfig, TrainConfig, TrainResult, train
-from parnn.train.setup import TrainingSetup, check_batch_size, setup_training
-from parnn.train.trainer import METRICS_FILE, RESULT_FILE
+
+if TYPE_CHECKING:
+    from parnn.train import TrainResult
+    from parnn.train.setup import TrainingSetup
 
 __all__ = [
     "COMMANDS",
@@ -61,6 +62,8 @@ DEFAULT_EPOCHS = 5
 
 def result_payload(setup: TrainingSetup, result: TrainResult) -> dict[str, Any]:
     """The stable ``--json`` object of a reference run."""
+    from parnn.train.trainer import METRICS_FILE, RESULT_FILE
+
     config = result.config
     final = result.final
     last = result.history[-1] if result.history else None
@@ -205,6 +208,9 @@ def train_command(
 
     Example: parnn train --model lenet5 --data digits --epochs 3
     """
+    from parnn.train import OptimizerConfig, TrainConfig, train
+    from parnn.train.setup import check_batch_size, setup_training
+
     optimizer_name = optimizer.strip().lower()
     optimizer_config = OptimizerConfig(
         name=optimizer_name,

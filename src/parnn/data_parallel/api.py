@@ -37,7 +37,8 @@ class DistributedTrainer:
 
     ``batch_size`` is the batch of one optimizer step, split over the ranks (ddp,
     local-sgd, mpi) or taken by each Hogwild worker per update; ``per_process_batch=True``
-    makes it each rank's batch. Results (``result.json``, ``model.pt``) go to ``root_dir``.
+    makes it each rank's batch. ``transport`` (ddp, local-sgd): ``auto``, ``gloo`` or ``mpi``
+    (see :class:`~parnn.data_parallel.DataParallelConfig`). Results (``result.json``, ``model.pt``) go to ``root_dir``.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class DistributedTrainer:
         batch_size: int = 64,
         *,
         engine: str = "ddp",
+        transport: str = "auto",
         threads_per_process: int = 1,
         per_process_batch: bool = False,
         accumulate_steps: int = 1,
@@ -60,6 +62,7 @@ class DistributedTrainer:
         self.quiet = quiet
         self.settings: dict[str, Any] = {
             "engine": engine,
+            "transport": transport,
             "num_processes": 1 if engine == "serial" else num_processes,
             "threads_per_process": threads_per_process,
             "batch_size": batch_size,
@@ -89,7 +92,7 @@ class DistributedTrainer:
         else:
             factory = optimizer_factory
         config = DataParallelConfig(
-            **self.settings, epochs=epochs, steps=steps, optimizer=optimizer or OptimizerConfig()
+            **self.settings, epochs=epochs, steps=steps, optimizer=optimizer
         )
         result = run_data_parallel(
             model,

@@ -26,16 +26,16 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parnn.data_parallel.config import DataParallelConfig
-from parnn.data_parallel.result import DataParallelResult, LossCurve
-from parnn.data_parallel.runner import run_data_parallel
 from parnn.errors import ConfigError
-from parnn.pipeline import PipelineConfig, PipelineResult, plan_pipeline_run, run_pipeline
 from parnn.results import machine_facts
 from parnn.train import SCHEDULES, OptimizerConfig
-from parnn.train.setup import setup_training
+
+if TYPE_CHECKING:  # the engines are imported when a comparison runs: `--help` stays light
+    from parnn.data_parallel.result import DataParallelResult, LossCurve
+    from parnn.pipeline import PipelineConfig, PipelineResult
 
 __all__ = [
     "AXES",
@@ -156,6 +156,8 @@ class AxesConfig:
         )
 
     def pipeline_config(self) -> PipelineConfig:
+        from parnn.pipeline import PipelineConfig
+
         return PipelineConfig(
             model=self.model,
             data=self.data,
@@ -342,6 +344,10 @@ def run_axes(
     on_run: Callable[[VariantRun], None] | None = None,
 ) -> AxesResult:
     """Run every variant of ``config`` one after the other (each on all its cores)."""
+    from parnn.data_parallel.runner import run_data_parallel
+    from parnn.pipeline import plan_pipeline_run, run_pipeline
+    from parnn.train.setup import setup_training
+
     # Validate every variant's settings before the first process starts.
     dp_configs = {
         variant: config.data_parallel_config(variant)

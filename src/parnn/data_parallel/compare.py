@@ -7,16 +7,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-from torch.utils.data import Dataset
-
-from parnn.data_parallel.config import ENGINES, DataParallelConfig
-from parnn.data_parallel.result import DataParallelResult
-from parnn.data_parallel.runner import run_data_parallel
+from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig
 from parnn.errors import ConfigError
-from parnn.launch import usable_cores
+
+if TYPE_CHECKING:  # the names (COMPARE_NAMES, the --help text) import no torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from parnn.data_parallel.result import DataParallelResult
 
 __all__ = [
     "BASELINES",
@@ -34,17 +34,28 @@ INDEPENDENT = "independent"
 whose period outlasts the run). Every engine's work minus all of its communication and
 waiting: the throughput ceiling of N processes on this machine, measured beside them."""
 COMPARE_NAMES = (*ENGINES, "serial-threads", INDEPENDENT)
+TRANSPORT_NAMES = ("ddp", "local-sgd", INDEPENDENT)
+"""Names that take a transport suffix in a comparison: ``ddp:mpi``, ``local-sgd:gloo``."""
 _NEVER = 2**31 - 1  # an averaging period no run reaches: replicas average once, at the end
 
 
+def _known(name: str) -> bool:
+    engine, _, transport = name.partition(":")
+    if not transport:
+        return engine in COMPARE_NAMES
+    return engine in TRANSPORT_NAMES and transport in TRANSPORTS
+
+
 def parse_compare_list(text: str) -> list[str]:
-    """'serial,ddp,hogwild' -> names, checked; the two baselines are always added first."""
+    """'serial,ddp:mpi,ddp:gloo,hogwild' -> names, checked; the two baselines are always
+    added first. ``NAME:TRANSPORT`` runs ddp, local-sgd or independent over that transport."""
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in COMPARE_NAMES]
+    unknown = [name for name in names if not _known(name)]
     if not names or unknown:
         raise ConfigError(
             f"bad --compare list {text!r}: unknown {', '.join(unknown) or 'nothing given'}; "
-            f"choose from {', '.join(COMPARE_NAMES)}, e.g. --compare serial,ddp,hogwild,local-sgd"
+            f"choose from {', '.join(COMPARE_NAMES)} ({', '.join(TRANSPORT_NAMES)} also as "
+            "NAME:gloo or NAME:mpi), e.g. --compare serial,ddp:mpi,ddp:gloo,hogwild"
         )
     ordered = list(BASELINES) + [name for name in names if name not in BASELINES]
     return list(dict.fromkeys(ordered))
@@ -59,10 +70,17 @@ def comparison_configs(
 ) -> list[DataParallelConfig]:
     """One config per compared name; the engines keep ``base``'s processes and threads,
     local-sgd and mpi average every ``average_every`` steps."""
+    from parnn.launch import usable_cores
+
     cores = all_cores or len(base.cores or usable_cores())
     configs = []
-    for name in names:
+    for entry in names:
+        name, _, transport = entry.partition(":")
         changes: dict[str, Any] = {"engine": name, "average_every": None, "fail_at": None}
+        if transport:
+            changes["transport"] = transport
+        elif name not in TRANSPORT_NAMES:
+            changes["transport"] = "auto"  # serial, hogwild carry nothing; mpi is MPI
         if name == "serial":
             changes.update(engine="serial", num_processes=1, threads_per_process=1)
         elif name == "serial-threads":
@@ -108,6 +126,7 @@ class Comparison:
                 {
                     "label": run.label,
                     "engine": run.config.engine,
+                    "transport": run.transport,
                     "processes": run.config.num_processes,
                     "threads_per_process": run.config.threads_per_process,
                     "samples_per_s": round(run.samples_per_s, 1),
@@ -153,6 +172,8 @@ def run_comparison(
     on_run: Callable[[DataParallelResult], None] | None = None,
 ) -> Comparison:
     """Run each config on a fresh model from ``model_factory()`` (which seeds and builds)."""
+    from parnn.data_parallel.runner import run_data_parallel
+
     runs = []
     for config in configs:
         result = run_data_parallel(

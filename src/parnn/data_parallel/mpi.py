@@ -1,14 +1,18 @@
-"""Weight averaging over MPI with mpi4py: the ``mpi`` engine.
+"""Ranks under MPI with mpi4py: ``--transport mpi`` of ddp and local-sgd (and the ``mpi``
+engine, local SGD over MPI).
 
-The algorithm is local SGD (:mod:`parnn.data_parallel.averaging`); the transport is MPI.
-The flat parameter buffer goes through a buffer-based ``Allreduce`` on a numpy view of
-the tensor (no copy, no pickling); only the small step logs are gathered as objects.
+local SGD: the flat parameter buffer goes through a buffer-based ``Allreduce`` on a numpy
+view of the tensor (no copy, no pickling). ddp: a gloo process group is set up beside MPI
+(rank 0 hosts its store on loopback, or on ``MASTER_ADDR`` across machines, and tells the
+others the port over MPI) for DDP's set-up broadcast; the gradients go over MPI through a
+DDP communication hook (:func:`parnn.data_parallel.ddp.mpi_allreduce_hook`). Only the
+small step logs are gathered as objects.
 
 Two ways to run it:
 
-- ``mpirun -n 4 parnn dp --engine mpi ...``: every MPI process runs the command; rank 0
-  evaluates, prints and writes the results (:func:`run_mpi_rank`).
-- ``parnn dp --engine mpi --processes 4``: parnn starts ``mpiexec -n 4`` itself
+- ``mpirun -n 4 parnn dp --engine ddp --transport mpi ...``: every MPI process runs the
+  command; rank 0 evaluates, prints and writes the results (:func:`run_mpi_rank`).
+- ``parnn dp --engine ddp --transport mpi --processes 4``: parnn starts ``mpiexec -n 4``
   (:func:`launch_mpi`), found next to the Python interpreter or on ``PATH``, and reads the
   result back from a temporary directory.
 
@@ -20,6 +24,7 @@ Importing this module does not import mpi4py (which would initialise MPI).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib.util
 import json
 import os
@@ -38,8 +43,10 @@ from typing import Any
 
 import psutil
 import torch
+import torch.distributed as dist
 
 from parnn.data_parallel.averaging import train_replica
+from parnn.data_parallel.ddp import train_ddp
 from parnn.data_parallel.job import TrainJob
 from parnn.data_parallel.loop import WorkerOutput, numpy_state
 from parnn.errors import ConfigError, RankFailedError
@@ -81,7 +88,9 @@ def mpi_available() -> bool:
 
 def require_mpi() -> None:
     if not mpi_available():
-        raise ConfigError(f"--engine mpi needs mpi4py, which is not installed: {INSTALL_HINT}")
+        raise ConfigError(
+            f"--engine mpi and --transport mpi need mpi4py, which is not installed: {INSTALL_HINT}"
+        )
 
 
 def find_mpiexec() -> str:
@@ -99,7 +108,10 @@ def find_mpiexec() -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise ConfigError(f"--engine mpi needs an MPI launcher (mpiexec), none found: {INSTALL_HINT}")
+    raise ConfigError(
+        f"--engine mpi and --transport mpi need an MPI launcher (mpiexec), none found: "
+        f"{INSTALL_HINT}"
+    )
 
 
 class MpiEnv:
@@ -157,6 +169,33 @@ def _pin(job: TrainJob, local_rank: int, local_size: int) -> None:
     pin_current_process(plan[local_rank] if config.pin else None, config.threads_per_process)
 
 
+@contextlib.contextmanager
+def _gloo_group(comm: Any, local_size: int, timeout_s: float) -> Any:
+    """A gloo process group over the MPI ranks, for DDP's set-up broadcast and metadata:
+    rank 0 hosts the store on a free port and broadcasts it over MPI."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    address = os.environ.get("MASTER_ADDR")
+    if address is None:
+        if local_size != size:
+            raise ConfigError(
+                f"ddp over MPI across machines ({size} ranks, {local_size} on this one) needs "
+                "MASTER_ADDR: set it to rank 0's address for the gloo set-up group"
+            )
+        address = "127.0.0.1"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = None
+    if rank == 0:
+        store = dist.TCPStore(address, 0, size, True, timeout=timeout, wait_for_workers=False)
+    port = comm.bcast(store.port if store is not None else None, root=0)
+    if store is None:
+        store = dist.TCPStore(address, port, size, False, timeout=timeout)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=timeout)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 def _train(job: TrainJob, comm: Any, local_rank: int, local_size: int) -> WorkerOutput | None:
     rank, size = comm.Get_rank(), comm.Get_size()
     if size != job.config.num_processes:
@@ -165,8 +204,13 @@ def _train(job: TrainJob, comm: Any, local_rank: int, local_size: int) -> Worker
             "make them equal or drop --processes"
         )
     _pin(job, local_rank, local_size)
-    comm.Barrier()
-    log, model = train_replica(rank, job, MpiTransport(comm))
+    if job.config.engine == "ddp":
+        with _gloo_group(comm, local_size, job.config.failure_timeout_s):
+            comm.Barrier()
+            log, model = train_ddp(rank, size, job, mpi_comm=comm)
+    else:
+        comm.Barrier()
+        log, model = train_replica(rank, job, MpiTransport(comm))
     logs = comm.gather(log, root=0)  # the step logs: small metadata, pickled
     if rank != 0:
         return None

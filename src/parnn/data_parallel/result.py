@@ -95,6 +95,10 @@ class DataParallelResult:
     config: DataParallelConfig
     model: str
     data: str
+    transport: str | None = None
+    """What carried the collectives: 'gloo', 'mpi', or None (serial, hogwild)."""
+    transport_note: str = ""
+    """Why ``--transport auto`` did not choose MPI (one line), else empty."""
     num_train: int
     num_val: int
     steps: int
@@ -114,6 +118,10 @@ class DataParallelResult:
     cpu: CpuTrace | None
     cpu_summary: dict[str, Any]
     machine: dict[str, Any]
+    startup_s: float | None = None
+    """Seconds from the start of the process that called run_data_parallel (the ``parnn``
+    command) to the first rank's first training step: imports, data loading, process
+    start-up."""
 
     @property
     def samples_per_s(self) -> float:
@@ -131,12 +139,13 @@ class DataParallelResult:
     @property
     def label(self) -> str:
         """'ddp x2', 'serial 1t', 'serial 2t', 'independent x2': the engine and its
-        parallelism."""
+        parallelism; 'ddp x2 mpi' when the transport was chosen explicitly."""
         if self.config.engine == "serial":
             return f"serial {self.config.threads_per_process}t"
-        if self.independent:
-            return f"independent x{self.config.num_processes}"
-        return f"{self.config.engine} x{self.config.num_processes}"
+        name = "independent" if self.independent else self.config.engine
+        label = f"{name} x{self.config.num_processes}"
+        explicit = self.config.transport != "auto" and self.config.engine != "mpi"
+        return f"{label} {self.transport}" if explicit and self.transport else label
 
     def to_dict(self, *, curve_points: int = 200, cpu_trace: bool = False) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -144,6 +153,8 @@ class DataParallelResult:
             "label": self.label,
             "model": self.model,
             "data": self.data,
+            "transport": self.transport,
+            "transport_note": self.transport_note,
             "num_train": self.num_train,
             "num_val": self.num_val,
             "config": self.config.to_dict(),
@@ -152,6 +163,7 @@ class DataParallelResult:
             "samples": self.samples,
             "train_s": round(self.train_s, 4),
             "wall_s": round(self.wall_s, 4),
+            "startup_s": self.startup_s,
             "samples_per_s": round(self.samples_per_s, 2),
             "final_train_loss": self.curve.tail_loss(),
             "val": self.val.to_dict() if self.val is not None else None,

@@ -20,15 +20,17 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from parnn.clock import startup_s
 from parnn.data_parallel.averaging import local_sgd_worker
-from parnn.data_parallel.config import DataParallelConfig
+from parnn.data_parallel.config import COMMUNICATING_ENGINES, DataParallelConfig
 from parnn.data_parallel.ddp import ddp_worker, serial_worker
 from parnn.data_parallel.hogwild import hogwild_worker
 from parnn.data_parallel.job import OptimizerFactory, ScheduleFactory, TrainJob
 from parnn.data_parallel.loop import StepBoard, WorkerOutput, load_numpy_state
-from parnn.data_parallel.mpi import launch_mpi, mpi_env, require_mpi, run_mpi_rank
+from parnn.data_parallel.mpi import launch_mpi, mpi_env, run_mpi_rank
 from parnn.data_parallel.result import DataParallelResult, merge_logs
 from parnn.data_parallel.shards import check_num_samples, total_steps
+from parnn.data_parallel.transport import ResolvedTransport, resolve_transport
 from parnn.errors import ConfigError
 from parnn.launch import LaunchConfig, launch, run_distributed, torchrun_env
 from parnn.monitor import CpuMonitor, CpuTrace
@@ -99,12 +101,12 @@ def _launch_config(config: DataParallelConfig, *, process_group: bool) -> Launch
     )
 
 
-def _run_workers(job: TrainJob) -> WorkerOutput | None:
+def _run_workers(job: TrainJob, transport: ResolvedTransport) -> WorkerOutput | None:
     """Start the engine's workers; rank 0's output (None on the other ranks of an external
     launcher)."""
     config = job.config
     engine = config.engine
-    if engine == "mpi":
+    if transport.name == "mpi":
         env = mpi_env()
         if env is not None and env.size > 1:
             return run_mpi_rank(job, env)
@@ -117,13 +119,20 @@ def _run_workers(job: TrainJob) -> WorkerOutput | None:
     return launch(worker, launch_config, job)[0]
 
 
-def _check_launcher(engine: str) -> None:
+def _check_launcher(config: DataParallelConfig) -> None:
+    engine = config.engine
     env = mpi_env()
-    if env is not None and env.size > 1 and engine != "mpi":
-        raise ConfigError(
-            f"started by mpirun with {env.size} ranks but --engine {engine}: use --engine mpi "
-            "under mpirun, or start the other engines without mpirun"
-        )
+    if env is not None and env.size > 1:
+        if engine not in COMMUNICATING_ENGINES:
+            raise ConfigError(
+                f"started by mpirun with {env.size} ranks but --engine {engine}, which starts "
+                "its own processes: start it without mpirun (mpirun suits ddp, local-sgd, mpi)"
+            )
+        if config.transport == "gloo":
+            raise ConfigError(
+                f"started by mpirun with {env.size} ranks but --transport gloo: use "
+                "--transport mpi (or auto) under mpirun, or start gloo runs without mpirun"
+            )
     if torchrun_env() is not None and engine in ("serial", "hogwild"):
         raise ConfigError(
             f"--engine {engine} runs on one machine and starts its own processes: start it "
@@ -152,9 +161,8 @@ def run_data_parallel(
     pickle (workers are spawned). The training tensors are moved to shared memory.
     """
     wall_start = time.perf_counter()
-    _check_launcher(config.engine)
-    if config.engine == "mpi":
-        require_mpi()
+    _check_launcher(config)
+    transport = resolve_transport(config)
     inputs, targets = dataset_tensors(train_data)
     num_samples = int(targets.shape[0])
     check_num_samples(num_samples, config)
@@ -178,7 +186,7 @@ def run_data_parallel(
             inputs=inputs,
             targets=targets,
             criterion=criterion if criterion is not None else make_criterion(),
-            optimizer_factory=optimizer_factory or OptimizerFactory(config.optimizer),
+            optimizer_factory=optimizer_factory or OptimizerFactory(config.resolved_optimizer),
             scheduler_factory=scheduler_factory
             or ScheduleFactory(config.schedule, steps, config.warmup_steps),
             board=board,
@@ -186,14 +194,14 @@ def run_data_parallel(
         monitor = CpuMonitor(config.monitor_interval_s)
         label = f"{config.engine} x{config.num_processes}"
         with monitor, _progress(board, steps * config.num_processes, label, quiet):
-            output = _run_workers(job)
+            output = _run_workers(job, transport)
     if output is None:
         return None
     if output.state is not None:
         load_numpy_state(model, output.state)
     val = evaluate(model, val_data, batch_size=config.eval_batch_size) if val_data else None
     return _result(
-        config, model, output, monitor.trace, val,
+        config, model, output, monitor.trace, val, transport,
         model_name=model_name or type(model).__name__,
         data_name=data_name or str(getattr(train_data, "name", type(train_data).__name__)),
         num_train=num_samples,
@@ -208,6 +216,7 @@ def _result(
     output: WorkerOutput,
     trace: CpuTrace,
     val: Any,
+    transport: ResolvedTransport,
     *,
     model_name: str,
     data_name: str,
@@ -233,6 +242,8 @@ def _result(
     updates = sum(len(log.step_end_s) for log in logs) if config.engine == "hogwild" else steps
     return DataParallelResult(
         config=config,
+        transport=transport.name,
+        transport_note=transport.note,
         model=model_name,
         data=data_name,
         num_train=num_train,
@@ -248,4 +259,5 @@ def _result(
         cpu=trace if trace.times_s else None,
         cpu_summary=trace.summary(start, end),
         machine=machine_facts(),
+        startup_s=startup_s(start),
     )

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from parnn.jobs.results import KFoldResults
     from parnn.jobs.spec import JobResult, JobSpec
 
+# The fork server imports these once, so that no worker pays for them inside a job:
+# torch, the models and the trainer, and torch._dynamo, which a torch optimizer imports
+# on its first use (1-3 s). `parnn kfold` starts the server with them at once.
+WORKER_PRELOAD = ("parnn.jobs.fold_job", "torch._dynamo")
+
 _LAZY = {
     "AsyncKFold": "parnn.jobs.kfold",
     "JobsFailedError": "parnn.jobs.config",
@@ -42,6 +47,7 @@ __all__ = [
     "KFoldResults",
     "PoolConfig",
     "PoolEvent",
+    "WORKER_PRELOAD",
     "WorkerPool",
     "run_kfold",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from parnn.errors import ConfigError, ParnnError
 from parnn.jobs.pool import START_METHODS
@@ -34,8 +35,13 @@ class KFoldConfig:
     """Passes over a fold's training part (used when ``steps`` is None)."""
     steps: int | None = None
     """Optimizer steps per job; overrides ``epochs``."""
-    save_checkpoint_frequency: int | None = 20
-    """Checkpoint each job every this many steps (atomic); None or 0: never."""
+    save_checkpoint_frequency: int | None = None
+    """Also checkpoint each job every this many steps (atomic); None or 0: by time only."""
+    checkpoint_interval_s: float | None = 5.0
+    """Checkpoint each job once this many seconds of it have passed since its last
+    checkpoint (atomic; a job's finished record replaces its checkpoint); None or 0: by
+    steps only. An interruption loses at most this much of each running job's work, and
+    a job writes at most one checkpoint per interval however short its steps are."""
     print_frequency: int = 10
     """Steps between a job's progress reports (live bar, loss history)."""
     warmup_steps: int | None = None
@@ -62,6 +68,11 @@ class KFoldConfig:
     """Batch size of the held-out evaluation (does not change results)."""
     monitor_interval_s: float = 0.5
     """CPU utilisation sampling period; 0: off."""
+    cluster: Any = None
+    """None: the pinned pool on this machine. Else the parallel jobs run as tasks of a Dask
+    cluster: a scheduler address ('tcp://HOST:8786'), 'local[:N]' (a LocalCluster of N
+    processes here), a ``distributed.Client`` or a cluster object (dask-jobqueue's
+    SLURMCluster). See docs/cluster.md."""
 
     def __post_init__(self) -> None:
         positive = ("folds", "batch_size", "epochs", "print_frequency", "threads_per_job")
@@ -80,6 +91,11 @@ class KFoldConfig:
                 f"save_checkpoint_frequency={self.save_checkpoint_frequency}: must be >= 1 "
                 "steps, or 0/None for no checkpoints"
             )
+        if self.checkpoint_interval_s is not None and not self.checkpoint_interval_s >= 0:
+            raise ConfigError(
+                f"checkpoint_interval_s={self.checkpoint_interval_s}: must be > 0 seconds, or "
+                "0/None for checkpoints by steps only"
+            )
         if self.seed < 0:
             raise ConfigError(f"seed {self.seed} must be >= 0")
         if self.cost_method not in COST_METHODS:
@@ -92,6 +108,10 @@ class KFoldConfig:
             )
         if self.monitor_interval_s < 0:
             raise ConfigError(f"monitor_interval_s={self.monitor_interval_s} must be >= 0")
+        if self.cluster is not None:
+            from parnn.jobs.dask_executor import check_cluster
+
+            check_cluster(self.cluster)
 
     def resolved_workers(self) -> int:
         """``workers``, or usable cores // threads per job (at least 1)."""

@@ -1,7 +1,8 @@
 """One k-fold job, as a worker runs it: the reference trainer's pieces on one fold.
 
     build (seeded) -> for each step: batch_indices order, train_step, schedule.step()
-                   -> checkpoint every N steps (atomic) -> evaluate on the held-out fold
+                   -> checkpoint every N steps and/or every T seconds (atomic)
+                   -> evaluate on the held-out fold
 
 The loop is the reference trainer's (:func:`parnn.train.train`): the same data order
 (:func:`~parnn.train.batch_indices` by seed and epoch), the same step
@@ -90,6 +91,7 @@ class FoldContext:
     checkpoint_dir: str  # one checkpoint file per job, overwritten atomically
     eval_batch_size: int = 256
     drop_last: bool = False
+    checkpoint_interval_s: float | None = None  # seconds between checkpoints; None: by steps
 
 
 def build_job_model(
@@ -215,6 +217,8 @@ def train_fold(
         save_checkpoint(path, state)
 
     frequency = context.save_checkpoint_frequency
+    interval_s = context.checkpoint_interval_s
+    last_saved = started
     model.train()
     while position.step < job.total_steps:
         epoch, first_batch = divmod(position.step, steps_per_epoch)
@@ -231,8 +235,12 @@ def train_fold(
                 history.append([position.step, loss])
                 if on_progress is not None:
                     on_progress(position.step, job.total_steps, loss)
-            if frequency and position.step % frequency == 0 and position.step < job.total_steps:
+            if position.step < job.total_steps and (
+                (frequency and position.step % frequency == 0)
+                or (interval_s and time.perf_counter() - last_saved >= interval_s)
+            ):
                 save()
+                last_saved = time.perf_counter()
             if position.step == job.total_steps:
                 break
 

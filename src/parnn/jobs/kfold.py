@@ -126,6 +126,11 @@ def run_kfold(
         )
     named = _check_models(models)
     schedules = _check_schedulers(schedulers)
+    if config.cluster is not None:
+        from parnn.jobs.dask_executor import check_cluster_run
+
+        check_cluster_run(config.cluster, root_dir, workers=config.workers)
+        root_dir = Path(root_dir).resolve()  # the workers' paths, whatever their directory
     criterion = criterion if criterion is not None else make_criterion()
     get_optimizer = (
         get_optimizer if get_optimizer is not None else OptimizerFactory(DEFAULT_OPTIMIZER)
@@ -178,6 +183,7 @@ def run_kfold(
         batch_size=config.batch_size,
         warmup_steps=config.warmup_steps,
         save_checkpoint_frequency=config.save_checkpoint_frequency or None,
+        checkpoint_interval_s=config.checkpoint_interval_s or None,
         print_frequency=config.print_frequency,
         checkpoint_dir="",  # set per mode by run_session
         eval_batch_size=config.eval_batch_size,
@@ -198,6 +204,7 @@ def run_kfold(
             start_method=config.start_method,
             monitor_interval_s=config.monitor_interval_s,
             quiet=config.quiet,
+            cluster=config.cluster if mode == "parallel" else None,
         )
         run_session(plan, todo, context, store)
     results = KFoldResults.load(

@@ -103,8 +103,12 @@ class LiveView:
             return
         progress = self._progress
         if event.kind == "started":
+            again = self._tasks.pop(event.key, None)  # run again elsewhere (a worker was lost)
+            if again is not None:
+                progress.remove_task(again)
+            where = f"{event.host} w{event.worker}" if event.host else f"w{event.worker}"
             self._tasks[event.key] = progress.add_task(
-                f"w{event.worker} {event.key}",
+                f"{where} {event.key}",
                 total=job.total_steps,
                 count=f"0/{job.total_steps}",
                 postfix="",

@@ -37,6 +37,24 @@ def _mark_sessions(axis: Any, offsets: dict[int, float]) -> None:
         axis.text(start, 1.0, f" session {index}", fontsize=7, color="grey", va="bottom")
 
 
+def _host_cpu(session: dict[str, Any], bin_s: float = 0.5) -> dict[str, tuple[list, list]]:
+    """Per worker host of a Dask session: its workers' CPU summed in ``bin_s`` bins, as
+    percent of the host's cores (the workers' own samples; none for the pool)."""
+    sums: dict[str, dict[float, float]] = {}
+    cores: dict[str, int] = {}
+    for worker in session.get("worker_cpu") or []:
+        host = str(worker.get("host"))
+        cores[host] = max(1, int(worker.get("cores") or 1))
+        bins = sums.setdefault(host, {})
+        for time_s, value in zip(worker["times_s"], worker["cpu_percent"], strict=False):
+            at = round(float(time_s) / bin_s) * bin_s
+            bins[at] = bins.get(at, 0.0) + float(value or 0.0)
+    return {
+        host: (sorted(bins), [bins[t] / cores[host] for t in sorted(bins)])
+        for host, bins in sums.items()
+    }
+
+
 def plot_cpu(results: KFoldResults, path: str | Path) -> Path:
     """Utilisation of each usable core (thin), their mean (bold) and this run's share
     (dashed) over time; one panel per mode."""
@@ -70,6 +88,15 @@ def plot_cpu(results: KFoldResults, path: str | Path) -> Path:
                     linestyle="--",
                     linewidth=1.0,
                     label="this run",
+                )
+            for host, (host_times, percent) in _host_cpu(session).items():
+                start = offsets[int(session["session"])]
+                axis.plot(
+                    [start + t for t in host_times],
+                    percent,
+                    linestyle=":",
+                    linewidth=1.4,
+                    label=f"{host}: this run's Dask workers",
                 )
         _mark_sessions(axis, offsets)
         timing = results.timing()[mode] or {}
@@ -131,7 +158,10 @@ def plot_timeline(results: KFoldResults, path: str | Path) -> Path:
                     clip_on=True,
                 )
         _mark_sessions(axis, offsets)
-        axis.set_yticks(workers, [f"worker {w}" for w in workers])
+        hosts = {job.worker: job.host for job in jobs if job.host}  # Dask: the worker's host
+        axis.set_yticks(
+            workers, [f"{hosts[w]} w{w}" if w in hosts else f"worker {w}" for w in workers]
+        )
         axis.invert_yaxis()
         axis.set_title(f"{mode}: jobs on a time line (longest first)", fontsize=9)
         axis.grid(True, axis="x", alpha=0.3)

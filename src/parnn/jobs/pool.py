@@ -71,6 +71,7 @@ class PoolEvent:
     result: dict[str, Any] | None = None  # "finished": what the job function returned
     error: str | None = None  # "failed": "ExcType: message", one line
     detail: str | None = None  # "failed": the traceback, when there is one
+    host: str | None = None  # the worker's host, when the jobs run on a cluster
 
 
 @dataclass(kw_only=True, slots=True)

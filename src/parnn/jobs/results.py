@@ -273,7 +273,7 @@ class KFoldResults:
     # -- files --------------------------------------------------------------------------
 
     def to_dict(self, *, include_history: bool = False) -> dict[str, Any]:
-        """The stable JSON object (its keys are listed in README.md, task parallelism)."""
+        """The stable JSON object (its keys are listed in docs/kfold.md)."""
         jobs = []
         for mode in MODES:
             for job in self.jobs_of(mode):

@@ -9,6 +9,9 @@ was interrupted) is appended when the session ends, however it ends.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from parnn.errors import ParnnWarning
+from parnn.jobs import WORKER_PRELOAD
+from parnn.jobs.dask_executor import DaskPool
 from parnn.jobs.fold_job import FoldContext, run_fold_job
 from parnn.jobs.live import LiveView
 from parnn.jobs.pool import PoolConfig, PoolEvent, WorkerPool
@@ -26,10 +31,20 @@ from parnn.results import machine_facts
 
 __all__ = ["SessionPlan", "run_session"]
 
-# The fork server imports these once, so that no worker pays for them inside a job:
-# torch, the models and the trainer, and torch._dynamo, which a torch optimizer imports
-# on its first use (1-3 s).
-_PRELOAD = ("parnn.jobs.fold_job", "torch._dynamo")
+
+# Imported on a spare core once fewer jobs remain than workers, so that the plots drawn
+# after the results are written do not wait for matplotlib (~1 s).
+_LATE_IMPORTS = ("parnn.jobs.plots",)
+
+
+def _import_in_background(modules: Sequence[str]) -> None:
+    missing = [name for name in modules if name not in sys.modules]
+    if missing:
+        threading.Thread(
+            target=lambda: [importlib.import_module(name) for name in missing],
+            name="parnn-late-imports",
+            daemon=True,
+        ).start()
 
 
 @dataclass(kw_only=True, slots=True)
@@ -43,6 +58,7 @@ class SessionPlan:
     start_method: str = "forkserver"
     monitor_interval_s: float = 0.5  # CPU sampling period; 0: off
     quiet: bool = False
+    cluster: Any = None  # None: the pinned pool; else a Dask cluster (KFoldConfig.cluster)
 
 
 def run_session(
@@ -69,6 +85,8 @@ def run_session(
         if event.kind not in ("finished", "failed"):
             return
         counts[event.kind] += 1
+        if len(jobs) - counts["finished"] - counts["failed"] == plan.num_workers - 1:
+            _import_in_background(_LATE_IMPORTS)  # a core has just gone idle for good
         start = started_at.get(event.key, event.time)
         numbers = dict(event.result or {})
         result = JobResult(
@@ -101,17 +119,29 @@ def run_session(
         if result.ok:
             (checkpoints / f"{job.file_stem}.pt").unlink(missing_ok=True)
 
-    pool = WorkerPool(
-        run_fold_job,
-        context,
-        PoolConfig(
-            num_workers=plan.num_workers,
-            threads_per_worker=plan.threads_per_job,
-            start_method=plan.start_method,
-            preload=_PRELOAD,
-        ),
-    )
-    pool.prepare()
+    pool: WorkerPool | DaskPool
+    if plan.cluster is not None:
+        pool = DaskPool(
+            run_fold_job, context, plan.cluster, threads=plan.threads_per_job,
+            preload=WORKER_PRELOAD,
+        )  # fmt: skip
+    else:
+        pool = WorkerPool(
+            run_fold_job,
+            context,
+            PoolConfig(
+                num_workers=plan.num_workers,
+                threads_per_worker=plan.threads_per_job,
+                start_method=plan.start_method,
+                preload=WORKER_PRELOAD,
+            ),
+        )
+    try:
+        pool.prepare()
+    except BaseException:
+        if isinstance(pool, DaskPool):
+            pool.close()
+        raise
     origin = time.perf_counter()  # the clock starts with the workers, after the fork server
     view = LiveView(jobs, title=plan.mode, quiet=plan.quiet)
     monitor = CpuMonitor(plan.monitor_interval_s)
@@ -123,11 +153,15 @@ def run_session(
     finally:
         wall_s = time.perf_counter() - origin
         trace = monitor.trace
+        workers = plan.num_workers
+        if isinstance(pool, DaskPool):
+            workers = pool.num_slots
+            pool.close()
         record = {
             "session": plan.session,
             "mode": plan.mode,
             "wall_s": round(wall_s, 4),
-            "workers": min(plan.num_workers, max(1, len(jobs))),
+            "workers": min(workers, max(1, len(jobs))),
             "threads_per_job": plan.threads_per_job,
             "jobs_run": len(jobs),
             "jobs_finished": counts["finished"],
@@ -139,5 +173,7 @@ def run_session(
             "affinity": facts["affinity"],
             "time_utc": facts["time_utc"],
         }
+        if isinstance(pool, DaskPool):
+            record.update(pool.session_facts())
         store.append_session(record)
     return record

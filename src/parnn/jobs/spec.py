@@ -80,6 +80,7 @@ class JobResult:
     loss_history: list[list[float]] = field(default_factory=list)  # [step, loss] pairs
     error: str | None = None  # "ExcType: message" when failed
     warnings: list[str] = field(default_factory=list)
+    host: str | None = None  # the worker's host when the jobs ran on a Dask cluster
 
     @property
     def ok(self) -> bool:

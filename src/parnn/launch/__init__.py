@@ -22,10 +22,29 @@ pins this one to its local rank's cores and calls ``fn`` in place.
 
 from __future__ import annotations
 
-from parnn.launch.config import LaunchConfig, usable_cores
-from parnn.launch.placement import pin_current_process, plan_cores
-from parnn.launch.supervisor import launch, leftover_processes
-from parnn.launch.torchrun import DistEnv, run_distributed, torchrun_env
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from parnn.launch.config import LaunchConfig, usable_cores
+    from parnn.launch.forkserver import start_forkserver
+    from parnn.launch.placement import pin_current_process, plan_cores
+    from parnn.launch.supervisor import launch, leftover_processes
+    from parnn.launch.torchrun import DistEnv, run_distributed, torchrun_env
+
+# Names are imported lazily: start_forkserver() runs before this process imports torch.
+_LAZY = {
+    "DistEnv": "parnn.launch.torchrun",
+    "LaunchConfig": "parnn.launch.config",
+    "launch": "parnn.launch.supervisor",
+    "leftover_processes": "parnn.launch.supervisor",
+    "pin_current_process": "parnn.launch.placement",
+    "plan_cores": "parnn.launch.placement",
+    "run_distributed": "parnn.launch.torchrun",
+    "start_forkserver": "parnn.launch.forkserver",
+    "torchrun_env": "parnn.launch.torchrun",
+    "usable_cores": "parnn.launch.config",
+}
 
 __all__ = [
     "DistEnv",
@@ -35,6 +54,19 @@ __all__ = [
     "pin_current_process",
     "plan_cores",
     "run_distributed",
+    "start_forkserver",
     "torchrun_env",
     "usable_cores",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'parnn.launch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -11,10 +11,9 @@ import torch
 
 from parnn.errors import ConfigError, ParnnWarning
 from parnn.launch.config import usable_cores
+from parnn.launch.forkserver import THREAD_ENV_VARS
 
 __all__ = ["THREAD_ENV_VARS", "pin_current_process", "plan_cores", "warn_if_oversubscribed"]
-
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def plan_cores(

@@ -27,6 +27,7 @@ from parnn.errors import ConfigError, ParnnWarning, RankFailedError
 from parnn.launch.config import LaunchConfig, usable_cores
 from parnn.launch.placement import THREAD_ENV_VARS, plan_cores, warn_if_oversubscribed
 from parnn.launch.worker import child_main, one_line
+from parnn.transport import remove_segments_of
 
 __all__ = ["launch", "leftover_processes"]
 
@@ -221,6 +222,9 @@ def _run_ranks(
         _stop(processes, config.kill_grace_s)
         for reader in readers:
             reader.close()
+        for stopped in processes:  # a rank killed while setting up a shm transport
+            if stopped.pid is not None:
+                remove_segments_of(stopped.pid)
 
 
 def _supervise(processes: Sequence[BaseProcess], readers: Sequence[Connection]) -> list[Any]:

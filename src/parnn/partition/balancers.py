@@ -63,12 +63,14 @@ def auto_partition(
     in_flight: Sequence[int] | None = None,
     max_stage_memory: float | None = None,
     parameter_copies: int = DEFAULT_PARAMETER_COPIES,
+    stashed_versions: Sequence[int] | None = None,
 ) -> Solution:
     """The partition with the fastest slowest stage, communication included (exact).
 
     A stage costs forward + backward time of its units plus receiving its input activations
     and its output gradient (:mod:`.cost`). ``max_stage_memory`` (bytes) caps each stage's
-    ``parameter_copies x parameters + in_flight[i] x saved activations``.
+    ``parameter_copies x parameters + in_flight[i] x saved activations``, plus
+    ``stashed_versions[i] x parameters`` under an asynchronous schedule (weight stashing).
     """
     units = profile.units
     return solve_min_max(
@@ -79,6 +81,8 @@ def auto_partition(
         per_microbatch_bytes=np.array([u.saved_bytes for u in units], dtype=float),
         in_flight=in_flight,
         max_stage_memory=max_stage_memory,
+        per_version_bytes=np.array([u.parameter_bytes for u in units], dtype=float),
+        stashed_versions=stashed_versions,
     )
 
 
@@ -91,6 +95,7 @@ def balance(
     in_flight: Sequence[int] | None = None,
     max_stage_memory: float | None = None,
     parameter_copies: int = DEFAULT_PARAMETER_COPIES,
+    stashed_versions: Sequence[int] | None = None,
 ) -> Partition:
     """The partition balancer ``method`` gives (one of :data:`BALANCERS`).
 
@@ -120,4 +125,5 @@ def balance(
         in_flight=in_flight,
         max_stage_memory=max_stage_memory,
         parameter_copies=parameter_copies,
+        stashed_versions=stashed_versions,
     ).partition

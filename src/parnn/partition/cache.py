@@ -76,9 +76,12 @@ def profile_file_name(
     )
 
 
-def comm_file_name(*, backend: str, threads: int, torch_version: str | None = None) -> str:
+def comm_file_name(
+    *, backend: str, threads: int, torch_version: str | None = None, transport: str = "gloo"
+) -> str:
     version = torch_version if torch_version is not None else str(torch.__version__)
-    return f"comm-{_slug(backend)}-t{threads}-torch{_slug(version)}.json"
+    path = "" if transport == "gloo" else f"-{_slug(transport)}"  # gloo: the old name
+    return f"comm-{_slug(backend)}{path}-t{threads}-torch{_slug(version)}.json"
 
 
 def profile_model(
@@ -149,21 +152,26 @@ def load_or_measure_comm(
     cache_dir: str | Path | None,
     *,
     backend: str = "gloo",
+    transport: str = "gloo",
     threads: int = 1,
     refresh: bool = False,
 ) -> CommModel:
-    """The cached communication model of this machine, measured when absent or refreshed."""
+    """The cached communication model of this machine over ``transport`` ('gloo', 'shm',
+    'auto'), measured when absent or refreshed."""
+    from parnn.transport import local_transport
+
+    transport = local_transport(transport)
     path = (
         None
         if cache_dir is None
-        else Path(cache_dir) / comm_file_name(backend=backend, threads=threads)
+        else Path(cache_dir) / comm_file_name(backend=backend, threads=threads, transport=transport)
     )
     if path is not None and path.exists() and not refresh:
         try:
             return CommModel.from_dict(read_json(path))
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    comm = measure_comm_model(backend=backend, threads=threads)
+    comm = measure_comm_model(backend=backend, transport=transport, threads=threads)
     if path is not None:
         write_json(path, comm.to_dict())
     return comm

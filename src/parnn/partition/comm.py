@@ -3,7 +3,8 @@
 A transfer of ``n`` bytes costs ``latency_s + n / bandwidth_bytes_per_s`` (the classic
 alpha-beta model). Both numbers are fitted by least squares to one-way times measured
 between two pinned processes over the backend in use (gloo on CPU): a ping-pong per size,
-half the median round trip. The fit weighs each size by ``1 / time`` so that the small
+half the median round trip, over the transport the pipeline uses (``gloo``, or ``shm``:
+shared memory between ranks of one host, :mod:`parnn.transport`). The fit weighs each size by ``1 / time`` so that the small
 sizes, which decide the latency, count as much as the large ones, which decide the
 bandwidth.
 
@@ -46,6 +47,8 @@ class CommModel:
     """Bytes per second once a transfer is under way."""
     backend: str = "gloo"
     """The torch.distributed backend the times were measured on."""
+    transport: str = "gloo"
+    """The path of the messages: 'gloo' (the backend's own) or 'shm' (shared memory)."""
     sizes_bytes: tuple[int, ...] = ()
     """The message sizes measured (empty for a model written by hand)."""
     times_s: tuple[float, ...] = ()
@@ -72,6 +75,7 @@ class CommModel:
     def to_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
+            "transport": self.transport,
             "latency_s": self.latency_s,
             "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s,
             "sizes_bytes": list(self.sizes_bytes),
@@ -84,13 +88,18 @@ class CommModel:
             latency_s=float(payload["latency_s"]),
             bandwidth_bytes_per_s=float(payload["bandwidth_bytes_per_s"]),
             backend=str(payload.get("backend", "gloo")),
+            transport=str(payload.get("transport", "gloo")),
             sizes_bytes=tuple(int(s) for s in payload.get("sizes_bytes", ())),
             times_s=tuple(float(t) for t in payload.get("times_s", ())),
         )
 
 
 def fit_comm_model(
-    sizes_bytes: Sequence[int], times_s: Sequence[float], *, backend: str = "gloo"
+    sizes_bytes: Sequence[int],
+    times_s: Sequence[float],
+    *,
+    backend: str = "gloo",
+    transport: str = "gloo",
 ) -> CommModel:
     """Fit ``latency + bytes / bandwidth`` to measured one-way times (relative least squares).
 
@@ -117,6 +126,7 @@ def fit_comm_model(
         latency_s=float(latency),
         bandwidth_bytes_per_s=1.0 / float(seconds_per_byte),
         backend=backend,
+        transport=transport,
         sizes_bytes=tuple(int(s) for s in sizes_bytes),
         times_s=tuple(float(t) for t in times_s),
     )
@@ -128,7 +138,12 @@ def _round_trips_per_block(size: int) -> int:
 
 
 def _ping_pong(
-    rank: int, world_size: int, sizes_bytes: Sequence[int], warmup: int, repeats: int
+    rank: int,
+    world_size: int,
+    sizes_bytes: Sequence[int],
+    warmup: int,
+    repeats: int,
+    transport: str = "gloo",
 ) -> list[float]:
     """Runs in each of the two processes: median one-way seconds per size (rank 0's view).
 
@@ -137,6 +152,10 @@ def _ping_pong(
     import torch
     import torch.distributed as dist
 
+    from parnn.transport import new_transport_group, transport_geometry
+
+    largest = (max(sizes_bytes) // 4,)
+    group = new_transport_group(transport, **transport_geometry([largest]))
     peer = 1 - rank
     medians: list[float] = []
     for size in sizes_bytes:
@@ -148,11 +167,11 @@ def _ping_pong(
             start = time.perf_counter()
             for _ in range(trips):
                 if rank == 0:
-                    dist.send(buffer, dst=peer)
-                    dist.recv(buffer, src=peer)
+                    dist.send(buffer, dst=peer, group=group)
+                    dist.recv(buffer, src=peer, group=group)
                 else:
-                    dist.recv(buffer, src=peer)
-                    dist.send(buffer, dst=peer)
+                    dist.recv(buffer, src=peer, group=group)
+                    dist.send(buffer, dst=peer, group=group)
             if block >= warmup:
                 one_way.append((time.perf_counter() - start) / (2 * trips))
         medians.append(statistics.median(one_way))
@@ -165,9 +184,11 @@ def measure_comm_model(
     warmup: int = 3,
     repeats: int = 11,
     backend: str = "gloo",
+    transport: str = "gloo",
     threads: int = 1,
 ) -> CommModel:
     """Measure one-way transfer times between two pinned processes and fit the model.
+    ``transport``: 'gloo', 'shm' or 'auto' (shm where this host allows it).
 
     Starts two processes with :func:`parnn.launch.launch` (one core and ``threads``
     intra-op threads each), ping-pongs a float32 tensor of every size ``warmup + repeats``
@@ -180,7 +201,12 @@ def measure_comm_model(
         raise ConfigError("measure at least two distinct message sizes")
     if repeats < 1 or warmup < 0:
         raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    from parnn.transport import local_transport
+
+    transport = local_transport(transport)
     config = LaunchConfig(num_processes=2, backend=backend, threads_per_process=threads)
-    results = launch(_ping_pong, config, list(sizes_bytes), warmup, repeats)
+    results = launch(_ping_pong, config, list(sizes_bytes), warmup, repeats, transport)
     times = results[0]
-    return fit_comm_model([max(s // 4, 1) * 4 for s in sizes_bytes], times, backend=backend)
+    return fit_comm_model(
+        [max(s // 4, 1) * 4 for s in sizes_bytes], times, backend=backend, transport=transport
+    )

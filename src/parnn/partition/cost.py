@@ -19,7 +19,8 @@ micro-batch stage cost.
 
 Memory per stage: ``parameter_copies`` copies of its parameters (weights, gradients, one
 optimizer state) plus, for every micro-batch in flight, the bytes its units save for
-backward. How many micro-batches are in flight depends on the schedule
+backward, plus, under an asynchronous schedule, one copy per stashed weight version
+(:func:`stashed_weight_versions`). How many micro-batches are in flight depends on the schedule
 (:func:`in_flight_microbatches`).
 
 Partition efficiency (the GPipe study's measure) = sum(stage cost) / (k * max stage cost),
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from parnn.errors import ConfigError, ScheduleError
+from parnn.partition.async_schedule import async_actions, held_versions, is_async_schedule
 from parnn.partition.partition import Partition
 from parnn.partition.profile import ModelProfile
 from parnn.partition.schedules import schedule_actions
@@ -46,6 +48,7 @@ __all__ = [
     "cut_comm_s",
     "efficiency",
     "in_flight_microbatches",
+    "stashed_weight_versions",
     "partition_cost",
 ]
 
@@ -87,6 +90,18 @@ def in_flight_microbatches(
     return tuple(peak)
 
 
+def stashed_weight_versions(
+    schedule: str, num_stages: int, num_microbatches: int
+) -> tuple[int, ...] | None:
+    """Weight versions every stage stashes at its peak under an asynchronous schedule
+    (:mod:`.async_schedule`: pipedream ``k - i`` for ``m = 1``, pipedream-2bw at most 2);
+    None for a synchronous schedule."""
+    if not is_async_schedule(schedule):
+        return None
+    stream = async_actions(num_stages, 2 * num_stages + 2, num_microbatches)
+    return tuple(held_versions(actions)[0] for actions in stream)
+
+
 def efficiency(stage_costs_s: Sequence[float]) -> float:
     """sum(S_i) / (k * max S_i); 1.0 is a perfect balance (and for all-zero costs)."""
     costs = [float(c) for c in stage_costs_s]
@@ -125,6 +140,8 @@ class StageCost:
     """Parameters x copies + saved activations x micro-batches in flight."""
     in_flight: int
     """Micro-batches in flight at the peak (from the schedule)."""
+    stashed_versions: int = 0
+    """Weight versions stashed at the peak (asynchronous schedules; 0 otherwise)."""
 
     @property
     def num_units(self) -> int:
@@ -162,6 +179,8 @@ class StageCost:
             "parameter_bytes": self.parameter_bytes,
             "saved_bytes": self.saved_bytes,
             "in_flight": self.in_flight,
+            "stashed_versions": self.stashed_versions,
+            "stash_bytes": self.stashed_versions * self.parameter_bytes,
             "memory_bytes": self.memory_bytes,
         }
 
@@ -228,14 +247,19 @@ def partition_cost(
     *,
     in_flight: Sequence[int] | None = None,
     parameter_copies: int = DEFAULT_PARAMETER_COPIES,
+    stashed_versions: Sequence[int] | None = None,
 ) -> PartitionCost:
     """Price ``partition`` stage by stage with ``profile`` (per micro-batch of the profile's
-    batch size). ``in_flight[i]``: micro-batches stage ``i`` holds (default 1)."""
+    batch size). ``in_flight[i]``: micro-batches stage ``i`` holds (default 1);
+    ``stashed_versions[i]``: weight versions it stashes (default 0)."""
     partition.check_units(profile.num_units)
     k = partition.num_stages
     flights = tuple(in_flight) if in_flight is not None else (1,) * k
     if len(flights) != k or any(f < 1 for f in flights):
         raise ConfigError(f"in_flight needs {k} values >= 1, one per stage; got {flights}")
+    stashes = tuple(stashed_versions) if stashed_versions is not None else (0,) * k
+    if len(stashes) != k or any(v < 0 for v in stashes):
+        raise ConfigError(f"stashed_versions needs {k} values >= 0, got {stashes}")
     cuts = cut_comm_s(profile)
     stages = []
     for stage, units in enumerate(partition.stage_ranges):
@@ -258,8 +282,10 @@ def partition_cost(
                 send_bytes=0 if stop == profile.num_units else chosen[-1].activation_bytes,
                 parameter_bytes=parameter_bytes,
                 saved_bytes=saved_bytes,
-                memory_bytes=parameter_copies * parameter_bytes + flights[stage] * saved_bytes,
+                memory_bytes=(parameter_copies + stashes[stage]) * parameter_bytes
+                + flights[stage] * saved_bytes,
                 in_flight=flights[stage],
+                stashed_versions=stashes[stage],
             )
         )
     return PartitionCost(

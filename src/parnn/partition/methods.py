@@ -35,11 +35,13 @@ def partition_for(
     profile: ModelProfile | None = None,
     in_flight: Sequence[int] | None = None,
     max_stage_memory: float | None = None,
+    stashed_versions: Sequence[int] | None = None,
 ) -> Partition:
     """The partition ``spec`` names, over ``num_units`` units and ``num_stages`` stages.
 
-    An explicit partition must have ``num_stages`` stages. ``in_flight`` and
-    ``max_stage_memory`` reach ``auto`` only.
+    An explicit partition must have ``num_stages`` stages. ``in_flight``,
+    ``max_stage_memory`` and ``stashed_versions`` (asynchronous schedules) reach ``auto``
+    only.
     """
     if profile is not None and profile.num_units != num_units:
         raise PartitionError(
@@ -71,6 +73,7 @@ def partition_for(
             num_units=num_units,
             in_flight=in_flight,
             max_stage_memory=max_stage_memory,
+            stashed_versions=stashed_versions,
         )
     raise PartitionError(
         f"unknown partition {spec!r}: give boundaries like 0,5,9,16, unit counts like 5,4,7, "

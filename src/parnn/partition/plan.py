@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from parnn.errors import ConfigError, ParnnError, PartitionError
-from parnn.partition.cost import PartitionCost, in_flight_microbatches, partition_cost
+from parnn.partition.cost import (
+    PartitionCost,
+    in_flight_microbatches,
+    partition_cost,
+    stashed_weight_versions,
+)
 from parnn.partition.methods import partition_for
 from parnn.partition.partition import Partition
 from parnn.partition.profile import ModelProfile
@@ -105,7 +110,7 @@ def microbatch_candidates(
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     schedule = canonical_schedule(schedule)
     values = [m for m in range(1, min(batch_size, limit) + 1) if batch_size % m == 0]
-    if schedule == "1f1b":
+    if schedule in ("1f1b", "pipedream-2bw"):
         values = [m for m in values if m >= num_devices]
     elif schedule == "interleaved-1f1b":
         values = [m for m in values if m % interleaved_rounds(num_devices, m) == 0]
@@ -156,6 +161,7 @@ def plan_pipeline(
     for m in tried:
         size = math.ceil(batch_size / m)
         in_flight = in_flight_microbatches(schedule, num_stages, m, num_devices=devices)
+        stashed = stashed_weight_versions(schedule, num_stages, m)
         try:
             profile = profile_for(size)
             partition = partition_for(
@@ -165,13 +171,14 @@ def plan_pipeline(
                 profile=profile,
                 in_flight=in_flight,
                 max_stage_memory=max_stage_memory,
+                stashed_versions=stashed,
             )
         except ParnnError as error:  # over the memory cap; a model that cannot run m
             if num_microbatches is not None:
                 raise
             skipped.append((m, str(error)))
             continue
-        cost = partition_cost(profile, partition, in_flight=in_flight)
+        cost = partition_cost(profile, partition, in_flight=in_flight, stashed_versions=stashed)
         simulation = simulate(
             StageTimes.from_cost(cost),
             schedule=schedule,

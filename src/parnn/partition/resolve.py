@@ -24,7 +24,7 @@ from torch import nn
 from parnn.errors import ConfigError, ScheduleError
 from parnn.partition.cache import load_or_measure_comm, load_or_profile
 from parnn.partition.comm import CommModel
-from parnn.partition.cost import in_flight_microbatches
+from parnn.partition.cost import in_flight_microbatches, stashed_weight_versions
 from parnn.partition.methods import needs_profile, partition_for
 from parnn.partition.partition import Partition
 from parnn.partition.plan import PipelinePlan, plan_pipeline
@@ -64,6 +64,9 @@ class ProfileConfig:
     """'measure': price transfers with the machine's measured comm model; 'none': free."""
     backend: str = "gloo"
     """Backend whose transfers are measured."""
+    transport: str = "auto"
+    """Path of the pipeline's messages whose transfers are measured: 'gloo', 'shm', or
+    'auto' (shm between ranks of this host, as the pipeline's own default)."""
     warmup: int = 2
     """Untimed passes per profile."""
     repeats: int = 7
@@ -104,6 +107,7 @@ class ProfileSource:
                 self._comm = load_or_measure_comm(
                     config.cache_dir,
                     backend=config.backend,
+                    transport=config.transport,
                     threads=config.threads,
                     refresh=config.refresh,
                 )
@@ -196,6 +200,7 @@ def resolve_partition(
     num_classes: int | None = None,
     cache_dir: str | Path | None = None,
     threads: int = 1,
+    transport: str = "auto",
 ) -> Partition:
     """The partition ``spec`` names for ``model`` split into ``num_stages`` stages.
 
@@ -223,12 +228,14 @@ def resolve_partition(
                     num_classes=num_classes,
                     cache_dir=None if cache_dir is None else Path(cache_dir),
                     threads=threads,
+                    transport=transport,
                 )
             )
         profile = source(math.ceil(batch_size / num_microbatches))
-    in_flight = None
+    in_flight = stashed = None
     if max_stage_memory is not None:
         in_flight = _in_flight(schedule, num_stages, num_microbatches, num_devices)
+        stashed = stashed_weight_versions(schedule, num_stages, num_microbatches)
     return partition_for(
         spec,
         num_stages=num_stages,
@@ -236,6 +243,7 @@ def resolve_partition(
         profile=profile,
         in_flight=in_flight,
         max_stage_memory=max_stage_memory,
+        stashed_versions=stashed,
     )
 
 

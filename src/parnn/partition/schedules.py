@@ -14,7 +14,10 @@ GPipe runs every forward, then every backward (micro-batches in order, as torch'
 Interleaved 1F1B (Megatron-LM, as torch's ``ScheduleInterleaved1F1B`` runs it) gives each of
 the ``k`` devices ``v`` model chunks (virtual stages ``d, d + k, d + 2k, ...``) and walks the
 micro-batches in ``max(1, m // k)`` rounds; ``m`` must be a multiple of the rounds.
-``interleaved`` is accepted for ``interleaved-1f1b``.
+``interleaved`` is accepted for ``interleaved-1f1b``. The asynchronous schedules
+(``pipedream``, ``pipedream-2bw``, :mod:`.async_schedule`) never flush: their actions here
+are the forwards and backwards of a stream of ``k`` mini-batches of ``m`` micro-batches (the
+updates left out), from which the micro-batches in flight are read.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parnn.errors import ScheduleError
+from parnn.partition.async_schedule import ASYNC_SCHEDULES, async_actions
 
 __all__ = [
     "SCHEDULES",
@@ -32,7 +36,7 @@ __all__ = [
     "schedule_actions",
 ]
 
-SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved-1f1b")
+SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved-1f1b", *ASYNC_SCHEDULES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,9 @@ def schedule_actions(
             for i in range(m - warmup):
                 actions += [Action("F", device, warmup + i), Action("B", device, i)]
             actions += [Action("B", device, mb) for mb in range(m - warmup, m)]
+        elif schedule in ASYNC_SCHEDULES:
+            stream = async_actions(k, k, m)[device]
+            actions = [Action(a.kind, a.stage, a.microbatch) for a in stream if a.kind != "U"]
         else:
             actions = _interleaved(device, k, num_chunks, m)
         plans.append(actions)

@@ -10,6 +10,16 @@ taking it in for ``recv_forward_s`` (not on the first stage) or ``recv_backward_
 the last stage). Stages on the same device exchange nothing. After its last action a
 device runs the optimizer update of its stages; the step ends when the last update does.
 
+With ``messages="posted"`` (what :meth:`StageTimes.from_cost` gives the planner) the
+messages follow torch's schedules instead: a receive is posted only when its action is
+next on the device, so a message's latency starts when both the send and the receive are
+posted (``max(producer end, receiver free) + link_latency_s``) and is paid on the
+receiver's critical path even when the bytes were sent long before; 1F1B also waits for
+each of its sends (``link_latency_s`` after the producing action) before the device's next
+action, GPipe and the others once at the end of the step. Over gloo (~2 ms a message here)
+this is what makes 1F1B slower than GPipe on a small model; over shared memory (~tens of
+µs) the two models agree.
+
 This reproduces the closed forms: with stage costs ``t_i`` (the busy part of the receive
 included) and a latency ``L`` per link, a forward pass takes
 ``sum(t_i) + (p - 1) L + (m - 1) max(t_i)`` (the study's ``sum(t_i + c_i) + t_max (m - 1)``),
@@ -24,10 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parnn.errors import ConfigError, ScheduleError
+from parnn.partition.async_schedule import check_async_schedule, is_async_schedule
 from parnn.partition.cost import PartitionCost
 from parnn.partition.schedules import canonical_schedule, schedule_actions
 
 __all__ = [
+    "MESSAGE_MODELS",
     "SimEvent",
     "Simulation",
     "StageTimes",
@@ -35,6 +47,13 @@ __all__ = [
     "closed_form_forward_s",
     "simulate",
 ]
+
+
+MESSAGE_MODELS = ("eager", "posted")
+# Schedules whose torch implementation waits for a stage's sends before its next action
+# (Schedule1F1B fuses them with the next receive and waits for both); the others wait for
+# their sends at the end of the step.
+_WAITS_EACH_SEND = frozenset({"1f1b"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +73,16 @@ class StageTimes:
     link_latency_s: float = 0.0
     """Time a tensor spends between devices before the receiver can take it in (default
     0); it delays the receiver's action but does not occupy it."""
+    messages: str = "eager"
+    """When a message's latency starts: 'eager' when its producer finishes (an ideal
+    transport, receives posted ahead); 'posted' once both sides have posted it, as torch's
+    schedules post them (see the module's docstring)."""
 
     def __post_init__(self) -> None:
+        if self.messages not in MESSAGE_MODELS:
+            raise ConfigError(
+                f"messages={self.messages!r}: choose one of {', '.join(MESSAGE_MODELS)}"
+            )
         if not self.link_latency_s >= 0.0:
             raise ConfigError(f"link_latency_s must be >= 0 seconds, got {self.link_latency_s}")
         count = len(self.forward_s)
@@ -78,9 +105,10 @@ class StageTimes:
         return len(self.forward_s)
 
     @classmethod
-    def from_cost(cls, cost: PartitionCost) -> StageTimes:
+    def from_cost(cls, cost: PartitionCost, *, messages: str = "posted") -> StageTimes:
         """The per-micro-batch times of a priced partition: each receive's latency goes on
-        the link, the rest (bytes over bandwidth) stays the receiver's work."""
+        the link, the rest (bytes over bandwidth) stays the receiver's work; messages as
+        torch's schedules post them unless ``messages`` says otherwise."""
         stages = cost.stages
         latency = cost.link_latency_s
 
@@ -95,6 +123,7 @@ class StageTimes:
             saved_bytes=tuple(s.saved_bytes for s in stages),
             update_s=tuple(s.update_s for s in stages),
             link_latency_s=latency,
+            messages=messages,
         )
 
 
@@ -136,6 +165,9 @@ class Simulation:
     peak_activation_bytes: tuple[int, ...]
     """Per device: most saved activation bytes held at once."""
     events: tuple[SimEvent, ...] = field(repr=False, default=())
+    stashed_versions: tuple[int, ...] = ()
+    """Asynchronous schedules: per device, weight versions stashed at the peak (besides
+    the live weights); empty for the synchronous ones."""
 
     @property
     def busy_s(self) -> tuple[float, ...]:
@@ -180,6 +212,11 @@ class Simulation:
                     "bubble_fraction": self.device_bubble[d],
                     "peak_in_flight": self.peak_in_flight[d],
                     "peak_activation_bytes": self.peak_activation_bytes[d],
+                    **(
+                        {"stashed_versions": self.stashed_versions[d]}
+                        if self.stashed_versions
+                        else {}
+                    ),
                 }
                 for d in range(self.num_devices)
             ],
@@ -220,10 +257,18 @@ def simulate(
     """Replay ``schedule`` with ``num_microbatches`` micro-batches on ``times``.
 
     ``num_devices`` defaults to the number of stages; for ``interleaved-1f1b`` it may be a divisor
-    of it (each device then holds ``num_stages / num_devices`` chunks).
+    of it (each device then holds ``num_stages / num_devices`` chunks). The asynchronous
+    schedules (pipedream, pipedream-2bw) predict their steady state (:mod:`.simulate_async`).
     """
     num_stages = times.num_stages
     schedule = canonical_schedule(schedule)
+    if is_async_schedule(schedule):
+        from parnn.partition.simulate_async import simulate_async
+
+        if num_devices not in (None, num_stages):
+            raise ScheduleError(f"{schedule} puts one stage on each device")
+        check_async_schedule(schedule, num_stages=num_stages, num_microbatches=num_microbatches)
+        return simulate_async(times, schedule=schedule, num_microbatches=num_microbatches)
     k = num_stages if num_devices is None else num_devices
     if k < 1 or num_stages % k:
         raise ScheduleError(
@@ -236,8 +281,12 @@ def simulate(
     def device_of(stage: int) -> int:
         return stage % k
 
+    posted = times.messages == "posted"
+    latency = times.link_latency_s
+    waits_each_send = posted and schedule in _WAITS_EACH_SEND
     done: dict[tuple[str, int, int], float] = {}
     free = [0.0] * k
+    sent = [0.0] * k  # when this device's last send completes (posted messages)
     cursor = [0] * k
     events: list[SimEvent] = []
     compute = [0.0] * k
@@ -255,18 +304,22 @@ def simulate(
                     remote = s > 0 and device_of(s - 1) != device
                     receive = times.recv_forward_s[s] if remote else 0.0
                     work, label = times.forward_s[s], "forward"
+                    sends = s < num_stages - 1 and device_of(s + 1) != device
                 else:
                     deps = [("F", s, j)] + ([("B", s + 1, j)] if s < num_stages - 1 else [])
                     remote = s < num_stages - 1 and device_of(s + 1) != device
                     receive = times.recv_backward_s[s] if remote else 0.0
                     work, label = times.backward_s[s], "backward"
+                    sends = s > 0 and device_of(s - 1) != device
                 if any(dep not in done for dep in deps):
                     break
-                # The input from another device (the last dependency) arrives after the link.
+                # The input from another device (the last dependency) arrives after the link:
+                # counted from its send (eager) or from when both sides posted it (posted).
                 ready = [done[dep] for dep in deps]
                 if remote:
-                    ready[-1] += times.link_latency_s
-                start = max([free[device], *ready])
+                    ready[-1] = (max(ready[-1], free[device]) if posted else ready[-1]) + latency
+                begin = max(free[device], sent[device]) if waits_each_send else free[device]
+                start = max([begin, *ready])
                 if receive > 0:
                     events.append(SimEvent(device, s, j, f"recv-{label}", start, start + receive))
                 compute_start = start + receive
@@ -274,6 +327,8 @@ def simulate(
                 events.append(SimEvent(device, s, j, label, compute_start, end))
                 done[(action.kind, s, j)] = end
                 free[device] = end
+                if posted and sends:
+                    sent[device] = end + latency
                 compute[device] += work
                 comm[device] += receive
                 cursor[device] += 1
@@ -282,6 +337,8 @@ def simulate(
         if not progressed:
             stuck = {d: str(plans[d][cursor[d]]) for d in range(k) if cursor[d] < len(plans[d])}
             raise ScheduleError(f"schedule {schedule!r} deadlocks with m={m}: waiting at {stuck}")
+    for device in range(k):  # every schedule waits for its last sends before the update
+        free[device] = max(free[device], sent[device])
     update = [0.0] * k
     for stage in range(num_stages):
         update[device_of(stage)] += times.update_s[stage]

@@ -113,12 +113,20 @@ def _reach(
 
 
 def _memory_windows(
-    fixed: np.ndarray, per_microbatch: np.ndarray, in_flight: Sequence[int], cap: float
+    fixed: np.ndarray,
+    per_microbatch: np.ndarray,
+    in_flight: Sequence[int],
+    cap: float,
+    per_version: np.ndarray | None = None,
+    stashed_versions: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """lo_j(b) for every stage j: the first unit a stage ending at b may start at."""
     windows = []
-    for flight in in_flight:
-        prefix = np.concatenate([[0.0], np.cumsum(fixed + flight * per_microbatch)])
+    for stage, flight in enumerate(in_flight):
+        held = fixed + flight * per_microbatch
+        if per_version is not None and stashed_versions is not None:
+            held = held + stashed_versions[stage] * per_version  # stashed weight versions
+        prefix = np.concatenate([[0.0], np.cumsum(held)])
         # memory(a, b) = prefix[b] - prefix[a] <= cap  <=>  prefix[a] >= prefix[b] - cap
         windows.append(np.searchsorted(prefix, prefix - cap, side="left").astype(np.int64))
     return windows
@@ -153,18 +161,26 @@ def min_max_memory(
     fixed_bytes: Vector,
     per_microbatch_bytes: Vector,
     in_flight: Sequence[int],
+    per_version_bytes: np.ndarray | None = None,
+    stashed_versions: Sequence[int] | None = None,
 ) -> float:
     """The smallest per-stage memory cap any partition into ``len(in_flight)`` stages meets
-    (stage ``j`` holds ``fixed + in_flight[j] * per_microbatch`` bytes per unit)."""
+    (stage ``j`` holds ``fixed + in_flight[j] * per_microbatch`` bytes per unit, plus
+    ``stashed_versions[j] * per_version_bytes`` when given)."""
     num_units = len(fixed_bytes)
     _check_sizes(num_units, len(in_flight))
     fixed = _as_vector(fixed_bytes, num_units, "fixed_bytes")
     per_microbatch = _as_vector(per_microbatch_bytes, num_units, "per_microbatch_bytes")
     zeros = np.zeros(num_units + 1)
-    low, high = 0.0, float(np.sum(fixed + max(in_flight) * per_microbatch))
+    high = float(np.sum(fixed + max(in_flight) * per_microbatch))
+    if per_version_bytes is not None and stashed_versions is not None:
+        high += float(np.sum(max(stashed_versions) * per_version_bytes))
+    low = 0.0
 
     def fits(cap: float) -> bool:
-        windows = _memory_windows(fixed, per_microbatch, in_flight, cap)
+        windows = _memory_windows(
+            fixed, per_microbatch, in_flight, cap, per_version_bytes, stashed_versions
+        )
         return bool(_reach(zeros, zeros, len(in_flight), 0.0, windows)[-1][num_units])
 
     # Memory is monotone in the cap: bisect to float resolution, then report the exact
@@ -189,14 +205,18 @@ def solve_min_max(
     per_microbatch_bytes: Vector | None = None,
     in_flight: Sequence[int] | None = None,
     max_stage_memory: float | None = None,
+    per_version_bytes: Vector | None = None,
+    stashed_versions: Sequence[int] | None = None,
 ) -> Solution:
     """The contiguous partition of the units into ``num_stages`` stages whose slowest stage
     costs least (exactly), where a stage ``a .. b-1`` costs
     ``sum(unit_costs[a:b]) + cut_costs[a] + cut_costs[b]`` (``cut_costs``: n + 1 values).
 
     With ``max_stage_memory``, stage ``j`` may hold at most that many bytes, counting
-    ``fixed_bytes[u] + in_flight[j] * per_microbatch_bytes[u]`` per unit ``u``; when no
-    partition fits, PartitionError names the smallest cap that does.
+    ``fixed_bytes[u] + in_flight[j] * per_microbatch_bytes[u]`` per unit ``u`` (plus
+    ``stashed_versions[j] * per_version_bytes[u]`` under an asynchronous schedule, whose
+    stages keep old weight versions); when no partition fits, PartitionError names the
+    smallest cap that does.
     """
     num_units = len(unit_costs)
     _check_sizes(num_units, num_stages)
@@ -223,14 +243,23 @@ def solve_min_max(
         flights = tuple(in_flight) if in_flight is not None else (1,) * num_stages
         if len(flights) != num_stages:
             raise PartitionError(f"in_flight needs {num_stages} values, got {len(flights)}")
-        windows = _memory_windows(fixed, per_microbatch, flights, float(max_stage_memory))
+        versions = None
+        if per_version_bytes is not None and stashed_versions is not None:
+            if len(stashed_versions) != num_stages:
+                raise PartitionError(
+                    f"stashed_versions needs {num_stages} values, got {len(stashed_versions)}"
+                )
+            versions = _as_vector(per_version_bytes, num_units, "per_version_bytes")
+        windows = _memory_windows(
+            fixed, per_microbatch, flights, float(max_stage_memory), versions, stashed_versions
+        )
     # Every stage cost U[b] - V[a] with a < b is a candidate bottleneck.
     rows, cols = np.tril_indices(num_units + 1, -1)  # b > a
     candidates = np.unique(upper[rows] - lower[cols])
     history = _reach(upper, lower, num_stages, float(candidates[-1]), windows)
     if not history[-1][num_units]:
         assert windows is not None, "without a memory cap the largest candidate always fits"
-        needed = min_max_memory(fixed, per_microbatch, flights)
+        needed = min_max_memory(fixed, per_microbatch, flights, versions, stashed_versions)
         raise PartitionError(
             f"no partition into {num_stages} stages fits --max-stage-memory "
             f"{_format_bytes(float(max_stage_memory or 0.0))}: the smallest cap that fits is "

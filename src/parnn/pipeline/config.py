@@ -9,6 +9,7 @@ from typing import Any
 from parnn.errors import ConfigError
 from parnn.partition import Partition
 from parnn.train import OptimizerConfig
+from parnn.transport import TRANSPORTS
 
 __all__ = ["PipelineConfig"]
 
@@ -36,6 +37,9 @@ class PipelineConfig:
     """Boundaries '0,3,5', unit counts '3,2', a named scheme, or a cost-aware method."""
     schedule: str = "gpipe"
     """A schedule from `parnn schedules`."""
+    vertical_sync: bool = False
+    """Asynchronous schedules (pipedream, pipedream-2bw): every stage runs a micro-batch on
+    the weight version the first stage used for it."""
     num_microbatches: int = 4
     """Micro-batches per mini-batch; the batch size must be a multiple of it."""
     batch_size: int = 32
@@ -64,6 +68,10 @@ class PipelineConfig:
     """Pin each process to its own core(s)."""
     backend: str = "gloo"
     """torch.distributed backend (gloo on CPU, nccl on GPUs)."""
+    transport: str = "auto"
+    """Path of the stages' sends and receives: 'shm' (shared memory; every rank on one
+    host), 'gloo' (the backend's own), 'auto' (shm between ranks of one host, gloo
+    across hosts). Set-up, metadata and collectives always go through ``backend``."""
     measure_warmup_steps: int = 2
     """Steps left out of the medians of step time and throughput."""
     trace_steps: int = 20
@@ -72,6 +80,11 @@ class PipelineConfig:
     """Where result.json and trace.json are written; None: nowhere."""
     return_parameters: bool = False
     """Hand the trained parameters back in the result (tests, comparisons)."""
+    checkpoint_dir: Path | None = None
+    """Asynchronous schedules: every rank writes its stage (weights, optimizer, LR schedule,
+    position) here at each epoch's end, where the pipeline is drained."""
+    resume: bool = False
+    """Continue from the newest checkpoint in ``checkpoint_dir`` every rank has saved."""
     fail_rank: int | None = None
     """TEST HOOK: the rank that raises at ``fail_at_step`` (failure-handling tests only)."""
     fail_at_step: int | None = None
@@ -97,12 +110,44 @@ class PipelineConfig:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(
+                f"transport {self.transport!r} is unknown: choose one of {', '.join(TRANSPORTS)}"
+                " ('auto': shared memory within a host, gloo across hosts)"
+            )
+        if self.transport != "gloo" and self.backend != "gloo":
+            raise ConfigError(
+                f"transport {self.transport!r} rides on the gloo backend, got backend "
+                f"{self.backend!r}; use transport 'gloo' (the backend's own sends) with it"
+            )
         if self.measure_warmup_steps < 0:
             raise ConfigError(f"measure_warmup_steps must be >= 0, got {self.measure_warmup_steps}")
         if (self.fail_rank is None) != (self.fail_at_step is None):
             raise ConfigError("fail_rank and fail_at_step (a test hook) go together")
         if self.fail_rank is not None and not 0 <= self.fail_rank < self.num_stages:
             raise ConfigError(f"fail_rank {self.fail_rank} is not a rank of {self.num_stages}")
+        if self.vertical_sync and self.schedule.strip().lower() not in (
+            "pipedream",
+            "pipedream-2bw",
+        ):
+            raise ConfigError(
+                f"vertical sync applies to the asynchronous schedules only, not "
+                f"{self.schedule!r}: use --schedule pipedream or pipedream-2bw, or drop "
+                "--vertical-sync"
+            )
+        if self.checkpoint_dir is not None and self.schedule.strip().lower() not in (
+            "pipedream",
+            "pipedream-2bw",
+        ):
+            raise ConfigError(
+                f"checkpoints are written by the asynchronous schedules (at their epoch-end "
+                f"drain), not by {self.schedule!r}: use --schedule pipedream, or drop "
+                "--checkpoint-dir"
+            )
+        if self.resume and self.checkpoint_dir is None:
+            raise ConfigError("resume needs checkpoint_dir: the directory to resume from")
+        if self.checkpoint_dir is not None:
+            self.checkpoint_dir = Path(self.checkpoint_dir)
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir)
         if self.out_dir is not None:
@@ -124,7 +169,7 @@ class PipelineConfig:
             if isinstance(self.partition, Partition)
             else self.partition
         )
-        for key in ("data_dir", "out_dir"):
+        for key in ("data_dir", "out_dir", "checkpoint_dir"):
             values[key] = None if values[key] is None else str(values[key])
         return values
 

@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["BoundaryStats", "PipelineResult", "StageStats", "summarize_stages"]
+__all__ = [
+    "BoundaryStats",
+    "PipelineResult",
+    "StageStats",
+    "summarize_stages",
+    "summarize_transport",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +74,18 @@ class PipelineResult:
     val_loss: float | None
     train_samples: int
     val_samples: int
+    transport: dict[str, Any] = field(default_factory=dict)
+    """{"requested": "auto", "used": "shm"|"gloo"|"mixed", "pairs": {"0-1": "shm", ...}}:
+    the path the stages' messages took between each pair of ranks."""
+    startup_s: float | None = None
+    """From the start of the process that called run_pipeline (the ``parnn`` command) to
+    rank 0's first training step: imports, planning, process start-up and data loading."""
     machine: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, torch.Tensor] | None = None
+    weight_stash: list[dict[str, int]] | None = None
+    """Asynchronous schedules: per stage, the weight versions stashed and the activations
+    held at the peak (bytes); None for the synchronous ones."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the trained parameters are left out)."""
@@ -126,3 +141,19 @@ def summarize_stages(
                 )
             )
     return sorted(stats, key=lambda s: s.stage)
+
+
+def summarize_transport(requested: str, reports: Sequence[Any]) -> dict[str, Any]:
+    """What the ranks report of their messages' paths, one entry per pair of ranks."""
+    pairs = {
+        f"{report.rank}-{peer}": path
+        for report in reports
+        for peer, path in sorted(report.transport.items())
+        if report.rank < peer
+    }
+    used = set(pairs.values())
+    return {
+        "requested": requested,
+        "used": used.pop() if len(used) == 1 else ("mixed" if used else "none"),
+        "pairs": pairs,
+    }

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from parnn.clock import startup_s
 from parnn.errors import PartitionError
 from parnn.launch import LaunchConfig, run_distributed
 from parnn.models import build_model, count_parameters
@@ -19,10 +20,14 @@ from parnn.partition import Partition
 from parnn.partition.methods import needs_profile
 from parnn.partition.resolve import resolve_partition
 from parnn.pipeline.config import PipelineConfig
-from parnn.pipeline.result import BoundaryStats, PipelineResult, summarize_stages
+from parnn.pipeline.cuts import boundary_shapes
+from parnn.pipeline.result import (
+    BoundaryStats,
+    PipelineResult,
+    summarize_stages,
+    summarize_transport,
+)
 from parnn.pipeline.schedules import check_schedule, get_schedule
-from parnn.pipeline.stage import boundary_shapes
-from parnn.pipeline.worker import pipeline_worker
 from parnn.results import machine_facts, write_json
 from parnn.trace import TraceRecorder, write_chrome_trace
 
@@ -85,6 +90,7 @@ def plan_pipeline_run(
             num_classes=10,
             threads=config.threads_per_stage,
             cache_dir=profile_cache_dir,
+            transport=config.transport,
         )
     if partition.num_stages != total:
         raise PartitionError(
@@ -115,7 +121,7 @@ def run_pipeline(
         pin=config.pin,
     )
     results = run_distributed(
-        pipeline_worker, launch_config, config, plan.partition, plan.shapes, quiet
+        _pipeline_rank, launch_config, config, plan.partition, plan.shapes, quiet
     )
     gathered = results[0]
     if gathered is None:
@@ -124,6 +130,14 @@ def run_pipeline(
     if config.out_dir is not None:
         _write_files(config.out_dir, result, gathered, config)
     return result
+
+
+def _pipeline_rank(*args: Any) -> dict[str, Any] | None:
+    """One rank: imports the worker (and torch.distributed.pipelining, seconds) in the rank
+    or its fork server, never in the process that plans the run."""
+    from parnn.pipeline.worker import pipeline_worker
+
+    return pipeline_worker(*args)
 
 
 def _assemble(
@@ -176,8 +190,11 @@ def _assemble(
         val_loss=history[-1]["val_loss"] if history else None,
         train_samples=gathered["train_samples"],
         val_samples=gathered["val_samples"],
+        transport=summarize_transport(config.transport, reports),
+        startup_s=startup_s(master.step_starts[0]) if master.step_starts else None,
         machine=machine_facts(),
         parameters=parameters,
+        weight_stash=gathered.get("weight_stash"),
     )
 
 
@@ -229,7 +246,11 @@ def _write_files(
     write_chrome_trace(
         trace_path,
         _trace_recorders(config, gathered),
-        metadata={"schedule": config.schedule, "partition": result.partition},
+        metadata={
+            "schedule": config.schedule,
+            "partition": result.partition,
+            "transport": result.transport,
+        },
     )
     result.files = {"result": str(out_dir / "result.json"), "trace": str(trace_path)}
     write_json(out_dir / "result.json", result.to_dict())

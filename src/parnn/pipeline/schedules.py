@@ -6,10 +6,13 @@ A rank holds one stage (``gpipe``, ``1f1b``) or several (``interleaved-1f1b``,
 ``looped-bfs``, ``zero-bubble`` and the V-shaped ``zbv``/``dualpipev``). GPipe with four
 stages and four micro-batches (F = forward, B = backward of micro-batch n)::
 
-    rank 0 | F0 F1 F2 F3 .  .  .  .  .  .  B3 B2 B1 B0
-    rank 1 |    F0 F1 F2 F3 .  .  .  .  B3 B2 B1 B0
-    rank 2 |       F0 F1 F2 F3 .  .  B3 B2 B1 B0
-    rank 3 |          F0 F1 F2 F3 B3 B2 B1 B0
+    rank 0 | F0 F1 F2 F3 .  .  .  .  .  .  B0 B1 B2 B3
+    rank 1 |    F0 F1 F2 F3 .  .  .  .  B0 B1 B2 B3
+    rank 2 |       F0 F1 F2 F3 .  .  B0 B1 B2 B3
+    rank 3 |          F0 F1 F2 F3 B0 B1 B2 B3
+
+(torch's ``ScheduleGPipe`` runs the backward passes in micro-batch order, as the last
+stage finishes them.)
 
 1F1B starts backward passes as soon as the last stage can, so at most ``num_stages``
 micro-batches are in flight per stage instead of ``m``.
@@ -17,10 +20,13 @@ micro-batches are in flight per stage instead of ``m``.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-
-from torch.distributed.pipelining import schedules as torch_schedules
 
 from parnn.errors import ScheduleError
 
@@ -37,13 +43,34 @@ class ScheduleSpec:
     layout: str  # "loop": rank r holds stages r, r+R, ...; "v": stages r and 2R-1-r
     description: str
     fixed_stages_per_rank: int | None = None  # V schedules need exactly 2
+    asynchronous: bool = False  # parnn's own PipeDream engine (no flush, weight stashing)
 
     @property
     def available(self) -> bool:
-        return hasattr(torch_schedules, self.torch_class)
+        return self.asynchronous or self.torch_class in _torch_schedule_classes()
 
     def torch_schedule(self) -> Any:
-        return getattr(torch_schedules, self.torch_class)
+        return getattr(importlib.import_module(_TORCH_SCHEDULES), self.torch_class)
+
+
+_TORCH_SCHEDULES = "torch.distributed.pipelining.schedules"
+
+
+@functools.cache
+def _torch_schedule_classes() -> frozenset[str]:
+    """The classes torch's schedules module defines, read from its source: importing it
+    imports torch._dynamo and DTensor (~2 s), which only the ranks that run a schedule need.
+    Falls back to importing it where the source cannot be read."""
+    try:
+        torch_spec = importlib.util.find_spec("torch")  # finds torch, imports nothing
+        if torch_spec is None or torch_spec.origin is None:
+            raise OSError("torch")
+        path = Path(torch_spec.origin).parent / "distributed" / "pipelining" / "schedules.py"
+        source = path.read_text(encoding="utf-8")
+    except (OSError, ImportError, ValueError):
+        module = importlib.import_module(_TORCH_SCHEDULES)
+        return frozenset(name for name in dir(module) if not name.startswith("_"))
+    return frozenset(re.findall(r"^class (\w+)\b", source, flags=re.MULTILINE))
 
 
 SCHEDULES: dict[str, ScheduleSpec] = {
@@ -100,6 +127,22 @@ SCHEDULES: dict[str, ScheduleSpec] = {
             "DualPipe V schedule: 2 stages per rank in a V",
             fixed_stages_per_rank=2,
         ),
+        ScheduleSpec(
+            "pipedream",
+            "PipelineStage",
+            False,
+            "loop",
+            "asynchronous 1F1B, no flush, weight stashing (PipeDream); parnn's engine",
+            asynchronous=True,
+        ),
+        ScheduleSpec(
+            "pipedream-2bw",
+            "PipelineStage",
+            False,
+            "loop",
+            "PipeDream-2BW: asynchronous, 2 weight versions, needs m >= stages; parnn's engine",
+            asynchronous=True,
+        ),
     )
 }
 
@@ -154,6 +197,10 @@ def check_schedule(
             f"{num_microbatches} < --stages {num_ranks}; use --microbatches {num_ranks} or more, "
             "or --schedule gpipe"
         )
+    if spec.asynchronous:
+        from parnn.partition.async_schedule import check_async_schedule
+
+        check_async_schedule(spec.name, num_stages=num_ranks, num_microbatches=num_microbatches)
     if spec.name in ("interleaved-1f1b", "zero-bubble"):
         rounds = max(1, num_microbatches // num_ranks)
         if num_microbatches % rounds:

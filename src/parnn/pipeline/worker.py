@@ -35,6 +35,7 @@ from parnn.pipeline.stage import StageMeter, TimedPipelineStage, stage_module
 from parnn.progress import progress_bar
 from parnn.train import batch_indices, evaluate, make_optimizer, make_scheduler
 from parnn.train.setup import setup_training
+from parnn.transport import new_transport_group, transport_geometry
 
 __all__ = ["RankReport", "pipeline_worker"]
 
@@ -55,6 +56,7 @@ class RankReport:
     losses: list[float]  # per step, on the rank holding the last stage
     peak_rss_bytes: int
     state: dict[str, torch.Tensor]  # this rank's trained parameters and buffers
+    transport: dict[int, str]  # peer rank -> "shm" or "gloo": the path of their messages
 
 
 class _WaitTimer:
@@ -107,6 +109,10 @@ def pipeline_worker(
 ) -> dict[str, Any] | None:
     """Run one rank of the pipeline; rank 0 returns the gathered measurements."""
     spec = get_schedule(config.schedule)
+    if spec.asynchronous:  # PipeDream: its own engine (parnn.pipeline.asynchronous)
+        from parnn.pipeline.asynchronous import async_pipeline_worker
+
+        return async_pipeline_worker(rank, world_size, config, partition, shapes, quiet)
     total_stages = config.total_stages
     last_rank = _owner(total_stages - 1, spec.layout, world_size)
 
@@ -139,7 +145,10 @@ def pipeline_worker(
         )
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
 
-    # --- stages, schedule, optimizer ---------------------------------------------------------
+    # --- transport, stages, schedule, optimizer ----------------------------------------------
+    # The stages' sends and receives (and the targets) go through ``group``; everything
+    # else (set-up, gathers, evaluation) through the default gloo group.
+    group = new_transport_group(config.transport, **transport_geometry(shapes[1:-1]))
     meter = StageMeter()
     my_stages = stage_indices(
         spec, rank=rank, num_ranks=world_size, stages_per_rank=config.stages_per_rank
@@ -157,6 +166,7 @@ def pipeline_worker(
                 # and corrupt batch-norm statistics); activations crossing a cut need grads.
                 input_args=torch.empty(shapes[index], device="meta", requires_grad=index > 0),
                 output_args=torch.empty(shapes[index + 1], device="meta", requires_grad=True),
+                group=group,
                 meter=meter,
             )
         )
@@ -208,10 +218,10 @@ def pipeline_worker(
                         assert inputs is not None and targets is not None
                         x, y = inputs[batch], targets[batch]
                         if last_rank != 0:
-                            dist.send(y, dst=last_rank, tag=_TARGET_TAG)
+                            dist.send(y, dst=last_rank, tag=_TARGET_TAG, group=group)
                     elif holds_last:
                         y = torch.empty(config.batch_size, dtype=torch.int64)
-                        dist.recv(y, src=0, tag=_TARGET_TAG)
+                        dist.recv(y, src=0, tag=_TARGET_TAG, group=group)
                     step_losses: list[torch.Tensor] = []
                     args = (x,) if holds_first else ()
                     if holds_last:
@@ -236,7 +246,10 @@ def pipeline_worker(
                 if config.evaluate and epoch_done and step > 0:
                     record = _evaluate_gathered(rank, model, stages, setup if rank == 0 else None)
                     if record is not None:
-                        history.append({"epoch": epoch, "step": step, **record})
+                        # train_s: rank 0's training time so far (evaluations excluded)
+                        history.append(
+                            {"epoch": epoch, "step": step, "train_s": sum(step_times), **record}
+                        )
     finally:
         waits.remove()
 
@@ -256,6 +269,11 @@ def pipeline_worker(
         losses=losses,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         state=state,
+        transport={
+            peer: "gloo" if group is None else group.transport_of(peer)
+            for peer in range(world_size)
+            if peer != rank
+        },
     )
     gathered: list[RankReport | None] | None = [None] * world_size if rank == 0 else None
     dist.gather_object(report, gathered, dst=0)

@@ -8,13 +8,42 @@ parameters; a resumed run ends where an uninterrupted one does.
 
 from __future__ import annotations
 
-from parnn.train.batches import batch_indices, dataset_tensors, epoch_order, num_batches
-from parnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from parnn.train.config import TrainConfig
-from parnn.train.optim import OPTIMIZERS, OptimizerConfig, make_criterion, make_optimizer
-from parnn.train.schedules import SCHEDULES, make_scheduler
-from parnn.train.step import EvalResult, evaluate, train_step
-from parnn.train.trainer import EpochRecord, StepRecord, TrainResult, train
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from parnn.train.batches import batch_indices, dataset_tensors, epoch_order, num_batches
+    from parnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from parnn.train.config import TrainConfig
+    from parnn.train.optim import OPTIMIZERS, OptimizerConfig, make_criterion, make_optimizer
+    from parnn.train.schedules import SCHEDULES, make_scheduler
+    from parnn.train.step import EvalResult, evaluate, train_step
+    from parnn.train.trainer import EpochRecord, StepRecord, TrainResult, train
+
+# Names are imported lazily, so that ``SCHEDULES`` (a CLI choice) costs no torch import.
+_LAZY = {
+    "batch_indices": "parnn.train.batches",
+    "dataset_tensors": "parnn.train.batches",
+    "epoch_order": "parnn.train.batches",
+    "num_batches": "parnn.train.batches",
+    "latest_checkpoint": "parnn.train.checkpoint",
+    "load_checkpoint": "parnn.train.checkpoint",
+    "save_checkpoint": "parnn.train.checkpoint",
+    "TrainConfig": "parnn.train.config",
+    "OPTIMIZERS": "parnn.train.optim",
+    "OptimizerConfig": "parnn.train.optim",
+    "make_criterion": "parnn.train.optim",
+    "make_optimizer": "parnn.train.optim",
+    "SCHEDULES": "parnn.train.schedules",
+    "make_scheduler": "parnn.train.schedules",
+    "EvalResult": "parnn.train.step",
+    "evaluate": "parnn.train.step",
+    "train_step": "parnn.train.step",
+    "EpochRecord": "parnn.train.trainer",
+    "StepRecord": "parnn.train.trainer",
+    "TrainResult": "parnn.train.trainer",
+    "train": "parnn.train.trainer",
+}
 
 __all__ = [
     "OPTIMIZERS",
@@ -39,3 +68,15 @@ __all__ = [
     "train",
     "train_step",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'parnn.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from parnn.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where an optimizer is made: the config stays light
+    import torch
+    from torch import nn
 
 __all__ = ["OPTIMIZERS", "OptimizerConfig", "make_criterion", "make_optimizer"]
 
@@ -53,6 +55,8 @@ class OptimizerConfig:
 def make_optimizer(
     params: Iterable[nn.Parameter] | Iterable[torch.Tensor], config: OptimizerConfig
 ) -> torch.optim.Optimizer:
+    import torch
+
     """Build the optimizer ``config`` names over ``params`` (e.g. ``model.parameters()``).
 
     Engines that hold a slice of the model (a pipeline stage) pass that slice's parameters;
@@ -66,5 +70,7 @@ def make_optimizer(
 
 
 def make_criterion() -> nn.CrossEntropyLoss:
+    from torch import nn
+
     """Cross-entropy averaged over the mini-batch: the loss every engine optimises."""
     return nn.CrossEntropyLoss(reduction="mean")

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 import warnings
-
-import torch
-from torch.optim.lr_scheduler import LambdaLR
+from typing import TYPE_CHECKING
 
 from parnn.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where a scheduler is made: the names stay light
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = ["SCHEDULES", "LRFactor", "default_warmup_steps", "make_scheduler"]
 
@@ -74,6 +76,8 @@ def make_scheduler(
 ) -> LambdaLR:
     """The LR schedule ``name`` over ``total_steps`` optimizer steps; call ``.step()`` after
     every ``optimizer.step()``. ``warmup_steps`` applies to ``warm`` only (default 10%)."""
+    from torch.optim.lr_scheduler import LambdaLR
+
     key = str(name).lower()
     if key not in SCHEDULES:
         raise ConfigError(f"unknown LR schedule {name!r}: choose one of {', '.join(SCHEDULES)}")

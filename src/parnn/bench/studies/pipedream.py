@@ -1,0 +1,367 @@
+"""The PipeDream study: the asynchronous pipeline against the synchronous schedules, in
+throughput and in statistical efficiency (``parnn study pipedream``,
+``benchmarks/pipedream/``).
+
+1. Throughput: the same model, partition (the profile-balanced ``time`` one), batch and
+   micro-batch size trained with ``gpipe``, ``1f1b`` and ``pipedream`` on ``k`` stages;
+   LeNet-5 on MNIST (or the bundled digits) and a VGG-style CNN on CIFAR-shaped synthetic
+   data. Per run: the median step time after warm-up (pipedream: the period between two
+   updates of the first stage, the steady state), the bubble fraction, samples over the
+   whole training time; repeats rotate the order of the schedules and the ratio pipedream /
+   1f1b is taken per repeat, with the 1-minute load average beside every run.
+2. Prediction: the simulator's steady-state step of each schedule on the profiled costs.
+3. Statistical efficiency: LeNet-5 trained for the same epochs with ``1f1b``, ``pipedream``
+   and ``pipedream`` with vertical sync on 2 stages; validation accuracy after every epoch
+   against training time and samples seen; the time to the target accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from parnn.bench.stats import summarize
+from parnn.errors import ConfigError
+from parnn.partition import Partition
+from parnn.pipeline import PipelineConfig, plan_pipeline_run, run_pipeline
+from parnn.results import machine_facts
+from parnn.train import OptimizerConfig
+
+__all__ = ["PipeDreamStudyConfig", "build_vgg_cifar", "run_pipedream_study"]
+
+OPTIMIZER = OptimizerConfig(name="adam", lr=0.003)
+SCHEDULES = ("gpipe", "1f1b", "pipedream")
+VGG = "parnn.bench.studies.pipedream:build_vgg_cifar"
+PARTS = ("throughput", "predict", "accuracy")
+Report = Callable[[str], None]
+
+
+def build_vgg_cifar(input_shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
+    """A VGG-style CNN for CIFAR-shaped inputs: three blocks of two 3x3 convolutions with a
+    max pool after each block, then two linear layers; eight units, no batch norm or
+    dropout (a pipelined run is deterministic)."""
+    channels, height, width = input_shape
+
+    def conv(cin: int, cout: int, pool: bool) -> nn.Sequential:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        return nn.Sequential(*layers)
+
+    return nn.Sequential(
+        OrderedDict(
+            conv1=conv(channels, 32, pool=False),
+            conv2=conv(32, 32, pool=True),  # (32, H/2, W/2)
+            conv3=conv(32, 64, pool=False),
+            conv4=conv(64, 64, pool=True),  # (64, H/4, W/4)
+            conv5=conv(64, 128, pool=False),
+            conv6=conv(128, 128, pool=True),  # (128, H/8, W/8)
+            fc1=nn.Sequential(
+                nn.Flatten(), nn.Linear(128 * (height // 8) * (width // 8), 256), nn.ReLU()
+            ),
+            fc2=nn.Linear(256, num_classes),
+        )
+    )
+
+
+@dataclass(kw_only=True, slots=True)
+class PipeDreamStudyConfig:
+    """What the PipeDream study runs."""
+
+    data_dir: Path | None = None
+    """MNIST files for LeNet-5; None: the bundled digits."""
+    stages: tuple[int, ...] = (2,)
+    """Pipeline depths of the throughput part (more than the cores: oversubscribed)."""
+    repeats: int = 3
+    """Throughput repeats per schedule (the order rotates)."""
+    steps: int = 40
+    """Optimizer steps per throughput run."""
+    epochs: int = 6
+    """Epochs of every accuracy run."""
+    target_accuracy: float = 0.97
+    """Validation accuracy whose time-to-reach is compared."""
+    models: tuple[str, ...] = ("lenet5", "vgg-cifar")
+    """Throughput cells: lenet5, vgg-cifar."""
+    parts: tuple[str, ...] = PARTS
+    """Which of throughput, predict, accuracy to run."""
+
+    def __post_init__(self) -> None:
+        for name in ("repeats", "steps", "epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.stages or min(self.stages) < 2:
+            raise ConfigError(f"stages {self.stages}: every pipeline needs >= 2 stages")
+        unknown = set(self.models) - {"lenet5", "vgg-cifar"}
+        if unknown:
+            raise ConfigError(f"unknown models {sorted(unknown)}: choose lenet5, vgg-cifar")
+        unknown = set(self.parts) - set(PARTS)
+        if unknown:
+            raise ConfigError(f"unknown parts {sorted(unknown)}: choose {', '.join(PARTS)}")
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise ConfigError(f"target accuracy {self.target_accuracy} must be in (0, 1]")
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One model/data setting whose schedules are compared."""
+
+    label: str
+    model: str
+    data: str
+    input_shape: tuple[int, int, int] | None
+    num_samples: int | None
+    batch_size: int = 32
+    num_microbatches: int = 4
+
+
+def _cells(data_dir: Path | None) -> list[Cell]:
+    mnist = "mnist" if data_dir is not None else "digits"
+    return [
+        Cell("lenet5 " + mnist, "lenet5", mnist, None, None),
+        Cell("vgg-cifar synthetic", VGG, "synthetic", (3, 32, 32), 2048),
+    ]
+
+
+def _config(cell: Cell, schedule: str, stages: int, partition: Any, **kw: Any) -> PipelineConfig:
+    return PipelineConfig(
+        model=cell.model,
+        data=cell.data,
+        data_dir=kw.pop("data_dir", None),
+        input_shape=cell.input_shape,
+        num_samples=cell.num_samples,
+        num_stages=stages,
+        schedule=schedule,
+        partition=partition,
+        batch_size=cell.batch_size,
+        num_microbatches=cell.num_microbatches,
+        optimizer=OPTIMIZER,
+        **kw,
+    )
+
+
+def _throughput_run(
+    cell: Cell, schedule: str, stages: int, partition: Partition, steps: int, data_dir: Path | None
+) -> dict[str, Any]:
+    run_config = _config(
+        cell,
+        schedule,
+        stages,
+        partition,
+        data_dir=data_dir,
+        steps=steps,
+        evaluate=False,
+        measure_warmup_steps=max(2, stages),
+    )
+    result = run_pipeline(run_config, quiet=True)
+    assert result is not None
+    return {
+        "schedule": schedule,
+        "step_time_s": result.step_time_s,
+        "samples_per_s": result.samples_per_s,
+        "train_samples_per_s": result.samples / result.train_s,
+        "bubble_fraction": result.bubble_fraction,
+        "stage_compute_s": [s.compute_s for s in result.stages],
+        "weight_stash": result.weight_stash,
+        "load_1m": os.getloadavg()[0],
+    }
+
+
+def _throughput(config: PipeDreamStudyConfig, cells: list[Cell], report: Report) -> dict[str, Any]:
+    rows = []
+    for cell in cells:
+        for stages in config.stages:
+            # One partition for every schedule: the profile-balanced one ("time").
+            partition = plan_pipeline_run(
+                _config(cell, "1f1b", stages, "time", data_dir=config.data_dir)
+            ).partition
+            runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SCHEDULES}
+            for repeat in range(config.repeats):
+                order = SCHEDULES[repeat % 3 :] + SCHEDULES[: repeat % 3]
+                for schedule in order:
+                    run = _throughput_run(
+                        cell, schedule, stages, partition, config.steps, config.data_dir
+                    )
+                    runs[schedule].append(run)
+                    report(
+                        f"{cell.label} k={stages} r{repeat + 1} {schedule:<9} "
+                        f"{run['samples_per_s']:8.0f} samples/s (steady), "
+                        f"{run['train_samples_per_s']:8.0f} (whole run), bubble "
+                        f"{100 * run['bubble_fraction']:4.0f}%, load {run['load_1m']:.1f}",
+                    )
+            ratio = [
+                p["samples_per_s"] / s["samples_per_s"]
+                for p, s in zip(runs["pipedream"], runs["1f1b"], strict=True)
+            ]
+            ratio_whole = [
+                p["train_samples_per_s"] / s["train_samples_per_s"]
+                for p, s in zip(runs["pipedream"], runs["1f1b"], strict=True)
+            ]
+            rows.append(
+                {
+                    "cell": asdict(cell),
+                    "label": cell.label,
+                    "stages": stages,
+                    "oversubscribed": stages > (os.cpu_count() or 1),
+                    "partition": list(partition.boundaries),
+                    "samples_per_s": {
+                        s: summarize([r["samples_per_s"] for r in runs[s]]).to_dict()
+                        for s in SCHEDULES
+                    },
+                    "bubble_fraction": {
+                        s: statistics.median(r["bubble_fraction"] for r in runs[s])
+                        for s in SCHEDULES
+                    },
+                    "pipedream_vs_1f1b": summarize(ratio).to_dict(),
+                    "pipedream_vs_1f1b_per_repeat": ratio,
+                    "pipedream_vs_1f1b_whole_run": summarize(ratio_whole).to_dict(),
+                    "runs": runs,
+                }
+            )
+    return {"rows": rows}
+
+
+def _predict(config: PipeDreamStudyConfig, cells: list[Cell], report: Report) -> dict[str, Any]:
+    """The simulator's steady-state step of every schedule on the profiled stage costs of
+    the same partition: the noise-free expectation beside the measurement."""
+    from parnn.partition.cache import default_cache_dir
+    from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
+
+    rows = []
+    for cell in cells:
+        for stages in config.stages:
+            plan = plan_pipeline_run(
+                _config(cell, "1f1b", stages, "time", data_dir=config.data_dir),
+                profile_cache_dir=default_cache_dir(),
+            )
+            source = ProfileSource(
+                ProfileConfig(
+                    model=cell.model,
+                    input_shape=plan.input_shape,
+                    num_classes=10,
+                    cache_dir=default_cache_dir(),
+                )
+            )
+            predicted = {}
+            for schedule in SCHEDULES:
+                chosen = resolve_plan(
+                    plan.partition,
+                    source=source,
+                    num_stages=stages,
+                    batch_size=cell.batch_size,
+                    num_microbatches=cell.num_microbatches,
+                    schedule=schedule,
+                ).chosen
+                predicted[schedule] = {
+                    "step_time_s": chosen.step_time_s,
+                    "samples_per_s": cell.batch_size / chosen.step_time_s,
+                    "bubble_fraction": chosen.simulation.bubble_fraction,
+                }
+            rows.append(
+                {
+                    "label": cell.label,
+                    "stages": stages,
+                    "partition": list(plan.partition.boundaries),
+                    "predicted": predicted,
+                    "pipedream_vs_1f1b": predicted["1f1b"]["step_time_s"]
+                    / predicted["pipedream"]["step_time_s"],
+                }
+            )
+            report(
+                f"{cell.label} k={stages} predicted: "
+                + ", ".join(
+                    f"{s} {p['samples_per_s']:,.0f}/s bubble {100 * p['bubble_fraction']:.0f}%"
+                    for s, p in predicted.items()
+                )
+                + f"; pipedream/1f1b {rows[-1]['pipedream_vs_1f1b']:.2f}x",
+            )
+    return {"rows": rows}
+
+
+def _accuracy(config: PipeDreamStudyConfig, cell: Cell, report: Report) -> dict[str, Any]:
+    """Validation accuracy per epoch against training time and samples, per schedule."""
+    sides = [("1f1b", False), ("pipedream", False), ("pipedream", True)]
+    partition = plan_pipeline_run(
+        _config(cell, "1f1b", 2, "time", data_dir=config.data_dir)
+    ).partition
+    curves = {}
+    for schedule, vertical in sides:
+        name = schedule + (" +vsync" if vertical else "")
+        run_config = _config(
+            cell,
+            schedule,
+            2,
+            partition,
+            data_dir=config.data_dir,
+            epochs=config.epochs,
+            vertical_sync=vertical,
+        )
+        result = run_pipeline(run_config, quiet=True)
+        assert result is not None
+        points = [
+            {
+                "epoch": h["epoch"],
+                "samples": h["step"] * cell.batch_size,
+                "train_s": h["train_s"],
+                "val_accuracy": h["val_accuracy"],
+            }
+            for h in result.history
+        ]
+        reached = next((p for p in points if p["val_accuracy"] >= config.target_accuracy), None)
+        curves[name] = {
+            "points": points,
+            "final_accuracy": points[-1]["val_accuracy"],
+            "time_to_target_s": None if reached is None else reached["train_s"],
+            "epochs_to_target": None if reached is None else reached["epoch"],
+            "load_1m": os.getloadavg()[0],
+        }
+        report(
+            f"{name:<16} final {100 * points[-1]['val_accuracy']:.2f}%, "
+            f"{config.target_accuracy:.0%} after epoch "
+            f"{curves[name]['epochs_to_target']} / {curves[name]['time_to_target_s']} s, "
+            f"accuracy by epoch {[round(100 * p['val_accuracy'], 2) for p in points]}, "
+            f"train s {[round(p['train_s'], 1) for p in points]}",
+        )
+    sync = curves["1f1b"]
+    for curve in curves.values():
+        curve["accuracy_minus_sync_points"] = 100 * (
+            curve["final_accuracy"] - sync["final_accuracy"]
+        )
+        if curve["time_to_target_s"] and sync["time_to_target_s"]:
+            curve["time_to_target_vs_sync"] = curve["time_to_target_s"] / sync["time_to_target_s"]
+    return {"label": cell.label, "partition": list(partition.boundaries), "curves": curves}
+
+
+def run_pipedream_study(
+    config: PipeDreamStudyConfig, *, report: Report | None = None
+) -> dict[str, Any]:
+    """Run the parts of the study ``config`` names; ``report`` receives a line per run.
+    Returns one JSON-ready object: settings, throughput / predict / accuracy, load averages,
+    machine."""
+    say: Report = report if report is not None else (lambda line: None)
+    cells = [c for c in _cells(config.data_dir) if c.label.split()[0] in config.models]
+    payload: dict[str, Any] = {
+        "study": "pipedream",
+        "settings": {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in ((n, getattr(config, n)) for n in config.__dataclass_fields__)
+        },
+        "load_average_start": list(os.getloadavg()),
+    }
+    if "predict" in config.parts:
+        payload["predict"] = _predict(config, cells, say)
+    if "throughput" in config.parts:
+        payload["throughput"] = _throughput(config, cells, say)
+    if "accuracy" in config.parts:
+        payload["accuracy"] = _accuracy(config, _cells(config.data_dir)[0], say)
+    payload["load_average_end"] = list(os.getloadavg())
+    payload["machine"] = machine_facts()
+    return payload
