@@ -115,6 +115,9 @@ CASES: list[tuple[str, str, str]] = [
     ("study-batch-sizes", "study batch-scaling --batch-sizes abc", "abc"),
     ("study-microbatches-flag", "study microbatches --bogus", "--bogus"),
     ("study-scaling-out-file", "study scaling --out {file}", "not a directory"),
+    ("study-pipedream-out-earlier-run", "study pipedream --out {full}", "--overwrite"),
+    ("plan-unknown-flag", "plan --bogus", "--bogus"),
+    ("plan-model", "plan --model nosuch", "lenet5"),
     # demo
     ("demo-out-file", "demo --out {file}", "not a directory"),
     ("demo-out-earlier-run", "demo --out {full}", "--overwrite"),
