@@ -26,7 +26,7 @@ import pytest
 from parnn.data_parallel.mpi import mpi_available
 
 EXIT_WITHIN_S = 30.0
-START_WITHIN_S = 120.0  # a loaded 2-core machine starts torch slowly
+START_WITHIN_S = 300.0  # at load 25 on 2 cores, starting torch in 3 processes took >120 s
 SHM = Path("/dev/shm")
 HELPERS = ("multiprocessing.forkserver", "resource_tracker", "hydra_pmi_proxy", "mpiexec")
 
@@ -183,7 +183,7 @@ FAULTS = {
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 @pytest.mark.parametrize(
     "name",
     [pytest.param(name, marks=needs_mpi) if "mpi" in name else name for name in FAULTS],
@@ -223,7 +223,7 @@ KFOLD = [
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_kfold_kill_of_a_worker_fails_its_job_and_sigterm_keeps_the_session(
     tmp_path: Path,
 ) -> None:
@@ -258,7 +258,7 @@ def test_kfold_kill_of_a_worker_fails_its_job_and_sigterm_keeps_the_session(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_kfold_sigint_keeps_the_session_and_prints_the_resume_hint(tmp_path: Path) -> None:
     out = tmp_path / "kf"
     launcher = _start([*KFOLD, "--out", str(out)], tmp_path)
