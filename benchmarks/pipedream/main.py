@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="steps per throughput run")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of the accuracy runs")
     parser.add_argument("--target", type=float, default=0.97)
+    parser.add_argument("--lr-schedule", default="cosine", help="of the accuracy runs")
     parser.add_argument("--models", default="lenet5,vgg-cifar", help="throughput cells")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "results.json")
     args = parser.parse_args()
@@ -40,6 +41,7 @@ def main() -> None:
         steps=args.steps,
         epochs=args.epochs,
         target_accuracy=args.target,
+        lr_schedule=args.lr_schedule,
         models=tuple(args.models.split(",")),
         parts=tuple(args.parts.split(",")),
     )

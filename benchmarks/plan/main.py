@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 USER_MODEL = str(HERE / "user_model.py") + ":build"
 SYNTHETIC = (3, 32, 32)
+SHARED_DATA = Path(os.environ.get("PARNN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="32,128")
     parser.add_argument("--steps", type=int, default=4, help="steps per verification run")
     parser.add_argument("--warmup", type=int, default=1, help="steps left out of each")
-    parser.add_argument("--mnist-dir", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
+    parser.add_argument("--mnist-dir", type=Path, default=SHARED_DATA / "mnist")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     parser.add_argument("--out", type=Path, default=HERE / "results" / "results.json")
     args = parser.parse_args()

@@ -113,7 +113,8 @@ def test_a_failing_stage_ends_the_asynchronous_run_and_names_its_rank(failing_ra
         run_pipeline(config, quiet=True)
     assert failure.value.rank == failing_rank
     assert "injected failure at step 2" in str(failure.value)
-    assert time.monotonic() - started < 60
+    # generous: start-up alone took ~70 s at a load average of 30 on two cores
+    assert time.monotonic() - started < 150
     deadline = time.monotonic() + 10
     while leftover_processes() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -44,6 +44,7 @@ from parnn.pipeline.stage_checkpoint import load_stage_checkpoint, save_stage_ch
 from parnn.progress import progress_bar
 from parnn.train import batch_indices, evaluate, make_optimizer, make_scheduler
 from parnn.train.setup import setup_training
+from parnn.transport import new_transport_group, transport_geometry
 
 __all__ = ["StashStats", "async_pipeline_worker"]
 
@@ -71,7 +72,6 @@ def async_pipeline_worker(
     partition: Partition,
     shapes: list[tuple[int, ...]],
     quiet: bool,
-    group: dist.ProcessGroup | None = None,
 ) -> dict[str, Any] | None:
     """Run one rank (= one stage) of the asynchronous pipeline; rank 0 returns the gathered
     measurements in the shape :func:`~parnn.pipeline.worker.pipeline_worker` returns them."""
@@ -93,7 +93,7 @@ def async_pipeline_worker(
         header: list[Any] = [setup.input_shape, setup.num_classes, len(setup.train_data)]
     else:
         header = [None, None, None]
-    dist.broadcast_object_list(header, src=0, group=group)
+    dist.broadcast_object_list(header, src=0)
     input_shape, num_classes, num_train = header
     if rank != 0:
         torch.manual_seed(config.seed)
@@ -106,6 +106,10 @@ def async_pipeline_worker(
         )
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
 
+    # The stage's sends and receives (and the targets) go through the transport's group
+    # (shared memory between local ranks, gloo otherwise); set-up, gathers, evaluation and
+    # checkpoints through the default gloo group.
+    group = new_transport_group(config.transport, **transport_geometry(shapes[1:-1]))
     meter = StageMeter()
     module = stage_module(model, partition, rank)
     module.train()
@@ -150,7 +154,7 @@ def async_pipeline_worker(
     step = epoch = 0
     settings = _checkpoint_settings(config, partition, total_steps)
     if config.checkpoint_dir is not None and config.resume:
-        saved = load_stage_checkpoint(config.checkpoint_dir, rank, settings=settings, group=group)
+        saved = load_stage_checkpoint(config.checkpoint_dir, rank, settings=settings)
         if saved is not None:
             module.load_state_dict(saved["module"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -180,9 +184,7 @@ def async_pipeline_worker(
             step += len(order)
             epoch += 1
             if config.evaluate:
-                record = _evaluate_gathered(
-                    rank, model, module, setup if rank == 0 else None, group
-                )
+                record = _evaluate_gathered(rank, model, module, setup if rank == 0 else None)
                 if record is not None:
                     history.append(
                         {"epoch": epoch, "step": step, "train_s": sum(run.step_times), **record}
@@ -220,11 +222,14 @@ def async_pipeline_worker(
         losses=run.losses,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         state={name: t.detach().clone() for name, t in module.state_dict().items()},
-        # this schedule's sends and receives go through the default gloo group
-        transport={peer: "gloo" for peer in range(world_size) if peer != rank},
+        transport={
+            peer: "gloo" if group is None else group.transport_of(peer)
+            for peer in range(world_size)
+            if peer != rank
+        },
     )
     gathered: list[Any] | None = [None] * world_size if rank == 0 else None
-    dist.gather_object((report, stats), gathered, dst=0, group=group)
+    dist.gather_object((report, stats), gathered, dst=0)
     if rank != 0:
         return None
     assert gathered is not None
@@ -268,12 +273,11 @@ def _evaluate_gathered(
     model: nn.Sequential,
     module: nn.Module,
     setup: Any,
-    group: dist.ProcessGroup | None,
 ) -> dict[str, Any] | None:
     """Gather every stage's parameters on rank 0 and evaluate the whole model there."""
     state = dict(module.state_dict())
-    gathered: list[Any] | None = [None] * dist.get_world_size(group) if rank == 0 else None
-    dist.gather_object(state, gathered, dst=0, group=group)
+    gathered: list[Any] | None = [None] * dist.get_world_size() if rank == 0 else None
+    dist.gather_object(state, gathered, dst=0)
     if rank != 0:
         return None
     assert gathered is not None

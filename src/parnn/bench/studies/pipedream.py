@@ -2,7 +2,8 @@
 throughput and in statistical efficiency (``parnn study pipedream``,
 ``benchmarks/pipedream/``).
 
-1. Throughput: the same model, partition (the profile-balanced ``time`` one), batch and
+1. Throughput: the same model, partition (the profile-balanced ``time`` one, from the
+   profile cache, so that the prediction below prices the same partition), batch and
    micro-batch size trained with ``gpipe``, ``1f1b`` and ``pipedream`` on ``k`` stages;
    LeNet-5 on MNIST (or the bundled digits) and a VGG-style CNN on CIFAR-shaped synthetic
    data. Per run: the median step time after warm-up (pipedream: the period between two
@@ -30,6 +31,7 @@ from torch import nn
 from parnn.bench.stats import summarize
 from parnn.errors import ConfigError
 from parnn.partition import Partition
+from parnn.partition.cache import default_cache_dir
 from parnn.pipeline import PipelineConfig, plan_pipeline_run, run_pipeline
 from parnn.results import machine_facts
 from parnn.train import OptimizerConfig
@@ -87,6 +89,9 @@ class PipeDreamStudyConfig:
     """Epochs of every accuracy run."""
     target_accuracy: float = 0.97
     """Validation accuracy whose time-to-reach is compared."""
+    lr_schedule: str = "cosine"
+    """LR schedule of the accuracy runs (Adam, lr 0.003): cosine decays to 0 over the run, so
+    the final accuracy is the converged one, not one epoch's fluctuation."""
     models: tuple[str, ...] = ("lenet5", "vgg-cifar")
     """Throughput cells: lenet5, vgg-cifar."""
     parts: tuple[str, ...] = PARTS
@@ -181,7 +186,8 @@ def _throughput(config: PipeDreamStudyConfig, cells: list[Cell], report: Report)
         for stages in config.stages:
             # One partition for every schedule: the profile-balanced one ("time").
             partition = plan_pipeline_run(
-                _config(cell, "1f1b", stages, "time", data_dir=config.data_dir)
+                _config(cell, "1f1b", stages, "time", data_dir=config.data_dir),
+                profile_cache_dir=default_cache_dir(),
             ).partition
             runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SCHEDULES}
             for repeat in range(config.repeats):
@@ -232,7 +238,6 @@ def _throughput(config: PipeDreamStudyConfig, cells: list[Cell], report: Report)
 def _predict(config: PipeDreamStudyConfig, cells: list[Cell], report: Report) -> dict[str, Any]:
     """The simulator's steady-state step of every schedule on the profiled stage costs of
     the same partition: the noise-free expectation beside the measurement."""
-    from parnn.partition.cache import default_cache_dir
     from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
 
     rows = []
@@ -290,7 +295,8 @@ def _accuracy(config: PipeDreamStudyConfig, cell: Cell, report: Report) -> dict[
     """Validation accuracy per epoch against training time and samples, per schedule."""
     sides = [("1f1b", False), ("pipedream", False), ("pipedream", True)]
     partition = plan_pipeline_run(
-        _config(cell, "1f1b", 2, "time", data_dir=config.data_dir)
+        _config(cell, "1f1b", 2, "time", data_dir=config.data_dir),
+        profile_cache_dir=default_cache_dir(),
     ).partition
     curves = {}
     for schedule, vertical in sides:
@@ -303,6 +309,7 @@ def _accuracy(config: PipeDreamStudyConfig, cell: Cell, report: Report) -> dict[
             data_dir=config.data_dir,
             epochs=config.epochs,
             vertical_sync=vertical,
+            lr_schedule=config.lr_schedule,
         )
         result = run_pipeline(run_config, quiet=True)
         assert result is not None
