@@ -70,7 +70,12 @@ def _cmdline(process: psutil.Process) -> str:
 def _workers(launcher: subprocess.Popen[str]) -> list[psutil.Process]:
     """The launcher's worker processes (ranks, pool workers; MPI: the ranks, not their
     supervisors), in start order."""
-    members = [p for p in _session(launcher.pid) if p.pid != launcher.pid]
+    members = {p.pid: p for p in _session(launcher.pid) if p.pid != launcher.pid}
+    try:  # Hydra's proxy starts the MPI ranks in a session of their own
+        members |= {p.pid: p for p in psutil.Process(launcher.pid).children(recursive=True)}
+    except psutil.Error:
+        pass
+    members = list(members.values())
     # A rank forked from the fork server has the server's command line, not its parent.
     ranks = [
         p
