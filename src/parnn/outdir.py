@@ -71,6 +71,15 @@ def _probe(path: Path, flag: str, shown: str) -> None:
         ) from None
 
 
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the directories in ``created`` (outermost first in the list), deepest first."""
+    for directory in reversed(created):
+        try:
+            directory.rmdir()
+        except OSError:
+            break
+
+
 def check_out_dir(
     out: str | os.PathLike[str],
     *,
@@ -78,6 +87,8 @@ def check_out_dir(
     resume: bool = False,
     overwrite: bool = False,
     can_overwrite: bool = True,
+    create: bool = True,
+    what: str = "an earlier run",
     flag: str = "--out",
 ) -> Path:
     """Create ``out`` if missing, prove it writable, apply the overwrite policy; return it.
@@ -86,7 +97,10 @@ def check_out_dir(
     are the user's flags, ``flag`` names the option in messages. Raises
     :class:`~parnn.errors.ConfigError` (one line) when the path is unusable or holds an
     earlier run that neither flag allows to reuse; directories it created for a path then
-    refused are removed again. ``can_overwrite=False``: the command has no ``--overwrite``.
+    refused are removed again. ``can_overwrite=False``: the command has no ``--overwrite``;
+    ``create=False``: the directory is only checked (what was created for the check is
+    removed), for a command that validates more before it writes; ``what`` names an
+    earlier run in the refusal.
     """
     shown = os.fspath(out)
     path = Path(out).expanduser()
@@ -109,13 +123,11 @@ def check_out_dir(
     try:
         _probe(path, flag, shown)
     except ConfigError:  # a refused path leaves no trace
-        for directory in reversed(created):
-            try:
-                directory.rmdir()
-            except OSError:
-                break
+        _remove_empty(created)
         raise
-    entries = sorted(entry.name for entry in path.iterdir())
+    if not create:  # the command creates it when it starts writing
+        _remove_empty(created)
+    entries = sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
     if _launcher_rank() != 0:  # under torchrun/mpirun rank 0 owns the results and decides
         return path
     if not entries or overwrite or resumes is Resumes.RERUN:
@@ -129,5 +141,5 @@ def check_out_dir(
     ways += ["add --overwrite to replace it"] if can_overwrite else []
     how = ", ".join(ways) if ways else "delete it"
     raise ConfigError(
-        f"{flag} {shown} already holds an earlier run ({listing}); {how}, or choose another {flag}"
+        f"{flag} {shown} already holds {what} ({listing}); {how}, or choose another {flag}"
     )

@@ -74,6 +74,7 @@ CASES: list[tuple[str, str, str]] = [
     ("dp-compare", "dp --compare nosuch", "nosuch"),
     ("dp-processes-zero", "dp --processes 0", "0"),
     ("dp-batch-too-big", "dp --batch-size 100000 --steps 1", "largest valid value"),
+    ("dp-hogwild-batch-too-big", "dp --engine hogwild --batch-size 1000", "719"),
     ("dp-val-fraction", "dp --val-fraction 2", "2"),
     ("dp-processes-text", "dp --processes abc", "--processes"),
     ("dp-out-file", "dp --out {file} --steps 1", "not a directory"),
@@ -89,6 +90,7 @@ CASES: list[tuple[str, str, str]] = [
     ("kfold-out-file", "kfold --out {file}", "not a directory"),
     ("kfold-out-earlier-run", "kfold --out {full}", "--resume"),
     ("kfold-batch-zero", "kfold --batch-size 0 --out {empty}", "batch"),
+    ("kfold-batch-too-big", "kfold --batch-size 5000 --out {empty}", "largest valid value"),
     ("kfold-model-flag", "kfold --model lenet5", "--models"),
     # partition, profile, simulate
     ("partition-stages-zero", "partition --stages 0", "stages"),
@@ -113,6 +115,9 @@ CASES: list[tuple[str, str, str]] = [
     ("study-batch-sizes", "study batch-scaling --batch-sizes abc", "abc"),
     ("study-microbatches-flag", "study microbatches --bogus", "--bogus"),
     ("study-scaling-out-file", "study scaling --out {file}", "not a directory"),
+    ("study-pipedream-out-earlier-run", "study pipedream --out {full}", "--overwrite"),
+    ("plan-unknown-flag", "plan --bogus", "--bogus"),
+    ("plan-model", "plan --model nosuch", "lenet5"),
     # demo
     ("demo-out-file", "demo --out {file}", "not a directory"),
     ("demo-out-earlier-run", "demo --out {full}", "--overwrite"),

@@ -314,13 +314,11 @@ def dp(
         model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed,
         val_fraction=val_fraction, num_samples=num_samples,
     )  # fmt: skip
-    copies = config.round_size // config.rank_batch_size if config.rank_batch_size else 1
-    check_batch_size(batch_size, len(setup.train_data), copies=copies)
+    check_batch_size(batch_size, len(setup.train_data), copies=config.batch_copies)
     if names is not None:
-        compare_out = out if out is not None else _default_out()
-        check_out_dir(compare_out, overwrite=overwrite)
+        out = check_out_dir(out or _default_out(), overwrite=overwrite)
         _compare(
-            setup, config, names, average_every=average_every, out=compare_out,
+            setup, config, names, average_every=average_every, out=out,
             as_json=as_json, quiet=quiet,
         )  # fmt: skip
         return

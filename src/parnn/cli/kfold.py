@@ -264,7 +264,7 @@ def kfold_command(
     from parnn.jobs.kfold import run_kfold
     from parnn.jobs.store import RunStore
     from parnn.train import OptimizerConfig
-    from parnn.train.setup import DIGITS_INPUT_SHAPE
+    from parnn.train.setup import DIGITS_INPUT_SHAPE, check_batch_size
 
     if resume and out is None:
         raise ConfigError("--resume needs --out DIR: the directory of the run to continue")
@@ -300,8 +300,12 @@ def kfold_command(
     dataset = load_dataset(
         data, data_dir=data_dir, input_shape=shape, num_samples=num_samples, seed=seed
     )
+    check_batch_size(batch_size, len(dataset) - len(dataset) // folds)  # one fold's training set
     out_dir = out if out is not None else Path("runs") / time.strftime("kfold-%Y%m%d-%H%M%S")
-    check_out_dir(out_dir, resumes=Resumes.FLAG, resume=resume, can_overwrite=False)
+    check_out_dir(
+        out_dir, resumes=Resumes.FLAG, resume=resume, can_overwrite=False, create=False,
+        what="a k-fold run",
+    )  # fmt: skip
     try:
         results = run_kfold(
             dataset,

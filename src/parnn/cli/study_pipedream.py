@@ -36,6 +36,7 @@ __all__ = ["pipedream"]
     "--parts", default="throughput,predict,accuracy", show_default=True, help="What to run."
 )
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/pipedream"))
+@click.option("--overwrite", is_flag=True, help="Write over an earlier study in --out.")
 @json_option
 @quiet_option
 def pipedream(
@@ -48,6 +49,7 @@ def pipedream(
     models: str,
     parts: str,
     out: Path,
+    overwrite: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -55,6 +57,7 @@ def pipedream(
     partition and micro-batch size, and validation accuracy against time on LeNet-5."""
     from parnn.bench.studies.pipedream import PipeDreamStudyConfig, run_pipedream_study
     from parnn.errors import ConfigError
+    from parnn.outdir import check_out_dir
     from parnn.results import write_json
 
     try:
@@ -71,6 +74,7 @@ def pipedream(
         models=tuple(m.strip() for m in models.split(",") if m.strip()),
         parts=tuple(p.strip() for p in parts.split(",") if p.strip()),
     )
+    check_out_dir(out, overwrite=overwrite)
     silent = quiet or as_json
     result = run_pipedream_study(
         config, report=None if silent else lambda line: stderr_console.print(line)

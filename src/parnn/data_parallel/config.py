@@ -262,6 +262,12 @@ class DataParallelConfig:
         return self.batch_size
 
     @property
+    def batch_copies(self) -> int:
+        """How many ``batch_size`` batches one step takes: 1 when the ranks split it, else
+        one per rank (``per_process_batch``, Hogwild)."""
+        return 1 if self.synchronous and not self.per_process_batch else self.num_processes
+
+    @property
     def round_size(self) -> int:
         """Samples all ranks take together in one step (a 'round' for Hogwild)."""
         return self.rank_batch_size * self.num_processes

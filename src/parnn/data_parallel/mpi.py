@@ -96,10 +96,11 @@ def require_mpi() -> None:
 def find_mpiexec() -> str:
     """``mpiexec`` (or ``mpirun``) beside this Python (a venv with PyPI's mpich), else on PATH.
 
-    MPICH's ``mpiexec.gforker`` is preferred when it is there: it starts the ranks of one
-    machine without a network port, where Hydra's ``mpiexec`` listens on every interface."""
+    MPICH's Hydra ``mpiexec`` listens on a control port on every interface (no option binds
+    it to loopback); ``mpiexec.gforker`` opens none but started the ranks ~1.5x slower on a
+    loaded 2-core machine, so Hydra stays the default (see docs/failure-model.md)."""
     beside = Path(sys.executable).parent
-    for name in ("mpiexec.gforker", "mpiexec", "mpirun"):
+    for name in ("mpiexec", "mpirun"):
         candidate = beside / name
         if candidate.exists() and os.access(candidate, os.X_OK):
             return str(candidate)
@@ -241,11 +242,11 @@ def run_mpi_rank(job: TrainJob, env: MpiEnv) -> WorkerOutput | None:
 # ── parnn starts mpiexec itself ──────────────────────────────────────────────────────────
 
 
-def _die_with_parent() -> None:  # runs in the mpiexec child before exec
+def _die_with_parent(how: int = signal.SIGTERM) -> None:  # the mpiexec child, a rank
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        ctypes.CDLL(None).prctl(1, how, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 def _stop_tree(process: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
@@ -498,13 +499,18 @@ def _supervise(directory: Path, rank: int) -> None:
 
     A rank that dies without a word makes mpiexec kill the others within a millisecond,
     too fast for anyone watching from outside to tell who went first; the record is
-    written before mpiexec learns of the death, so the first failed record is the cause."""
+    written before mpiexec learns of the death, so the first failed record is the cause.
+    A second child, idle, writes the record when this supervisor itself is killed (the
+    rank, maybe stuck in native code, just dies with it: PDEATHSIG SIGKILL)."""
     supervisor = os.getpid()
     child = os.fork()
     if child == 0:
-        _record_supervisor_death(directory, rank, supervisor)
-        _die_with_parent()
+        _die_with_parent(signal.SIGKILL)
+        if os.getppid() != supervisor:
+            os._exit(1)
         return
+    if os.fork() == 0:
+        _watch_supervisor(directory, rank, supervisor)
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
     record = {"rank": rank, "code": code, "time": time.time()}
@@ -513,19 +519,26 @@ def _supervise(directory: Path, rank: int) -> None:
     os._exit(code if code >= 0 else 128 - code)
 
 
-def _record_supervisor_death(directory: Path, rank: int, supervisor: int) -> None:
-    """In the rank: when its supervisor dies (PDEATHSIG, SIGTERM) the rank writes the exit
-    record the supervisor could not, so that the failure still names this rank."""
+def _watch_supervisor(directory: Path, rank: int, supervisor: int) -> None:
+    """An idle child of the supervisor: when the supervisor dies without its exit record
+    (killed), write the record for it, naming this rank; then exit. Never returns."""
+    path = directory / f"exit-rank{rank}.json"
 
-    def on_term(signum: int, frame: Any) -> None:
-        if os.getppid() != supervisor:
+    def on_parent_death(signum: int, frame: Any) -> None:
+        if not path.exists():  # a supervisor that ended normally wrote it before exiting
             record = {"rank": rank, "code": -signal.SIGKILL, "time": time.time(),
                       "supervisor": supervisor}  # fmt: skip
             with contextlib.suppress(OSError):
-                atomic_write_text(directory / f"exit-rank{rank}.json", json.dumps(record))
-        os._exit(128 + signum)
+                atomic_write_text(path, json.dumps(record))
+        os._exit(0)
 
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, on_parent_death)
+    _die_with_parent(signal.SIGUSR1)
+    if os.getppid() != supervisor:
+        on_parent_death(0, None)
+    while True:
+        signal.pause()
 
 
 def main(argv: Sequence[str]) -> int:
