@@ -326,11 +326,12 @@ def _unprofiled(options: dict[str, Any]) -> dict[str, Any]:
 )
 def partition(**options: Any) -> None:
     """Split a model into pipeline stages and price every stage (fwd, bwd, comm, memory)."""
-    from parnn.partition.methods import METHODS, needs_profile
+    from parnn.partition.methods import METHODS, check_partition_spec, needs_profile
     from parnn.partition.report import render_methods, render_partition
     from parnn.results import write_json
 
     options["_command"] = "partition"
+    check_partition_spec(options["method"], extra=("all",))
     _check_out(options)
     if options["no_profile"]:
         if options["method"] == "all" or needs_profile(options["method"]):
@@ -389,12 +390,14 @@ def partition(**options: Any) -> None:
 @_plan_options
 def simulate(**options: Any) -> None:
     """Predict a pipeline step (time, bubble, memory) and draw its timeline (PNG, trace)."""
+    from parnn.partition.methods import check_partition_spec
     from parnn.partition.plot import plot_timeline, write_simulation_trace
     from parnn.partition.report import render_simulation
     from parnn.partition.schedules import format_schedule, schedule_actions
     from parnn.results import write_json
 
     options["_command"] = "simulate"
+    check_partition_spec(options["method"])
     _check_out(options)
     options["_source"] = _source(options)
     plan, num_stages = _plan(options, options["method"])

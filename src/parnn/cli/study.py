@@ -62,7 +62,7 @@ from parnn.data_parallel.axes import (
     parse_variants,
 )
 from parnn.errors import ConfigError
-from parnn.outdir import check_out_dir
+from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stderr_console, stdout_console
 from parnn.results import machine_facts, write_json
 from parnn.train import SCHEDULES as LR_SCHEDULES
@@ -178,7 +178,6 @@ def _render_scaling(payload: dict[str, Any]) -> None:
 @seed_option
 @threads_option
 @out_option
-@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
 def batch_scaling(
@@ -186,7 +185,7 @@ def batch_scaling(
     target_accuracy: float, lrs: str, max_epochs: float, patience: int, optimizer: str,
     momentum: float,
     num_samples: int | None, val_fraction: float, seed: int, threads: int, out: Path | None,
-    overwrite: bool, as_json: bool, quiet: bool,
+    as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Steps to a target accuracy against batch size: the three regimes of data parallelism."""
     import torch
@@ -218,7 +217,7 @@ def batch_scaling(
     )  # fmt: skip
     initial = copy.deepcopy(setup.model)
     out_dir = out or Path("parnn-out") / time.strftime("batch-scaling-%Y%m%d-%H%M%S")
-    check_out_dir(out_dir, overwrite=overwrite)
+    check_out_dir(out_dir, resumes=Resumes.RERUN)  # re-running resumes the study
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def announce(trial: Trial) -> None:

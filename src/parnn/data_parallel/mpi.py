@@ -51,6 +51,7 @@ from parnn.data_parallel.job import TrainJob
 from parnn.data_parallel.loop import WorkerOutput, numpy_state
 from parnn.errors import ConfigError, RankFailedError
 from parnn.launch import pin_current_process, plan_cores, usable_cores
+from parnn.launch.supervisor import is_peer_symptom
 from parnn.launch.worker import loopback_interface
 from parnn.results import atomic_write_bytes, atomic_write_text
 
@@ -298,15 +299,22 @@ def _read_failures(directory: Path) -> list[dict[str, Any]]:
     return sorted(failures, key=lambda failure: float(failure.get("time", 0.0)))
 
 
-def _first_silent_exit(directory: Path) -> RankFailedError | None:
+def _first_silent_exit(
+    directory: Path, *, raised: frozenset[int] = frozenset()
+) -> RankFailedError | None:
     """The rank whose process ended first with a failure but without a word (``os._exit``,
-    a signal), from the records that each rank's supervisor writes (:func:`_supervise`)."""
+    a signal), from the records that each rank's supervisor writes (:func:`_supervise`);
+    ``raised``: the ranks that recorded an error (their exit is not silent)."""
     records = []
     for path in directory.glob("exit-rank*.json"):
         with contextlib.suppress(OSError, ValueError):
             records.append(json.loads(path.read_text(encoding="utf-8")))
     failed = sorted(
-        (record for record in records if int(record.get("code", 0)) != 0),
+        (
+            record
+            for record in records
+            if int(record.get("code", 0)) != 0 and int(record.get("rank", -1)) not in raised
+        ),
         key=lambda record: float(record.get("time", 0.0)),
     )
     if not failed:
@@ -476,8 +484,16 @@ def _run_mpiexec(
             if process.poll() is None:
                 _stop_tree(process)
     failures = _read_failures(directory)
+    causes = [failure for failure in failures if not is_peer_symptom(str(failure["detail"]))]
+    if failures and not causes:
+        # every error only says a peer went away: the peer that died silently is the cause
+        silent = _first_silent_exit(
+            directory, raised=frozenset(int(failure["rank"]) for failure in failures)
+        )
+        if silent is not None:
+            raise silent
     if failures:
-        cause = failures[0]
+        cause = (causes or failures)[0]
         raise RankFailedError(
             int(cause["rank"]), str(cause["detail"]), traceback=str(cause["traceback"])
         )

@@ -29,7 +29,7 @@ from parnn.launch.placement import THREAD_ENV_VARS, plan_cores, warn_if_oversubs
 from parnn.launch.worker import child_main, one_line
 from parnn.transport import remove_segments_of
 
-__all__ = ["launch", "leftover_processes"]
+__all__ = ["is_peer_symptom", "launch", "leftover_processes"]
 
 T = TypeVar("T")
 
@@ -143,6 +143,12 @@ def _listen(host: str, port: int) -> socket.socket:
 
 # Errors a rank sees because a peer died: symptoms, not causes.
 _PEER_GONE = ("closed by peer", "reset by peer", "broken pipe", "connection refused")
+
+
+def is_peer_symptom(detail: str) -> bool:
+    """Whether a rank's error only says that a peer went away (the peer's failure is the
+    cause to report, not this)."""
+    return any(text in detail.lower() for text in _PEER_GONE)
 
 
 @dataclass(slots=True)
@@ -259,7 +265,7 @@ def _supervise(processes: Sequence[BaseProcess], readers: Sequence[Connection]) 
         else:
             _, detail, trace, at = message
             reported.add(rank)
-            symptom = any(text in detail.lower() for text in _PEER_GONE)
+            symptom = is_peer_symptom(detail)
             failures.append(_Failure(rank, detail, trace, at, symptom))
 
     while running or open_readers:

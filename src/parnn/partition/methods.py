@@ -17,9 +17,24 @@ from parnn.partition.partition import Partition, parse_partition_spec
 from parnn.partition.profile import ModelProfile
 from parnn.partition.schemes import SCHEMES, scheme_partition
 
-__all__ = ["METHODS", "needs_profile", "partition_for"]
+__all__ = ["METHODS", "check_partition_spec", "needs_profile", "partition_for"]
 
 METHODS: tuple[str, ...] = (*SCHEMES, *BALANCERS)
+
+
+def check_partition_spec(spec: str, *, extra: Sequence[str] = ()) -> None:
+    """Refuse a spec that names no method and is no list of integers, before anything is
+    measured (the list itself is checked against the model's units later). ``extra``: more
+    names the caller accepts (``all``)."""
+    name = spec.strip().lower()
+    if name in METHODS or name in extra:
+        return
+    if all(part.strip().isdigit() for part in name.split(",")) and name:
+        return
+    raise PartitionError(
+        f"unknown partition {spec!r}: give boundaries like 0,5,9,16, unit counts like 5,4,7, "
+        f"or a method: {', '.join((*METHODS, *extra))}"
+    )
 
 
 def needs_profile(spec: str | Partition) -> bool:
