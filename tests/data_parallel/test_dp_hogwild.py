@@ -36,7 +36,12 @@ def test_hogwild_reaches_reference_accuracy(mnist_dir: Path) -> None:
         setup.train_data,
         setup.val_data,
         DataParallelConfig(
-            engine="hogwild", num_processes=2, batch_size=BATCH, epochs=EPOCHS, optimizer=OPTIMIZER
+            engine="hogwild",
+            num_processes=2,
+            batch_size=BATCH,
+            epochs=EPOCHS,
+            optimizer=OPTIMIZER,
+            schedule=config.schedule,  # the reference's LR schedule (dp's default differs)
         ),
         quiet=True,
     )
