@@ -33,8 +33,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from parnn.errors import ConfigError
-from parnn.models import build_model
 from parnn.partition import Partition
 from parnn.pipeline.async_stage import StageStream, VersionedModule, WeightStash, init_stage_infra
 from parnn.pipeline.config import PipelineConfig
@@ -43,7 +41,6 @@ from parnn.pipeline.stage import StageMeter, TimedPipelineStage, stage_module
 from parnn.pipeline.stage_checkpoint import load_stage_checkpoint, save_stage_checkpoint
 from parnn.progress import progress_bar
 from parnn.train import batch_indices, evaluate, make_optimizer, make_scheduler
-from parnn.train.setup import setup_training
 from parnn.transport import new_transport_group, transport_geometry
 
 __all__ = ["StashStats", "async_pipeline_worker"]
@@ -75,36 +72,14 @@ def async_pipeline_worker(
 ) -> dict[str, Any] | None:
     """Run one rank (= one stage) of the asynchronous pipeline; rank 0 returns the gathered
     measurements in the shape :func:`~parnn.pipeline.worker.pipeline_worker` returns them."""
-    from parnn.pipeline.worker import RankReport
+    from parnn.pipeline.worker import RankReport, start_rank
 
     num_stages, m = world_size, config.num_microbatches
     last_rank = num_stages - 1
-    if rank == 0:
-        setup = setup_training(
-            config.model,
-            config.data,
-            data_dir=config.data_dir,
-            input_shape=config.input_shape,
-            seed=config.seed,
-            val_fraction=config.val_fraction,
-            num_samples=config.num_samples,
-        )
-        model = setup.model
-        header: list[Any] = [setup.input_shape, setup.num_classes, len(setup.train_data)]
-    else:
-        header = [None, None, None]
-    dist.broadcast_object_list(header, src=0)
-    input_shape, num_classes, num_train = header
-    if rank != 0:
-        torch.manual_seed(config.seed)
-        model = build_model(config.model, input_shape=input_shape, num_classes=num_classes)
-    steps_per_epoch = num_train // config.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"batch size {config.batch_size} is larger than the {num_train} training samples: "
-            f"use --batch-size {num_train} or less"
-        )
-    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    start = start_rank(rank, config)
+    setup, model = start.setup, start.model
+    input_shape, num_classes, num_train = start.input_shape, start.num_classes, start.num_train
+    steps_per_epoch, total_steps = start.steps_per_epoch, start.total_steps
 
     # The stage's sends and receives (and the targets) go through the transport's group
     # (shared memory between local ranks, gloo otherwise); set-up, gathers, evaluation and

@@ -37,7 +37,7 @@ from parnn.train import batch_indices, evaluate, make_optimizer, make_scheduler
 from parnn.train.setup import setup_training
 from parnn.transport import new_transport_group, transport_geometry
 
-__all__ = ["RankReport", "pipeline_worker"]
+__all__ = ["RankReport", "RankStart", "pipeline_worker", "start_rank"]
 
 _TARGET_TAG = 7  # p2p tag of the targets rank 0 sends to the last stage's rank
 
@@ -99,24 +99,23 @@ def _owner(stage: int, spec_layout: str, num_ranks: int) -> int:
     return stage % num_ranks
 
 
-def pipeline_worker(
-    rank: int,
-    world_size: int,
-    config: PipelineConfig,
-    partition: Partition,
-    shapes: list[tuple[int, ...]],
-    quiet: bool,
-) -> dict[str, Any] | None:
-    """Run one rank of the pipeline; rank 0 returns the gathered measurements."""
-    spec = get_schedule(config.schedule)
-    if spec.asynchronous:  # PipeDream: its own engine (parnn.pipeline.asynchronous)
-        from parnn.pipeline.asynchronous import async_pipeline_worker
+@dataclass(slots=True)
+class RankStart:
+    """What a rank knows before its first step (every schedule's worker starts here)."""
 
-        return async_pipeline_worker(rank, world_size, config, partition, shapes, quiet)
-    total_stages = config.total_stages
-    last_rank = _owner(total_stages - 1, spec.layout, world_size)
+    setup: Any  # the TrainingSetup (data) on rank 0, None on the others
+    model: nn.Sequential  # the whole model, built from the same seed on every rank
+    input_shape: tuple[int, ...]
+    num_classes: int
+    num_train: int
+    steps_per_epoch: int
+    total_steps: int
 
-    # --- data (rank 0) and model (everyone, same seed) ------------------------------------
+
+def start_rank(rank: int, config: PipelineConfig) -> RankStart:
+    """Rank 0 loads the data and builds the model; it broadcasts the shapes, and every
+    other rank builds the same model from the same seed."""
+    setup = None
     if rank == 0:
         setup = setup_training(
             config.model,
@@ -144,6 +143,39 @@ def pipeline_worker(
             f"use --batch-size {num_train} or less"
         )
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    return RankStart(
+        setup=setup,
+        model=model,
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        num_train=num_train,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )
+
+
+def pipeline_worker(
+    rank: int,
+    world_size: int,
+    config: PipelineConfig,
+    partition: Partition,
+    shapes: list[tuple[int, ...]],
+    quiet: bool,
+) -> dict[str, Any] | None:
+    """Run one rank of the pipeline; rank 0 returns the gathered measurements."""
+    spec = get_schedule(config.schedule)
+    if spec.asynchronous:  # PipeDream: its own engine (parnn.pipeline.asynchronous)
+        from parnn.pipeline.asynchronous import async_pipeline_worker
+
+        return async_pipeline_worker(rank, world_size, config, partition, shapes, quiet)
+    total_stages = config.total_stages
+    last_rank = _owner(total_stages - 1, spec.layout, world_size)
+
+    # --- data (rank 0) and model (everyone, same seed) ------------------------------------
+    start = start_rank(rank, config)
+    setup, model = start.setup, start.model
+    input_shape, num_classes, num_train = start.input_shape, start.num_classes, start.num_train
+    steps_per_epoch, total_steps = start.steps_per_epoch, start.total_steps
 
     # --- transport, stages, schedule, optimizer ----------------------------------------------
     # The stages' sends and receives (and the targets) go through ``group``; everything
