@@ -58,7 +58,9 @@ def write_cache(directory: Path, *, machine_cores: int, batch_size: int) -> Path
             profile = handmade_profile(size, threads)
             name = profile_file_name("lenet5", LENET5, batch_size=size, threads=threads)
             write_json(directory / name, profile.to_dict())
-    write_json(directory / comm_file_name(backend="gloo", threads=1), COMM.to_dict())
+    for transport in ("gloo", "shm"):  # the planner prices pipelines on the local transport
+        name = comm_file_name(backend="gloo", threads=1, transport=transport)
+        write_json(directory / name, COMM.to_dict())
     machine_batch = max(1, batch_size // machine_cores)
     write_json(
         directory / machine_file_name("lenet5", LENET5, machine_batch),

@@ -214,7 +214,8 @@ def make_plan(
     candidates = enumerate_candidates(
         cores=cores, num_units=num_units, batch_size=config.batch_size, nodes=config.nodes
     )
-    comm = load_or_measure_comm(config.cache_dir) if machine_cores > 1 else None
+    # the pipelines the planner verifies send over the local transport (shm on one host)
+    comm = load_or_measure_comm(config.cache_dir, transport="auto") if machine_cores > 1 else None
     machine = load_or_measure_machine(
         model,
         name=config.model,
