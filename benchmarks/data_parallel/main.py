@@ -36,7 +36,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--input-shape", default=None, help="e.g. 3x32x32 (synthetic data)")
     parser.add_argument("--num-samples", type=int, default=None, help="first N samples")
     parser.add_argument("--engines", default="ddp,hogwild,local-sgd,mpi,independent")
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
         "--per-process-batch", action="store_true", help="--batch-size per rank, not global"
@@ -50,7 +50,7 @@ def _arguments() -> argparse.Namespace:
         "--skip-threads-baseline", action="store_true",
         help="leave out serial with every core as intra-op threads (slow on a busy machine)",
     )  # fmt: skip
-    parser.add_argument("--schedule", default="cosine", help="LR schedule")
+    parser.add_argument("--lr-schedule", default="cosine", help="LR schedule")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     return parser.parse_args()
 
@@ -77,12 +77,12 @@ def main() -> None:
     initial = copy.deepcopy(setup.model)
     base = DataParallelConfig(
         engine="ddp",
-        num_processes=args.processes,
+        num_ranks=args.ranks,
         batch_size=args.batch_size,
         per_process_batch=args.per_process_batch,
         epochs=args.epochs,
         optimizer=OptimizerConfig(name="sgd", lr=args.lr, momentum=args.momentum),
-        schedule=args.schedule,
+        lr_schedule=args.lr_schedule,
     )
     configs = comparison_configs(base, names, average_every=args.average_every)
     repeats: list[dict[str, Any]] = []

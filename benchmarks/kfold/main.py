@@ -38,8 +38,8 @@ def _kfold(args: argparse.Namespace, out: Path, *extra: str) -> dict[str, Any]:
         "kfold",
         "--models",
         args.models,
-        "--schedulers",
-        args.schedulers,
+        "--lr-schedules",
+        args.lr_schedules,
         "--folds",
         str(args.folds),
         "--data",
@@ -74,7 +74,7 @@ def _load() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="lenet5,mlp")
-    parser.add_argument("--schedulers", default="cosine,warm")
+    parser.add_argument("--lr-schedules", default="cosine,warm")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--data-dir", type=Path, default=None)

@@ -107,7 +107,7 @@ def _commands(case: str, data_dir: Path, scratch: Path) -> dict[str, tuple[list[
                     "sgd",
                     "--lr",
                     "0.05",
-                    "--schedule",
+                    "--lr-schedule",
                     "constant",
                     "--batch-size",
                     "32",

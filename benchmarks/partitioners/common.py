@@ -53,7 +53,7 @@ def measure_run(
         data="synthetic",
         input_shape=input_shape,
         num_samples=batch_size * (steps + warmup_steps),
-        num_stages=partition.num_stages,
+        num_ranks=partition.num_stages,
         partition=partition,
         schedule=schedule,
         num_microbatches=num_microbatches,

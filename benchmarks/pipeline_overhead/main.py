@@ -91,14 +91,14 @@ def pipeline_step_time(cell: Cell, threads: int) -> float:
         data=cell.data,
         input_shape=cell.input_shape,
         num_samples=cell.num_samples,
-        num_stages=1,
+        num_ranks=1,
         num_microbatches=1,
         schedule="gpipe",
         batch_size=cell.batch_size,
         steps=cell.steps,
         optimizer=OPTIMIZER,
         evaluate=False,
-        threads_per_stage=threads,
+        threads=threads,
         measure_warmup_steps=cell.warmup_steps,
     )
     result = run_pipeline(config, quiet=True)

@@ -117,7 +117,7 @@ def measure(
         data="synthetic",
         input_shape=INPUTS[model],
         num_samples=batch_size * (steps + warmup_steps),
-        num_stages=2,
+        num_ranks=2,
         partition=partition,
         schedule=schedule,
         num_microbatches=num_microbatches,

@@ -46,7 +46,7 @@ def _run(args: list[str]) -> dict[str, object]:
 def test_cli_dp_run_json(tmp_path: Path) -> None:
     payload = _run(
         ["dp", "--engine", "ddp", "--model", "mlp", "--data", "digits", "--input", "1x8x8",
-         "--num-samples", "400", "--processes", "2", "--batch-size", "32", "--epochs", "1",
+         "--num-samples", "400", "--ranks", "2", "--batch-size", "32", "--epochs", "1",
          "--out", str(tmp_path), "--json"]
     )  # fmt: skip
     assert set(payload) == RUN_KEYS

@@ -21,13 +21,13 @@ from parnn.train import batch_indices
     ("settings", "expected"),
     [
         ({"engine": "nope"}, "unknown engine 'nope'"),
-        ({"num_processes": 4, "batch_size": 2}, "more processes (4) than samples per batch (2)"),
-        ({"num_processes": 3, "batch_size": 64}, "global batch 64 is not divisible by 3"),
-        ({"num_processes": 0}, "num processes 0 must be >= 1"),
-        ({"engine": "serial", "num_processes": 2}, "engine serial runs one process"),
+        ({"num_ranks": 4, "batch_size": 2}, "more ranks (4) than samples per batch (2)"),
+        ({"num_ranks": 3, "batch_size": 64}, "global batch 64 is not divisible by 3"),
+        ({"num_ranks": 0}, "num ranks 0 must be >= 1"),
+        ({"engine": "serial", "num_ranks": 2}, "engine serial runs one process"),
         ({"batch_size": 8, "accumulate_steps": 5}, "5 accumulation steps exceed the 4 samples"),
         ({"engine": "local-sgd", "average_every": 0}, "average-every 0 must be >= 1"),
-        ({"schedule": "linear"}, "unknown LR schedule 'linear'"),
+        ({"lr_schedule": "linear"}, "unknown LR schedule 'linear'"),
         ({"fail_at": FailurePlan(rank=2)}, "failure plan rank 2 is out of range"),
     ],
 )
@@ -39,9 +39,9 @@ def test_bad_settings_are_one_line_errors(settings: dict[str, object], expected:
 
 
 def test_per_process_batch_lifts_divisibility() -> None:
-    config = DataParallelConfig(num_processes=3, batch_size=10, per_process_batch=True)
+    config = DataParallelConfig(num_ranks=3, batch_size=10, per_process_batch=True)
     assert (config.rank_batch_size, config.round_size) == (10, 30)
-    hogwild = DataParallelConfig(engine="hogwild", num_processes=3, batch_size=10)
+    hogwild = DataParallelConfig(engine="hogwild", num_ranks=3, batch_size=10)
     assert (hogwild.rank_batch_size, hogwild.round_size) == (10, 30)
 
 
@@ -52,13 +52,13 @@ def test_average_every_is_ignored_with_a_warning() -> None:
 
 def test_more_processes_than_samples() -> None:
     with pytest.raises(ConfigError, match="3 training samples cannot feed 4 processes"):
-        check_num_samples(3, DataParallelConfig(num_processes=4, batch_size=4))
+        check_num_samples(3, DataParallelConfig(num_ranks=4, batch_size=4))
 
 
 @pytest.mark.parametrize(("num_samples", "num_processes"), [(199, 2), (193, 2), (100, 3)])
 def test_shards_partition_the_reference_batches(num_samples: int, num_processes: int) -> None:
     batch = 30 if num_processes == 3 else 32
-    config = DataParallelConfig(num_processes=num_processes, batch_size=batch, epochs=2)
+    config = DataParallelConfig(num_ranks=num_processes, batch_size=batch, epochs=2)
     per_rank = [list(rank_shards(num_samples, config, rank)) for rank in range(num_processes)]
     assert all(len(shards) == total_steps(num_samples, config) for shards in per_rank)
     reference = [
@@ -93,11 +93,11 @@ def test_compare_list() -> None:
     assert parse_compare_list("ddp,hogwild") == ["serial", "serial-threads", "ddp", "hogwild"]
     with pytest.raises(ConfigError, match="unknown turbo"):
         parse_compare_list("ddp,turbo")
-    base = DataParallelConfig(num_processes=2, batch_size=32)
+    base = DataParallelConfig(num_ranks=2, batch_size=32)
     configs = comparison_configs(
         base, ["serial", "serial-threads", "local-sgd"], average_every=3, all_cores=2
     )
-    assert [(c.engine, c.num_processes, c.threads_per_process) for c in configs] == [
+    assert [(c.engine, c.num_ranks, c.threads) for c in configs] == [
         ("serial", 1, 1),
         ("serial", 1, 2),
         ("local-sgd", 2, 1),
@@ -126,15 +126,15 @@ def test_cli_unknown_engine_is_one_line() -> None:
 
 
 def test_cli_indivisible_global_batch() -> None:
-    code, _, stderr = _invoke(["dp", "--processes", "3", "--batch-size", "32", "--quiet"])
+    code, _, stderr = _invoke(["dp", "--ranks", "3", "--batch-size", "32", "--quiet"])
     assert code == 2
-    assert "global batch 32 is not divisible by 3 processes" in stderr
+    assert "global batch 32 is not divisible by 3 ranks" in stderr
     assert "--batch-size 30 or 33" in stderr
 
 
 def test_cli_more_processes_than_batch() -> None:
-    code, _, stderr = _invoke(["dp", "--processes", "4", "--batch-size", "2", "--quiet"])
-    assert code == 2 and "more processes (4) than samples per batch (2)" in stderr
+    code, _, stderr = _invoke(["dp", "--ranks", "4", "--batch-size", "2", "--quiet"])
+    assert code == 2 and "more ranks (4) than samples per batch (2)" in stderr
 
 
 def test_cli_mpi_without_mpi4py(monkeypatch: pytest.MonkeyPatch) -> None:

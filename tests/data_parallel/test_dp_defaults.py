@@ -36,7 +36,7 @@ def mnist(mnist_dir: Path) -> TrainingSetup:
 def _accuracy(setup: TrainingSetup, engine: str) -> float:
     config = DataParallelConfig(
         engine=engine,
-        num_processes=1 if engine == "serial" else 2,
+        num_ranks=1 if engine == "serial" else 2,
         transport="gloo" if engine in ("ddp", "local-sgd") else "auto",
         batch_size=64,
         epochs=2,

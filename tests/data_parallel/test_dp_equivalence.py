@@ -37,7 +37,7 @@ def _model(data: ArrayDataset) -> nn.Module:
 def _reference(model: nn.Module, data: ArrayDataset, steps: int, schedule: str) -> nn.Module:
     reference = copy.deepcopy(model)
     config = TrainConfig(
-        steps=steps, batch_size=BATCH, optimizer=OPTIMIZER, schedule=schedule, threads=1
+        steps=steps, batch_size=BATCH, optimizer=OPTIMIZER, lr_schedule=schedule, threads=1
     )
     train(reference, data, None, config, quiet=True)
     return reference
@@ -72,13 +72,13 @@ def test_engine_matches_reference(engine: str, num_samples: int, accumulate: int
     trained = copy.deepcopy(model)
     config = DataParallelConfig(
         engine=engine,
-        num_processes=2,
+        num_ranks=2,
         batch_size=BATCH,
         steps=steps,
         accumulate_steps=accumulate,
         average_every=1 if engine == "local-sgd" else None,
         optimizer=OPTIMIZER,
-        schedule=schedule,
+        lr_schedule=schedule,
         monitor_interval_s=0,
     )
     result = run_data_parallel(trained, data, None, config, quiet=True)
@@ -130,7 +130,7 @@ def test_replicas_identical_right_after_each_averaging() -> None:
     model = _model(data)
     config = DataParallelConfig(
         engine="local-sgd",
-        num_processes=2,
+        num_ranks=2,
         batch_size=BATCH,
         steps=7,
         average_every=3,

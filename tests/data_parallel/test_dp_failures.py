@@ -29,7 +29,7 @@ def test_crashed_worker_is_named(engine: str, kind: str, expected: str) -> None:
     config = DataParallelConfig(
         engine=engine,
         transport="gloo" if engine != "hogwild" else "auto",  # parnn's own launcher
-        num_processes=2,
+        num_ranks=2,
         batch_size=16,
         epochs=50,  # far longer than the test: only the failure can end it early
         fail_at=FailurePlan(rank=1, step=3, kind=kind),

@@ -37,11 +37,11 @@ def test_hogwild_reaches_reference_accuracy(mnist_dir: Path) -> None:
         setup.val_data,
         DataParallelConfig(
             engine="hogwild",
-            num_processes=2,
+            num_ranks=2,
             batch_size=BATCH,
             epochs=EPOCHS,
             optimizer=OPTIMIZER,
-            schedule=config.schedule,  # the reference's LR schedule (dp's default differs)
+            lr_schedule=config.lr_schedule,  # the reference's LR schedule (dp's default differs)
         ),
         quiet=True,
     )

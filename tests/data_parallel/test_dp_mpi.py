@@ -49,7 +49,7 @@ def test_mpi_matches_local_sgd() -> None:
     for engine in ("local-sgd", "mpi"):
         trained = copy.deepcopy(model)
         config = DataParallelConfig(
-            engine=engine, num_processes=2, batch_size=32, steps=8, average_every=2,
+            engine=engine, num_ranks=2, batch_size=32, steps=8, average_every=2,
             optimizer=OPTIMIZER, monitor_interval_s=0,
         )  # fmt: skip
         result = run_data_parallel(trained, data, None, config, quiet=True)  # type: ignore[arg-type]
@@ -73,7 +73,7 @@ def test_mpi_failed_rank_is_named(rank: int, kind: str, expected: str) -> None:
     named must still be the one that died first, whichever it is."""
     model, data = _setup()
     config = DataParallelConfig(
-        engine="mpi", num_processes=2, batch_size=32, epochs=200,
+        engine="mpi", num_ranks=2, batch_size=32, epochs=200,
         fail_at=FailurePlan(rank=rank, step=2, kind=kind), failure_timeout_s=20,
     )  # fmt: skip
     start = time.monotonic()

@@ -56,9 +56,9 @@ def _parallel(
 ) -> tuple[nn.Module, str | None]:
     trained = copy.deepcopy(model)
     config = DataParallelConfig(
-        engine=engine, transport=transport, num_processes=2, batch_size=BATCH, steps=STEPS,
+        engine=engine, transport=transport, num_ranks=2, batch_size=BATCH, steps=STEPS,
         accumulate_steps=2, average_every=1 if engine == "local-sgd" else None,
-        optimizer=optimizer, schedule="constant", monitor_interval_s=0,  # the reference's
+        optimizer=optimizer, lr_schedule="constant", monitor_interval_s=0,  # the reference's
     )  # fmt: skip
     result = run_data_parallel(trained, data, None, config, quiet=True)
     assert result is not None and result.steps == STEPS
@@ -108,7 +108,7 @@ def test_ddp_over_mpi_failed_rank_is_named() -> None:
     # rank 1 raises while rank 0 waits in the hook's Allreduce: MPI_Abort ends both
     model, data = _setup(192)
     config = DataParallelConfig(
-        engine="ddp", transport="mpi", num_processes=2, batch_size=BATCH, epochs=200,
+        engine="ddp", transport="mpi", num_ranks=2, batch_size=BATCH, epochs=200,
         fail_at=FailurePlan(rank=1, step=2), failure_timeout_s=20, monitor_interval_s=0,
     )  # fmt: skip
     with pytest.raises(RankFailedError) as caught:
@@ -119,7 +119,7 @@ def test_ddp_over_mpi_failed_rank_is_named() -> None:
 
 
 def _config(engine: str, transport: str) -> DataParallelConfig:
-    return DataParallelConfig(engine=engine, transport=transport, num_processes=2, steps=1)
+    return DataParallelConfig(engine=engine, transport=transport, num_ranks=2, steps=1)
 
 
 def test_torchrun_falls_back_with_a_reason_or_refuses_mpi(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,7 +146,7 @@ def test_without_mpi4py_auto_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_engines_without_collectives_have_no_transport() -> None:
     for engine in ("serial", "hogwild"):
         processes = 1 if engine == "serial" else 2
-        config = DataParallelConfig(engine=engine, num_processes=processes, steps=1)
+        config = DataParallelConfig(engine=engine, num_ranks=processes, steps=1)
         assert resolve_transport(config).name is None
     with pytest.warns(ParnnWarning, match="transport 'mpi' is ignored by engine 'hogwild'"):
         DataParallelConfig(engine="hogwild", transport="mpi", steps=1)

@@ -65,7 +65,7 @@ def test_a_job_gives_the_reference_trainers_parameters(data: ArrayDataset, tmp_p
         steps=20,
         batch_size=32,
         optimizer=OptimizerConfig(name="adam", lr=0.003),
-        schedule="warm",
+        lr_schedule="warm",
         seed=job.seed,
     )
     result = train(reference, data.subset(train_index), data.subset(val_index), config, quiet=True)

@@ -24,7 +24,7 @@ def _children() -> list[psutil.Process]:
 def test_a_stage_that_raises_ends_every_process_and_names_its_rank(failing_rank: int) -> None:
     config = PipelineConfig(
         model="lenet5",
-        num_stages=2,
+        num_ranks=2,
         steps=6,
         evaluate=False,
         fail_rank=failing_rank,
@@ -60,14 +60,14 @@ def test_the_cli_prints_the_failing_rank_in_one_line_and_exits_non_zero() -> Non
         ({"partition": "0,4,3"}, PartitionError, "strictly increasing"),
         ({"partition": "0,3,9"}, PartitionError, "must be 5"),
         (
-            {"partition": "0,2,5", "num_stages": 4},
+            {"partition": "0,2,5", "num_ranks": 4},
             PartitionError,
             "has 2 stages but 4 were asked for",
         ),
-        ({"num_stages": 6}, PartitionError, "only 5 units"),
+        ({"num_ranks": 6}, PartitionError, "only 5 units"),
         ({"schedule": "pipedream-3bw"}, ScheduleError, "unknown schedule"),
         (
-            {"schedule": "1f1b", "num_stages": 4, "num_microbatches": 2},
+            {"schedule": "1f1b", "num_ranks": 4, "num_microbatches": 2},
             ScheduleError,
             "at least as many",
         ),

@@ -72,7 +72,7 @@ def test_pipedream_steps_equal_the_emulated_run(
         model="lenet5",
         data="digits",
         num_samples=400,  # 320 training samples: 10 steps per epoch, so 12 steps cross a drain
-        num_stages=stages,
+        num_ranks=stages,
         schedule=schedule,
         vertical_sync=vertical_sync,
         num_microbatches=microbatches,
@@ -100,7 +100,7 @@ def test_pipedream_steps_equal_the_emulated_run(
 def test_a_failing_stage_ends_the_asynchronous_run_and_names_its_rank(failing_rank: int) -> None:
     config = PipelineConfig(
         model="lenet5",
-        num_stages=2,
+        num_ranks=2,
         schedule="pipedream",
         num_microbatches=2,
         steps=6,
@@ -126,7 +126,7 @@ def test_an_epoch_is_evaluated_and_reports_stash_and_activations() -> None:
     config = PipelineConfig(
         model="lenet5",
         num_samples=400,
-        num_stages=2,
+        num_ranks=2,
         schedule="pipedream-2bw",
         num_microbatches=2,
         epochs=2,
@@ -144,9 +144,7 @@ def test_an_epoch_is_evaluated_and_reports_stash_and_activations() -> None:
 
 def test_bad_asynchronous_settings_are_refused_before_any_process_starts() -> None:
     with pytest.raises(ScheduleError, match="pipedream-2bw accumulates"):
-        plan_pipeline_run(
-            PipelineConfig(num_stages=4, schedule="pipedream-2bw", num_microbatches=2)
-        )
+        plan_pipeline_run(PipelineConfig(num_ranks=4, schedule="pipedream-2bw", num_microbatches=2))
     with pytest.raises(ConfigError, match="vertical sync applies to the asynchronous"):
         PipelineConfig(schedule="1f1b", vertical_sync=True)
     with pytest.raises(ScheduleError, match="one stage per rank"):
@@ -160,7 +158,7 @@ def test_a_run_resumed_from_its_epoch_checkpoint_ends_where_an_uninterrupted_one
     settings = {
         "model": "lenet5",
         "num_samples": 400,  # 10 steps per epoch
-        "num_stages": 2,
+        "num_ranks": 2,
         "schedule": "pipedream",
         "num_microbatches": 2,
         "epochs": 2,

@@ -25,7 +25,7 @@ def test_lenet5_on_digits_reaches_95_percent_within_5_epochs() -> None:
         epochs=DEFAULT_EPOCHS,
         batch_size=DEFAULT_BATCH_SIZE,
         optimizer=OptimizerConfig(name=DEFAULT_OPTIMIZER, lr=DEFAULT_LR[DEFAULT_OPTIMIZER]),
-        schedule=DEFAULT_SCHEDULE,
+        lr_schedule=DEFAULT_SCHEDULE,
         seed=0,
         threads=1,
     )

@@ -42,7 +42,7 @@ def config(**overrides: object) -> TrainConfig:
         "epochs": 3,
         "batch_size": 16,  # 10 steps per epoch, the last batch of 6
         "optimizer": OptimizerConfig(name="adam", lr=3e-3),
-        "schedule": "warm",
+        "lr_schedule": "warm",
         "threads": 1,
         "checkpoint_every": 7,
     }

@@ -75,7 +75,7 @@ def test_train_config_validates() -> None:
     with pytest.raises(ConfigError, match="batch size 0"):
         TrainConfig(batch_size=0)
     with pytest.raises(ConfigError, match="constant, step, cosine, warm"):
-        TrainConfig(schedule="linear")
+        TrainConfig(lr_schedule="linear")
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig(epochs=0)
     assert TrainConfig(epochs=0, steps=5).total_steps(100) == 5
@@ -124,7 +124,7 @@ def test_training_twice_gives_bit_identical_parameters(optimizer: str) -> None:
         epochs=2,
         batch_size=24,
         optimizer=OptimizerConfig(name=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3),
-        schedule="warm",
+        lr_schedule="warm",
         threads=1,
         seed=5,
     )

@@ -1,25 +1,33 @@
 """Flags that mean the same thing in every command, and the one way results are printed.
 
 Use the decorators so that ``--model``, ``--data``, ``--data-dir``, ``--batch-size``,
-``--epochs``/``--steps``, ``--lr``, ``--seed``, ``--out``, ``--json`` and ``--quiet`` read
-and behave alike everywhere. :func:`emit` prints one JSON object with ``--json`` and a
-human rendering otherwise.
+``--epochs``/``--steps``, ``--lr``, ``--lr-schedule``, ``--seed``, ``--threads``, ``--out``,
+``--json`` and ``--quiet`` read and behave alike everywhere (the vocabulary is in
+docs/architecture.md). :func:`emit` prints one JSON object with ``--json`` and a human
+rendering otherwise.
+
+A flag that was renamed keeps its old spelling for one release: give the command
+``cls=RenamedFlagsCommand, renamed_flags={"--old": "--new"}``; the old spelling is hidden
+from ``--help``, still works, and prints one ``parnn: warning: --old is now --new`` line.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from parnn.errors import ParnnWarning
 from parnn.progress import stdout_console
 from parnn.results import to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
+    "RenamedFlagsCommand",
     "batch_size_option",
     "data_dir_option",
     "data_option",
@@ -28,10 +36,13 @@ __all__ = [
     "input_shape_option",
     "json_option",
     "lr_option",
+    "lr_schedule_option",
     "model_option",
     "out_option",
     "parse_input_shape",
     "quiet_option",
+    "ranks_option",
+    "rename_flags",
     "seed_option",
     "steps_option",
     "threads_option",
@@ -96,6 +107,20 @@ def lr_option(default: float = 0.05) -> Callable[[F], F]:
     )
 
 
+def lr_schedule_option(default: str = "constant") -> Callable[[F], F]:
+    """``--lr-schedule``: the learning-rate schedule (``--schedule`` is the pipeline's)."""
+    from parnn.train.schedules import SCHEDULES  # a tuple of names: no torch import
+
+    return click.option(
+        "--lr-schedule",
+        type=click.Choice(list(SCHEDULES), case_sensitive=False),
+        default=default,
+        show_default=True,
+        help="LR schedule per optimizer step: constant, step, cosine, warm (linear warm-up, "
+        "then cosine).",
+    )
+
+
 seed_option: Callable[[F], F] = click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed for weights, data and order."
 )
@@ -117,12 +142,58 @@ threads_option: Callable[[F], F] = click.option(
     "--threads", type=int, default=1, show_default=True, help="Intra-op threads per process."
 )
 
+
+def ranks_option(default: int | None = 2, *, help: str | None = None) -> Callable[[F], F]:
+    """``--ranks``: worker processes (ranks) of an engine."""
+    return click.option(
+        "--ranks",
+        type=int,
+        default=default,
+        show_default=default is not None,
+        help=help or "Worker processes (ranks), one pinned core each.",
+    )
+
+
 input_shape_option: Callable[[F], F] = click.option(
     "--input",
     "input_shape",
     default=None,
     help="Input shape CxHxW (e.g. 3x32x32); default: the model's own.",
 )
+
+
+def rename_flags(args: list[str], renamed: Mapping[str, str]) -> list[str]:
+    """``args`` with each old spelling of a renamed flag replaced by its new one (also in
+    ``--old=value``), warning once per old flag; nothing after ``--`` is touched."""
+    result: list[str] = []
+    warned: set[str] = set()
+    for index, arg in enumerate(args):
+        if arg == "--":
+            result.extend(args[index:])
+            break
+        flag, equals, value = arg.partition("=")
+        new = renamed.get(flag)
+        if new is None:
+            result.append(arg)
+            continue
+        if flag not in warned:
+            warned.add(flag)
+            with warnings.catch_warnings():  # every run says it, not only the first
+                warnings.simplefilter("always", ParnnWarning)
+                warnings.warn(f"{flag} is now {new}", ParnnWarning, stacklevel=2)
+        result.append(f"{new}{equals}{value}")
+    return result
+
+
+class RenamedFlagsCommand(click.Command):
+    """A command that still takes the old spellings of its renamed flags, with a warning."""
+
+    def __init__(self, *args: Any, renamed_flags: Mapping[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.renamed_flags = dict(renamed_flags or {})
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, rename_flags(args, self.renamed_flags))
 
 
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:

@@ -108,7 +108,7 @@ def demo_command(
                 epochs=EPOCHS,
                 batch_size=BATCH_SIZE,
                 optimizer=optimizer,
-                schedule="constant",
+                lr_schedule="constant",
                 seed=seed,
                 threads=1,
                 drop_last=True,
@@ -122,7 +122,7 @@ def demo_command(
                 PipelineConfig(
                     model=DEMO_MODEL,
                     data=DEMO_DATA,
-                    num_stages=STAGES,
+                    num_ranks=STAGES,
                     partition=partition,
                     schedule=SCHEDULE,
                     num_microbatches=MICROBATCHES,

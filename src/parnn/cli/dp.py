@@ -1,6 +1,6 @@
 """``parnn dp``: train data-parallel with one engine, or compare engines side by side.
 
-    parnn dp --engine ddp --model lenet5 --data mnist --data-dir DIR --processes 2 --epochs 2
+    parnn dp --engine ddp --model lenet5 --data mnist --data-dir DIR --ranks 2 --epochs 2
     parnn dp --engine ddp --transport mpi ...   (gradients over MPI; auto: MPI if available)
     parnn dp --compare serial,ddp,hogwild,local-sgd --model lenet5 --data mnist --data-dir DIR
     torchrun --nproc-per-node 2 -m parnn.cli dp --engine ddp ...
@@ -21,8 +21,9 @@ peak_rss_mib), runs, files, machine.
 
 from __future__ import annotations
 
-import copy
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ import click
 from rich.table import Table
 
 from parnn.cli._options import (
+    RenamedFlagsCommand,
     batch_size_option,
     data_dir_option,
     data_option,
@@ -37,27 +39,29 @@ from parnn.cli._options import (
     epochs_option,
     input_shape_option,
     json_option,
+    lr_schedule_option,
     model_option,
     out_option,
     parse_input_shape,
     quiet_option,
+    ranks_option,
     seed_option,
     steps_option,
     threads_option,
 )
 from parnn.data_parallel.compare import COMPARE_NAMES, parse_compare_list
-from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig, engine_optimizer
-from parnn.errors import ConfigError
-from parnn.outdir import check_out_dir
+from parnn.data_parallel.config import (
+    AVERAGING_ENGINES,
+    ENGINES,
+    TRANSPORTS,
+    DataParallelConfig,
+    engine_optimizer,
+)
+from parnn.errors import ConfigError, ParnnWarning
 from parnn.progress import stderr_console, stdout_console
-from parnn.results import machine_facts, write_json
 
 if TYPE_CHECKING:  # torch and the engines are imported when a command runs, not at --help
-    import torch
-
-    from parnn.data_parallel.compare import Comparison
     from parnn.data_parallel.result import DataParallelResult
-    from parnn.train.setup import TrainingSetup
 
 __all__ = ["COMMANDS", "dp"]
 
@@ -75,7 +79,7 @@ def _render_run(payload: dict[str, Any]) -> None:
     rows = [
         ("model / data", f"{payload['model']} on {payload['data']} "
          f"({payload['num_train']:,} train / {payload['num_val']:,} val)"),
-        ("processes x threads", f"{config['num_processes']} x {config['threads_per_process']}"),
+        ("ranks x threads", f"{config['num_ranks']} x {config['threads']}"),
         ("batch", f"{config['global_batch_size']} per step "
          f"({config['rank_batch_size']} per rank), accumulate {config['accumulate_steps']}"),
         ("steps / samples", f"{payload['steps']:,} / {payload['samples']:,}"),
@@ -135,50 +139,15 @@ def _render_comparison(payload: dict[str, Any]) -> None:
         stdout_console.print(f"{name}: {path}")
 
 
-def _write_run_files(
-    result: DataParallelResult, model: torch.nn.Module, out: Path
-) -> dict[str, str]:
-    import torch
-
-    from parnn.data_parallel.plots import plot_cpu, plot_loss
-
-    out.mkdir(parents=True, exist_ok=True)
-    files = {
-        "result": str(write_json(out / "result.json", result.to_dict(cpu_trace=True))),
-        "loss_vs_time": str(plot_loss([result], out / "loss_vs_time.png", x_axis="time")),
-        "loss_vs_samples": str(plot_loss([result], out / "loss_vs_samples.png", x_axis="samples")),
-        "cpu": str(plot_cpu([result], out / "cpu.png")),
-        "model": str(out / "model.pt"),
-    }
-    torch.save(model.state_dict(), out / "model.pt")
-    return files
-
-
-def _write_comparison_files(
-    comparison: Comparison, payload: dict[str, Any], out: Path
-) -> dict[str, str]:
-    from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
-
-    out.mkdir(parents=True, exist_ok=True)
-    runs = comparison.runs
-    files = {
-        "loss_vs_time": str(plot_loss(runs, out / "loss_vs_time.png", x_axis="time")),
-        "loss_vs_samples": str(plot_loss(runs, out / "loss_vs_samples.png", x_axis="samples")),
-        "cpu": str(plot_cpu(runs, out / "cpu.png")),
-        "throughput": str(plot_throughput(runs, out / "throughput.png")),
-        "result": str(out / "compare.json"),
-    }
-    write_json(
-        out / "compare.json", {**payload, "files": files, **comparison.to_dict(cpu_trace=True)}
-    )
-    return files
-
-
 def _default_out() -> Path:
     return Path("parnn-out") / time.strftime("dp-compare-%Y%m%d-%H%M%S")
 
 
-@click.command("dp")
+@click.command(
+    "dp",
+    cls=RenamedFlagsCommand,
+    renamed_flags={"--processes": "--ranks", "--schedule": "--lr-schedule"},
+)
 @click.option(
     "--engine", type=str, default=None, help=f"Engine: {', '.join(ENGINES)} [default: ddp]."
 )
@@ -209,15 +178,13 @@ def _default_out() -> Path:
     show_default=True,
     help="Share of the data held out for validation.",
 )
-@click.option(
-    "--processes", type=int, default=None, help="Worker processes (ranks) [default: 2; serial: 1]."
-)
+@ranks_option(None, help="Worker processes (ranks) [default: 2; serial: 1].")
 @threads_option
 @batch_size_option(64)
 @click.option(
     "--per-process-batch",
     is_flag=True,
-    help="--batch-size is each rank's batch (global batch = batch x processes).",
+    help="--batch-size is each rank's batch (global batch = batch x ranks).",
 )
 @click.option(
     "--accumulate",
@@ -250,12 +217,7 @@ def _default_out() -> Path:
     default=None,
     help="SGD momentum [default: the engine's: 0.9, hogwild 0.7].",
 )
-@click.option(
-    "--schedule",
-    default="cosine",
-    show_default=True,
-    help="LR schedule per step: constant, step, cosine, warm.",
-)
+@lr_schedule_option("cosine")
 @click.option("--drop-last", is_flag=True, help="Drop each epoch's last, incomplete batch.")
 @click.option("--no-pin", is_flag=True, help="Do not pin the workers to cores.")
 @seed_option
@@ -263,83 +225,82 @@ def _default_out() -> Path:
 @click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
-def dp(
-    engine: str | None, compare: str | None, model: str, data: str, data_dir: Path | None,
-    input_shape: str | None, num_samples: int | None, val_fraction: float,
-    processes: int | None, threads: int, batch_size: int, per_process_batch: bool,
-    accumulate: int, average_every: int | None, transport: str, epochs: int,
-    steps: int | None, lr: float | None, optimizer: str, momentum: float | None, schedule: str,
-    drop_last: bool, no_pin: bool, seed: int, out: Path | None, overwrite: bool, as_json: bool,
-    quiet: bool,
-) -> None:  # fmt: skip
+def dp(**options: Any) -> None:
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
     from parnn.launch.forkserver import start_forkserver
 
-    if (engine or "").lower() != "mpi":  # mpirun starts its own ranks
+    if (options["engine"] or "").lower() != "mpi":  # mpirun starts its own ranks
         # The ranks' fork server imports torch and the engines while this process loads data.
-        start_forkserver(["parnn.data_parallel.runner"], threads=threads)
-    from parnn.data_parallel.runner import run_data_parallel
-    from parnn.data_parallel.transport import resolve_transport
-    from parnn.train.setup import check_batch_size, setup_training
-
-    if compare is not None and engine is not None:
+        start_forkserver(["parnn.data_parallel.runner"], threads=options["threads"])
+    if options["compare"] is not None and options["engine"] is not None:
         raise ConfigError("give either --engine (one run) or --compare (several), not both")
-    names = parse_compare_list(compare) if compare is not None else None
-    engine = (engine or "ddp").lower()
-    if processes is None:
-        processes = _launcher_world_size() or (1 if engine == "serial" and names is None else 2)
-    config = DataParallelConfig(
-        engine="ddp" if names is not None else engine,
-        transport=transport,
-        num_processes=processes,
-        threads_per_process=threads,
-        batch_size=batch_size,
-        per_process_batch=per_process_batch,
-        accumulate_steps=accumulate,
-        average_every=average_every if engine in ("local-sgd", "mpi") and names is None
-        else _ignored_average_every(average_every, engine, names),
-        epochs=epochs,
-        steps=steps,
+    names = parse_compare_list(options["compare"]) if options["compare"] is not None else None
+    config = _config(options, compare=names is not None)
+    data = {
+        "model": options["model"],
+        "data": options["data"],
+        "data_dir": options["data_dir"],
+        "input_shape": parse_input_shape(options["input_shape"]),
+        "num_samples": options["num_samples"],
+        "val_fraction": options["val_fraction"],
+        "overwrite": options["overwrite"],
+        "quiet": options["quiet"] or options["as_json"],
+    }
+    if names is not None:
+        from parnn.data_parallel.compare import compare_data_parallel
+
+        payload = compare_data_parallel(
+            config, names, out=options["out"] or _default_out(),
+            average_every=options["average_every"], on_run=_announcer(options), **data,
+        )  # fmt: skip
+        payload = {"command": "dp", **payload}
+        emit(payload, as_json=options["as_json"], render=lambda: _render_comparison(payload))
+        return
+    from parnn.data_parallel.api import train_data_parallel
+
+    run = train_data_parallel(config, out=options["out"], **data)
+    if run is None:
+        return  # a rank other than 0 under torchrun/mpirun: rank 0 reports
+    payload = {"command": "dp", **run}
+    emit(payload, as_json=options["as_json"], render=lambda: _render_run(payload))
+
+
+def _config(options: dict[str, Any], *, compare: bool) -> DataParallelConfig:
+    """The flags as a :class:`DataParallelConfig` (for --compare: the base of every run)."""
+    engine = (options["engine"] or "ddp").lower()
+    ranks = options["ranks"]
+    if ranks is None:
+        ranks = _launcher_world_size() or (1 if engine == "serial" and not compare else 2)
+    average_every = options["average_every"]
+    if compare or engine not in AVERAGING_ENGINES:
+        if average_every is not None and not compare:
+            warnings.warn(
+                f"--average-every is ignored by --engine {engine} (it applies to "
+                f"{' and '.join(AVERAGING_ENGINES)})",
+                ParnnWarning,
+                stacklevel=2,
+            )
+        average_every = None  # --compare passes it to the averaging engines only
+    optimizer, lr, momentum = options["optimizer"], options["lr"], options["momentum"]
+    return DataParallelConfig(
+        engine="ddp" if compare else engine,
+        transport=options["transport"],
+        num_ranks=ranks,
+        threads=options["threads"],
+        batch_size=options["batch_size"],
+        per_process_batch=options["per_process_batch"],
+        accumulate_steps=options["accumulate"],
+        average_every=average_every,
+        epochs=options["epochs"],
+        steps=options["steps"],
         # None: each engine's own defaults (ENGINE_DEFAULTS), also per engine in --compare
         optimizer=None if (optimizer, lr, momentum) == ("sgd", None, None)
         else engine_optimizer(engine, name=optimizer, lr=lr, momentum=momentum),
-        schedule=schedule,
-        seed=seed,
-        drop_last=drop_last,
-        pin=not no_pin,
+        lr_schedule=options["lr_schedule"],
+        seed=options["seed"],
+        drop_last=options["drop_last"],
+        pin=not options["no_pin"],
     )  # fmt: skip
-    if names is None:
-        resolve_transport(config)  # MPI asked for but unusable: say so before loading data
-    setup = setup_training(
-        model, data, data_dir=data_dir, input_shape=parse_input_shape(input_shape), seed=seed,
-        val_fraction=val_fraction, num_samples=num_samples,
-    )  # fmt: skip
-    check_batch_size(batch_size, len(setup.train_data), copies=config.batch_copies)
-    if names is not None:
-        out = check_out_dir(out or _default_out(), overwrite=overwrite)
-        _compare(
-            setup, config, names, average_every=average_every, out=out,
-            as_json=as_json, quiet=quiet,
-        )  # fmt: skip
-        return
-    if out is not None:
-        check_out_dir(out, overwrite=overwrite)
-    result = run_data_parallel(
-        setup.model, setup.train_data, setup.val_data, config,
-        model_name=setup.model_name, data_name=setup.data_name, quiet=quiet or as_json,
-    )  # fmt: skip
-    if result is None:
-        return  # a rank other than 0 under torchrun/mpirun: rank 0 reports
-    files = _write_run_files(result, setup.model, out) if out is not None else {}
-    payload = {
-        "command": "dp",
-        "mode": "run",
-        "input_shape": list(setup.input_shape),
-        "parameters": setup.num_parameters,
-        "files": files,
-        **result.to_dict(),
-    }
-    emit(payload, as_json=as_json, render=lambda: _render_run(payload))
 
 
 def _launcher_world_size() -> int | None:
@@ -354,60 +315,17 @@ def _launcher_world_size() -> int | None:
     return mpi.size if mpi is not None and mpi.size > 1 else None
 
 
-def _ignored_average_every(
-    average_every: int | None, engine: str, names: list[str] | None
-) -> int | None:
-    if average_every is not None and names is None:
-        stderr_console.print(
-            f"[yellow]warning:[/] --average-every is ignored by --engine {engine} "
-            "(it applies to local-sgd and mpi)"
-        )
-    return None
-
-
-def _compare(
-    setup: TrainingSetup,
-    base: DataParallelConfig,
-    names: list[str],
-    *,
-    average_every: int | None,
-    out: Path,
-    as_json: bool,
-    quiet: bool,
-) -> None:
-    from parnn.data_parallel.compare import comparison_configs, run_comparison
-
-    configs = comparison_configs(base, names, average_every=average_every)
-    initial = copy.deepcopy(setup.model)
-
-    def fresh_model() -> torch.nn.Module:
-        return copy.deepcopy(initial)
+def _announcer(options: dict[str, Any]) -> Callable[[DataParallelResult], None]:
+    """Prints one line per finished run of --compare on stderr (not with --json/--quiet)."""
 
     def announce(result: DataParallelResult) -> None:
-        if not quiet and not as_json:
+        if not options["quiet"] and not options["as_json"]:
             stderr_console.print(
                 f"{result.label}: {result.samples_per_s:,.0f} samples/s, "
                 f"val acc {_percent(result.val.accuracy if result.val else None)}"
             )
 
-    comparison = run_comparison(
-        fresh_model, setup.train_data, setup.val_data, configs,
-        model_name=setup.model_name, quiet=quiet or as_json, on_run=announce,
-    )  # fmt: skip
-    payload: dict[str, Any] = {
-        "command": "dp",
-        "mode": "compare",
-        "engines": names,
-        "model": setup.model_name,
-        "data": setup.data_name,
-        "input_shape": list(setup.input_shape),
-        "parameters": setup.num_parameters,
-        "speedup": comparison.speedups(),
-        "machine": machine_facts(),
-    }
-    payload["files"] = _write_comparison_files(comparison, payload, out)
-    payload["runs"] = [run.to_dict() for run in comparison.runs]
-    emit(payload, as_json=as_json, render=lambda: _render_comparison(payload))
+    return announce
 
 
 COMMANDS = [dp]

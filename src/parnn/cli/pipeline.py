@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 from rich.table import Table
 
 from parnn.cli._options import (
+    RenamedFlagsCommand,
     batch_size_option,
     data_dir_option,
     data_option,
@@ -17,17 +18,21 @@ from parnn.cli._options import (
     epochs_option,
     input_shape_option,
     json_option,
+    lr_schedule_option,
     model_option,
     out_option,
     parse_input_shape,
     quiet_option,
     seed_option,
     steps_option,
+    threads_option,
 )
 from parnn.errors import ConfigError
 from parnn.outdir import check_out_dir
 from parnn.progress import stdout_console
-from parnn.train import SCHEDULES as LR_SCHEDULES  # a light name: no torch import
+
+if TYPE_CHECKING:  # torch is imported when a command runs, not at --help
+    from parnn.pipeline import PipelineConfig, PipelineResult
 
 __all__ = ["COMMANDS"]
 
@@ -42,20 +47,27 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
     return rank, step
 
 
-@click.command("pipeline")
+@click.command(
+    "pipeline", cls=RenamedFlagsCommand, renamed_flags={"--threads-per-stage": "--threads"}
+)
 @model_option("lenet5")
 @data_option("digits")
 @data_dir_option
 @input_shape_option
 @click.option(
-    "--stages", type=int, default=2, show_default=True, help="Processes (one pinned core each)."
+    "--stages",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Pipeline depth: ranks (processes, one pinned core each) in the pipeline; each "
+    "holds --stages-per-rank model stages.",
 )
 @click.option(
     "--stages-per-rank",
     type=int,
     default=1,
     show_default=True,
-    help="Stages per process (interleaved, looped, V schedules).",
+    help="Model stages per rank (interleaved, looped, V schedules): stages x this in all.",
 )
 @click.option(
     "--partition",
@@ -88,21 +100,9 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 )
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option(
-    "--lr-schedule",
-    type=click.Choice(list(LR_SCHEDULES)),
-    default="constant",
-    show_default=True,
-    help="LR schedule, stepped per optimizer step.",
-)
+@lr_schedule_option("constant")
 @seed_option
-@click.option(
-    "--threads-per-stage",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Intra-op threads (and cores) per process.",
-)
+@threads_option
 @click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation at each epoch's end.")
 @click.option(
     "--transport",
@@ -130,167 +130,84 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 @click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
 @json_option
 @quiet_option
-def pipeline(
-    model: str,
-    data: str,
-    data_dir: Path | None,
-    input_shape: str | None,
-    stages: int,
-    stages_per_rank: int,
-    partition: str,
-    schedule: str,
-    vertical_sync: bool,
-    microbatches: str,
-    batch_size: int,
-    epochs: int,
-    steps: int | None,
-    lr: float | None,
-    optimizer: str,
-    momentum: float,
-    lr_schedule: str,
-    seed: int,
-    threads_per_stage: int,
-    no_eval: bool,
-    transport: str,
-    cache_dir: Path | None,
-    checkpoint_dir: Path | None,
-    resume: bool,
-    fail_at: str | None,
-    out: Path | None,
-    overwrite: bool,
-    as_json: bool,
-    quiet: bool,
-) -> None:
+def pipeline(**options: Any) -> None:
     """Train MODEL split into pipeline stages, one pinned process per stage (rank 0 the
     master), on torch.distributed.pipelining; print per-stage costs and throughput."""
     from parnn.launch.forkserver import start_forkserver
 
     # The ranks' fork server imports torch and the pipeline while this process plans.
-    start_forkserver(["parnn.pipeline.worker"], threads=threads_per_stage)
+    start_forkserver(["parnn.pipeline.worker"], threads=options["threads"])
     from parnn.partition.cache import default_cache_dir
-    from parnn.pipeline import PipelineConfig, run_pipeline
-    from parnn.train import OptimizerConfig
+    from parnn.pipeline import run_pipeline
 
-    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
-    fail_rank, fail_step = _fail_at(fail_at)
-    shape = parse_input_shape(input_shape)
-    prediction: dict[str, Any] | None = None
-    num_microbatches, chosen_partition, prediction = _microbatches(
-        microbatches,
-        model=model,
-        data=data,
-        shape=shape,
-        partition=partition,
-        stages=stages * stages_per_rank,
-        ranks=stages,
-        batch_size=batch_size,
-        schedule=schedule,
-        threads=threads_per_stage,
-        cache_dir=cache_dir,
-    )
-    config = PipelineConfig(
-        model=model,
-        data=data,
-        data_dir=data_dir,
-        input_shape=shape,
-        num_stages=stages,
-        stages_per_rank=stages_per_rank,
-        partition=chosen_partition if chosen_partition is not None else partition,
-        schedule=schedule,
-        vertical_sync=vertical_sync,
-        num_microbatches=num_microbatches,
-        batch_size=batch_size,
-        epochs=epochs,
-        steps=steps,
-        optimizer=OptimizerConfig(
-            name=optimizer,
-            lr=lr if lr is not None else (0.003 if optimizer == "adam" else 0.05),
-            momentum=momentum,
-        ),
-        lr_schedule=lr_schedule,
-        seed=seed,
-        threads_per_stage=threads_per_stage,
-        evaluate=not no_eval,
-        transport=transport,
-        out_dir=out,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        fail_rank=fail_rank,
-        fail_at_step=fail_step,
-    )
-    if out is not None:
-        check_out_dir(out, overwrite=overwrite)
+    config = _config(options)
+    if options["out"] is not None:
+        check_out_dir(options["out"], overwrite=options["overwrite"])
+    cache_dir = options["cache_dir"] if options["cache_dir"] is not None else default_cache_dir()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = run_pipeline(config, quiet=quiet or as_json, profile_cache_dir=cache_dir)
+        result = run_pipeline(
+            config, quiet=options["quiet"] or options["as_json"], profile_cache_dir=cache_dir
+        )
     for warning in caught:
         click.echo(f"parnn: warning: {' '.join(str(warning.message).split())}", err=True)
     if result is None:  # a non-master rank under torchrun
         return
-    payload = {"command": "pipeline", **result.to_dict(), "prediction": prediction}
-    emit(payload, as_json=as_json, render=lambda: _render(result, prediction))
+    payload = {"command": "pipeline", **result.to_dict()}
+    emit(payload, as_json=options["as_json"], render=lambda: _render(result))
 
 
-def _microbatches(
-    text: str,
-    *,
-    model: str,
-    data: str,
-    shape: tuple[int, ...] | None,
-    partition: str,
-    stages: int,
-    ranks: int,
-    batch_size: int,
-    schedule: str,
-    threads: int,
-    cache_dir: Path | None,
-) -> tuple[int, Any, dict[str, Any] | None]:
-    """The number of micro-batches: given, or the simulator's fastest for 'auto'."""
-    if text.strip().lower() != "auto":
-        try:
-            return int(text), None, None
-        except ValueError:
-            raise ConfigError(
-                f"--microbatches {text!r}: give a positive integer or 'auto'"
-            ) from None
-    from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
+def _config(options: dict[str, Any]) -> PipelineConfig:
+    """The flags as a :class:`PipelineConfig` (validated)."""
     from parnn.pipeline import PipelineConfig
-    from parnn.pipeline.runtime import _sample_shape
+    from parnn.train import OptimizerConfig
 
-    sample = _sample_shape(
-        PipelineConfig(
-            model=model, data=data, input_shape=shape, batch_size=batch_size, num_microbatches=1
-        )
+    fail_rank, fail_step = _fail_at(options["fail_at"])
+    optimizer, lr = options["optimizer"], options["lr"]
+    return PipelineConfig(
+        model=options["model"],
+        data=options["data"],
+        data_dir=options["data_dir"],
+        input_shape=parse_input_shape(options["input_shape"]),
+        num_ranks=options["stages"],
+        stages_per_rank=options["stages_per_rank"],
+        partition=options["partition"],
+        schedule=options["schedule"],
+        vertical_sync=options["vertical_sync"],
+        num_microbatches=_microbatches(options["microbatches"]),
+        batch_size=options["batch_size"],
+        epochs=options["epochs"],
+        steps=options["steps"],
+        optimizer=OptimizerConfig(
+            name=optimizer,
+            lr=lr if lr is not None else (0.003 if optimizer == "adam" else 0.05),
+            momentum=options["momentum"],
+        ),
+        lr_schedule=options["lr_schedule"],
+        seed=options["seed"],
+        threads=options["threads"],
+        evaluate=not options["no_eval"],
+        transport=options["transport"],
+        out_dir=options["out"],
+        checkpoint_dir=options["checkpoint_dir"],
+        resume=options["resume"],
+        fail_rank=fail_rank,
+        fail_at_step=fail_step,
     )
-    source = ProfileSource(
-        ProfileConfig(
-            model=model,
-            input_shape=sample,
-            num_classes=10,
-            cache_dir=cache_dir,
-            threads=threads,
-            quiet=True,
-        )
-    )
-    plan = resolve_plan(
-        partition,
-        source=source,
-        num_stages=stages,
-        batch_size=batch_size,
-        num_microbatches="auto",
-        schedule=schedule,
-        num_devices=ranks,
-    )
-    predicted = {
-        "num_microbatches": plan.num_microbatches,
-        "step_time_s": plan.chosen.step_time_s,
-        "samples_per_s": plan.samples_per_s,
-        "candidates": [c.to_dict() for c in plan.candidates],
-    }
-    return plan.num_microbatches, plan.partition, predicted
 
 
-def _render(result: Any, prediction: dict[str, Any] | None) -> None:
+def _microbatches(text: str) -> int | Literal["auto"]:
+    """--microbatches: a number, or 'auto' (the library asks the simulator)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--microbatches {text!r}: give a positive integer or 'auto'") from None
+
+
+def _render(result: PipelineResult) -> None:
+    prediction = result.prediction
     config = result.config
     title = (
         f"{config['model']} on {config['data']}: {result.num_ranks} ranks, "

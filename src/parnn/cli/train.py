@@ -2,7 +2,7 @@
 
 ``--json`` prints one object with these keys (stable): command, model, data, input_shape,
 num_classes, parameters, train_samples, val_samples, optimizer, lr, momentum, batch_size,
-schedule, seed, threads, epochs, steps, samples, val_accuracy, val_loss,
+lr_schedule, seed, threads, epochs, steps, samples, val_accuracy, val_loss,
 per_class_accuracy, train_loss, elapsed_s, train_s, samples_per_s, resumed_from, out_dir,
 result_path, metrics_path.
 """
@@ -16,6 +16,7 @@ import click
 from rich.table import Table
 
 from parnn.cli._options import (
+    RenamedFlagsCommand,
     batch_size_option,
     data_dir_option,
     data_option,
@@ -23,6 +24,7 @@ from parnn.cli._options import (
     epochs_option,
     input_shape_option,
     json_option,
+    lr_schedule_option,
     model_option,
     out_option,
     parse_input_shape,
@@ -76,7 +78,7 @@ def result_payload(setup: TrainingSetup, result: TrainResult) -> dict[str, Any]:
         "lr": config.optimizer.lr,
         "momentum": config.optimizer.momentum if config.optimizer.name == "sgd" else None,
         "batch_size": config.batch_size,
-        "schedule": config.schedule,
+        "lr_schedule": config.lr_schedule,
         "seed": config.seed,
         "threads": config.threads,
         "epochs": round(result.steps / steps_per_epoch, 4),
@@ -115,7 +117,7 @@ def render_result(payload: dict[str, Any], *, title: str = "parnn train") -> Non
         ("samples", f"{payload['train_samples']:,} train / {payload['val_samples']:,} val"),
         (
             "optimizer",
-            f"{payload['optimizer']} lr {payload['lr']:g}, {payload['schedule']} schedule, "
+            f"{payload['optimizer']} lr {payload['lr']:g}, {payload['lr_schedule']} schedule, "
             f"batch {payload['batch_size']}",
         ),
         ("epochs / steps", f"{payload['epochs']:g} / {payload['steps']:,}"),
@@ -134,7 +136,7 @@ def render_result(payload: dict[str, Any], *, title: str = "parnn train") -> Non
     stdout_console.print(table)
 
 
-@click.command("train")
+@click.command("train", cls=RenamedFlagsCommand, renamed_flags={"--schedule": "--lr-schedule"})
 @model_option("lenet5")
 @data_option("digits")
 @data_dir_option
@@ -157,17 +159,12 @@ def render_result(payload: dict[str, Any], *, title: str = "parnn train") -> Non
 @click.option(
     "--momentum", type=float, default=0.9, show_default=True, help="SGD momentum (sgd only)."
 )
-@click.option(
-    "--schedule",
-    default=DEFAULT_SCHEDULE,
-    show_default=True,
-    help="LR schedule per step: constant, step, cosine, warm (linear warm-up, then cosine).",
-)
+@lr_schedule_option(DEFAULT_SCHEDULE)
 @click.option(
     "--warmup-steps",
     type=int,
     default=None,
-    help="Warm-up steps of --schedule warm [default: 10% of the run].",
+    help="Warm-up steps of --lr-schedule warm [default: 10% of the run].",
 )
 @seed_option
 @threads_option
@@ -193,7 +190,7 @@ def train_command(
     lr: float | None,
     optimizer: str,
     momentum: float,
-    schedule: str,
+    lr_schedule: str,
     warmup_steps: int | None,
     seed: int,
     threads: int,
@@ -222,7 +219,7 @@ def train_command(
         steps=steps,
         batch_size=batch_size,
         optimizer=optimizer_config,
-        schedule=schedule,
+        lr_schedule=lr_schedule,
         warmup_steps=warmup_steps,
         seed=seed,
         threads=threads,

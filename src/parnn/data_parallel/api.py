@@ -9,6 +9,9 @@
 
 ``optimizer_factory(params) -> Optimizer`` and ``scheduler_factory(optimizer) -> scheduler``
 must be top-level functions (or ``functools.partial`` of them): the workers are spawned.
+
+:func:`train_data_parallel` is what ``parnn dp --engine`` runs: it loads a named model and
+dataset, trains, writes the run's files and returns its JSON object.
 """
 
 from __future__ import annotations
@@ -29,7 +32,70 @@ from parnn.launch import LaunchConfig, launch
 from parnn.results import write_json
 from parnn.train import EvalResult, OptimizerConfig, dataset_tensors, evaluate
 
-__all__ = ["DistributedTester", "DistributedTrainer"]
+__all__ = ["DistributedTester", "DistributedTrainer", "train_data_parallel", "write_run_files"]
+
+
+def train_data_parallel(
+    config: DataParallelConfig,
+    *,
+    model: str = "lenet5",
+    data: str = "digits",
+    data_dir: Path | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_samples: int | None = None,
+    val_fraction: float = 0.2,
+    out: Path | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any] | None:
+    """Train the zoo (or user) ``model`` on the dataset ``data`` as ``config`` says; write
+    result.json, the loss and CPU plots and model.pt to ``out`` (when given); return the
+    run's JSON object (``mode`` "run", ``input_shape``, ``parameters``, ``files`` and the
+    keys of :meth:`DataParallelResult.to_dict`). None on a rank other than 0 under
+    torchrun/mpirun: rank 0 reports."""
+    from parnn.data_parallel.transport import resolve_transport
+    from parnn.outdir import check_out_dir
+    from parnn.train.setup import check_batch_size, setup_training
+
+    resolve_transport(config)  # MPI asked for but unusable: say so before loading data
+    setup = setup_training(
+        model, data, data_dir=data_dir, input_shape=input_shape, seed=config.seed,
+        val_fraction=val_fraction, num_samples=num_samples,
+    )  # fmt: skip
+    check_batch_size(config.batch_size, len(setup.train_data), copies=config.batch_copies)
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
+    result = run_data_parallel(
+        setup.model, setup.train_data, setup.val_data, config,
+        model_name=setup.model_name, data_name=setup.data_name, quiet=quiet,
+    )  # fmt: skip
+    if result is None:
+        return None
+    files = write_run_files(result, setup.model, out) if out is not None else {}
+    return {
+        "mode": "run",
+        "input_shape": list(setup.input_shape),
+        "parameters": setup.num_parameters,
+        "files": files,
+        **result.to_dict(),
+    }
+
+
+def write_run_files(result: DataParallelResult, model: nn.Module, out: Path) -> dict[str, str]:
+    """result.json (with the CPU trace), loss-vs-time/samples and CPU plots, model.pt;
+    returns their paths by name."""
+    from parnn.data_parallel.plots import plot_cpu, plot_loss
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "result": str(write_json(out / "result.json", result.to_dict(cpu_trace=True))),
+        "loss_vs_time": str(plot_loss([result], out / "loss_vs_time.png", x_axis="time")),
+        "loss_vs_samples": str(plot_loss([result], out / "loss_vs_samples.png", x_axis="samples")),
+        "cpu": str(plot_cpu([result], out / "cpu.png")),
+        "model": str(out / "model.pt"),
+    }
+    torch.save(model.state_dict(), out / "model.pt")
+    return files
 
 
 class DistributedTrainer:
@@ -63,8 +129,8 @@ class DistributedTrainer:
         self.settings: dict[str, Any] = {
             "engine": engine,
             "transport": transport,
-            "num_processes": 1 if engine == "serial" else num_processes,
-            "threads_per_process": threads_per_process,
+            "num_ranks": 1 if engine == "serial" else num_processes,
+            "threads": threads_per_process,
             "batch_size": batch_size,
             "per_process_batch": per_process_batch,
             "accumulate_steps": accumulate_steps,

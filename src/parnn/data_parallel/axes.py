@@ -144,13 +144,13 @@ class AxesConfig:
             steps = steps // self.num_processes  # rounds: each worker updates once per round
         return DataParallelConfig(
             engine="serial" if variant.startswith("serial") else variant,
-            num_processes=processes,
-            threads_per_process=self.num_processes if variant == "serial-threads" else 1,
+            num_ranks=processes,
+            threads=self.num_processes if variant == "serial-threads" else 1,
             batch_size=self.batch_size,
             epochs=self.epochs,
             steps=steps,
             optimizer=self.optimizer,
-            schedule=self.lr_schedule,
+            lr_schedule=self.lr_schedule,
             seed=self.seed,
             drop_last=True,  # the pipeline drops the last, incomplete batch too
         )
@@ -163,7 +163,7 @@ class AxesConfig:
             data=self.data,
             data_dir=self.data_dir,
             input_shape=self.input_shape,
-            num_stages=self.num_processes,
+            num_ranks=self.num_processes,
             partition=self.partition,
             schedule=self.schedule,
             num_microbatches=self.num_microbatches,
@@ -230,11 +230,11 @@ class VariantRun:
         return cls(
             variant=variant,
             label=result.label,
-            processes=config.num_processes,
-            threads_per_process=config.threads_per_process,
+            processes=config.num_ranks,
+            threads_per_process=config.threads,
             samples_per_s=median_step_rate(
                 result.curve,
-                points_per_step=config.num_processes if config.engine == "hogwild" else 1,
+                points_per_step=config.num_ranks if config.engine == "hogwild" else 1,
                 warmup_steps=WARMUP_STEPS,
             ),
             mean_samples_per_s=result.samples_per_s,
@@ -253,7 +253,7 @@ class VariantRun:
             variant="pipeline",
             label=f"pipeline x{result.num_ranks}",
             processes=result.num_ranks,
-            threads_per_process=config.threads_per_stage,
+            threads_per_process=config.threads,
             samples_per_s=result.samples_per_s,
             mean_samples_per_s=result.samples / result.train_s if result.train_s else None,
             accuracy=result.val_accuracy,

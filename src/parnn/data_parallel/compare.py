@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig
@@ -19,10 +20,12 @@ if TYPE_CHECKING:  # the names (COMPARE_NAMES, the --help text) import no torch
     from parnn.data_parallel.result import DataParallelResult
 
 __all__ = [
+    "compare_data_parallel",
     "BASELINES",
     "COMPARE_NAMES",
     "Comparison",
     "comparison_configs",
+    "write_comparison_files",
     "parse_compare_list",
     "run_comparison",
 ]
@@ -82,9 +85,9 @@ def comparison_configs(
         elif name not in TRANSPORT_NAMES:
             changes["transport"] = "auto"  # serial, hogwild carry nothing; mpi is MPI
         if name == "serial":
-            changes.update(engine="serial", num_processes=1, threads_per_process=1)
+            changes.update(engine="serial", num_ranks=1, threads=1)
         elif name == "serial-threads":
-            changes.update(engine="serial", num_processes=1, threads_per_process=cores)
+            changes.update(engine="serial", num_ranks=1, threads=cores)
         elif name in ("local-sgd", "mpi"):
             changes["average_every"] = average_every
         elif name == INDEPENDENT:
@@ -104,9 +107,9 @@ class Comparison:
         if not serial:
             return None
         return (
-            max(serial, key=lambda run: run.config.threads_per_process)
+            max(serial, key=lambda run: run.config.threads)
             if threads_all
-            else min(serial, key=lambda run: run.config.threads_per_process)
+            else min(serial, key=lambda run: run.config.threads)
         )
 
     def _independent(self) -> DataParallelResult | None:
@@ -127,8 +130,8 @@ class Comparison:
                     "label": run.label,
                     "engine": run.config.engine,
                     "transport": run.transport,
-                    "processes": run.config.num_processes,
-                    "threads_per_process": run.config.threads_per_process,
+                    "processes": run.config.num_ranks,
+                    "threads_per_process": run.config.threads,
                     "samples_per_s": round(run.samples_per_s, 1),
                     "train_s": round(run.train_s, 3),
                     "speedup_vs_1_thread": _ratio(run, one),
@@ -185,3 +188,78 @@ def run_comparison(
         if on_run is not None:
             on_run(result)
     return Comparison(runs)
+
+
+def compare_data_parallel(
+    base: DataParallelConfig,
+    names: Sequence[str],
+    *,
+    out: Path,
+    average_every: int | None = None,
+    model: str = "lenet5",
+    data: str = "digits",
+    data_dir: Path | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_samples: int | None = None,
+    val_fraction: float = 0.2,
+    overwrite: bool = False,
+    quiet: bool = False,
+    on_run: Callable[[DataParallelResult], None] | None = None,
+) -> dict[str, Any]:
+    """Run the engines ``names`` (see :func:`parse_compare_list`) on the same model and
+    data, write compare.json and the loss, CPU and throughput plots to ``out``, and return
+    the comparison's JSON object (``mode`` "compare", engines, speedup rows, runs, files)."""
+    import copy
+
+    from parnn.outdir import check_out_dir
+    from parnn.results import machine_facts
+    from parnn.train.setup import check_batch_size, setup_training
+
+    configs = comparison_configs(base, names, average_every=average_every)
+    setup = setup_training(
+        model, data, data_dir=data_dir, input_shape=input_shape, seed=base.seed,
+        val_fraction=val_fraction, num_samples=num_samples,
+    )  # fmt: skip
+    check_batch_size(base.batch_size, len(setup.train_data), copies=base.batch_copies)
+    out = check_out_dir(out, overwrite=overwrite)
+    initial = copy.deepcopy(setup.model)
+    comparison = run_comparison(
+        lambda: copy.deepcopy(initial), setup.train_data, setup.val_data, configs,
+        model_name=setup.model_name, quiet=quiet, on_run=on_run,
+    )  # fmt: skip
+    payload: dict[str, Any] = {
+        "mode": "compare",
+        "engines": list(names),
+        "model": setup.model_name,
+        "data": setup.data_name,
+        "input_shape": list(setup.input_shape),
+        "parameters": setup.num_parameters,
+        "speedup": comparison.speedups(),
+        "machine": machine_facts(),
+    }
+    payload["files"] = write_comparison_files(comparison, payload, out)
+    payload["runs"] = [run.to_dict() for run in comparison.runs]
+    return payload
+
+
+def write_comparison_files(
+    comparison: Comparison, payload: dict[str, Any], out: Path
+) -> dict[str, str]:
+    """The loss, CPU and throughput plots and compare.json (``payload`` with every run and
+    its CPU trace); returns their paths by name."""
+    from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
+    from parnn.results import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs = comparison.runs
+    files = {
+        "loss_vs_time": str(plot_loss(runs, out / "loss_vs_time.png", x_axis="time")),
+        "loss_vs_samples": str(plot_loss(runs, out / "loss_vs_samples.png", x_axis="samples")),
+        "cpu": str(plot_cpu(runs, out / "cpu.png")),
+        "throughput": str(plot_throughput(runs, out / "throughput.png")),
+        "result": str(out / "compare.json"),
+    }
+    write_json(
+        out / "compare.json", {**payload, "files": files, **comparison.to_dict(cpu_trace=True)}
+    )
+    return files

@@ -3,14 +3,14 @@
 A *step* is one optimizer update. ``batch_size`` is the batch of one step:
 
 - synchronous engines (``ddp``, ``local-sgd``, ``mpi``): the global batch, split evenly
-  over the ranks (``batch_size / num_processes`` samples each), so that N ranks take the
+  over the ranks (``batch_size / num_ranks`` samples each), so that N ranks take the
   same steps as the reference trainer with the same batch size;
 - ``hogwild``: each worker's update uses ``batch_size`` samples of its own shard, so the
   workers together take as many updates per epoch as the reference trainer;
 - ``serial``: one process, the reference trainer's loop (the baseline).
 
 ``per_process_batch`` makes ``batch_size`` the batch of each rank instead (global batch
-``batch_size x num_processes``).
+``batch_size x num_ranks``).
 """
 
 from __future__ import annotations
@@ -101,14 +101,14 @@ class DataParallelConfig:
 
     engine: str = "ddp"
     """serial, ddp, hogwild, local-sgd or mpi."""
-    num_processes: int = 2
+    num_ranks: int = 2
     """Worker processes (ranks); one pinned core each by default. ``serial`` runs one."""
-    threads_per_process: int = 1
-    """torch intra-op threads in each worker."""
+    threads: int = 1
+    """torch intra-op threads in each rank."""
     batch_size: int = 64
     """Samples of one optimizer step (see the module docstring for each engine)."""
     per_process_batch: bool = False
-    """``batch_size`` is each rank's batch; the global batch is batch_size x num_processes."""
+    """``batch_size`` is each rank's batch; the global batch is batch_size x num_ranks."""
     accumulate_steps: int = 1
     """Gradient accumulation: each rank splits its share of a step into this many
     micro-batches and sums their gradients before the update (DDP syncs on the last)."""
@@ -128,7 +128,7 @@ class DataParallelConfig:
     """Optimizer name and hyper-parameters; None = the engine's defaults
     (:data:`ENGINE_DEFAULTS`: SGD lr 0.05, momentum 0.9; Hogwild momentum 0.7). Each worker
     builds its own (Hogwild and the averaging engines keep per-worker optimizer state)."""
-    schedule: str = "cosine"
+    lr_schedule: str = "cosine"
     """LR schedule (constant, step, cosine, warm), stepped once per optimizer step. Cosine
     by default: at a constant LR 0.05 with momentum 0.9 the accuracy after 2 epochs of
     LeNet-5/MNIST moved by up to 2 points with float summation order alone (serial 94.05%,
@@ -154,7 +154,7 @@ class DataParallelConfig:
 
     def __post_init__(self) -> None:
         self.engine = str(self.engine).lower()
-        self.schedule = str(self.schedule).lower()
+        self.lr_schedule = str(self.lr_schedule).lower()
         if self.engine not in ENGINES:
             raise ConfigError(
                 f"unknown engine {self.engine!r}: choose one of {', '.join(ENGINES)}, "
@@ -178,28 +178,28 @@ class DataParallelConfig:
                 ParnnWarning,
                 stacklevel=2,
             )
-        for name in ("num_processes", "threads_per_process", "batch_size", "accumulate_steps"):
+        for name in ("num_ranks", "threads", "batch_size", "accumulate_steps"):
             value = getattr(self, name)
             if value < 1:
                 raise ConfigError(f"{name.replace('_', ' ')} {value} must be >= 1")
-        if self.engine == "serial" and self.num_processes != 1:
+        if self.engine == "serial" and self.num_ranks != 1:
             raise ConfigError(
-                f"engine serial runs one process, not {self.num_processes}: drop --processes "
+                f"engine serial runs one process, not {self.num_ranks}: drop --ranks "
                 "(use --threads for intra-op threads) or pick a parallel engine"
             )
         if self.engine in SYNCHRONOUS_ENGINES and not self.per_process_batch:
-            if self.batch_size < self.num_processes:
+            if self.batch_size < self.num_ranks:
                 raise ConfigError(
-                    f"more processes ({self.num_processes}) than samples per batch "
+                    f"more ranks ({self.num_ranks}) than samples per batch "
                     f"({self.batch_size}): every rank needs at least one sample per step; "
-                    f"use --batch-size >= {self.num_processes} or fewer --processes"
+                    f"use --batch-size >= {self.num_ranks} or fewer --ranks"
                 )
-            if self.batch_size % self.num_processes:
-                lower = self.batch_size - self.batch_size % self.num_processes
+            if self.batch_size % self.num_ranks:
+                lower = self.batch_size - self.batch_size % self.num_ranks
                 raise ConfigError(
-                    f"global batch {self.batch_size} is not divisible by {self.num_processes} "
-                    f"processes: use --batch-size {lower} or "
-                    f"{lower + self.num_processes}, or --per-process-batch"
+                    f"global batch {self.batch_size} is not divisible by {self.num_ranks} "
+                    f"ranks: use --batch-size {lower} or "
+                    f"{lower + self.num_ranks}, or --per-process-batch"
                 )
         if self.accumulate_steps > self.rank_batch_size:
             raise ConfigError(
@@ -222,9 +222,9 @@ class DataParallelConfig:
             raise ConfigError(f"epochs {self.epochs} must be >= 1, e.g. --epochs 2")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps {self.steps} must be >= 1, or leave --steps unset")
-        if self.schedule not in SCHEDULES:
+        if self.lr_schedule not in SCHEDULES:
             raise ConfigError(
-                f"unknown LR schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"
+                f"unknown LR schedule {self.lr_schedule!r}: choose one of {', '.join(SCHEDULES)}"
             )
         if self.seed < 0:
             raise ConfigError(f"seed {self.seed} must be >= 0")
@@ -234,10 +234,9 @@ class DataParallelConfig:
             raise ConfigError(f"monitor interval {self.monitor_interval_s} s must be >= 0")
         if self.eval_batch_size < 1:
             raise ConfigError(f"evaluation batch size {self.eval_batch_size} must be >= 1")
-        if self.fail_at is not None and self.fail_at.rank >= self.num_processes:
+        if self.fail_at is not None and self.fail_at.rank >= self.num_ranks:
             raise ConfigError(
-                f"failure plan rank {self.fail_at.rank} is out of range for "
-                f"{self.num_processes} processes"
+                f"failure plan rank {self.fail_at.rank} is out of range for {self.num_ranks} ranks"
             )
 
     @property
@@ -258,25 +257,25 @@ class DataParallelConfig:
     def rank_batch_size(self) -> int:
         """Samples one rank takes per step (before the last, smaller batch of an epoch)."""
         if self.synchronous and not self.per_process_batch:
-            return self.batch_size // self.num_processes
+            return self.batch_size // self.num_ranks
         return self.batch_size
 
     @property
     def batch_copies(self) -> int:
         """How many ``batch_size`` batches one step takes: 1 when the ranks split it, else
         one per rank (``per_process_batch``, Hogwild)."""
-        return 1 if self.synchronous and not self.per_process_batch else self.num_processes
+        return 1 if self.synchronous and not self.per_process_batch else self.num_ranks
 
     @property
     def round_size(self) -> int:
         """Samples all ranks take together in one step (a 'round' for Hogwild)."""
-        return self.rank_batch_size * self.num_processes
+        return self.rank_batch_size * self.num_ranks
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "engine": self.engine,
-            "num_processes": self.num_processes,
-            "threads_per_process": self.threads_per_process,
+            "num_ranks": self.num_ranks,
+            "threads": self.threads,
             "batch_size": self.batch_size,
             "per_process_batch": self.per_process_batch,
             "rank_batch_size": self.rank_batch_size,
@@ -287,7 +286,7 @@ class DataParallelConfig:
             "steps": self.steps,
             "transport": self.transport,
             "optimizer": self.resolved_optimizer.to_dict(),
-            "schedule": self.schedule,
+            "lr_schedule": self.lr_schedule,
             "warmup_steps": self.warmup_steps,
             "seed": self.seed,
             "drop_last": self.drop_last,

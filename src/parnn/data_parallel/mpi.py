@@ -166,8 +166,8 @@ class MpiTransport:
 
 def _pin(job: TrainJob, local_rank: int, local_size: int) -> None:
     config = job.config
-    plan = plan_cores(local_size, config.threads_per_process, config.cores or usable_cores())
-    pin_current_process(plan[local_rank] if config.pin else None, config.threads_per_process)
+    plan = plan_cores(local_size, config.threads, config.cores or usable_cores())
+    pin_current_process(plan[local_rank] if config.pin else None, config.threads)
 
 
 @contextlib.contextmanager
@@ -199,10 +199,10 @@ def _gloo_group(comm: Any, local_size: int, timeout_s: float) -> Any:
 
 def _train(job: TrainJob, comm: Any, local_rank: int, local_size: int) -> WorkerOutput | None:
     rank, size = comm.Get_rank(), comm.Get_size()
-    if size != job.config.num_processes:
+    if size != job.config.num_ranks:
         raise ConfigError(
-            f"--processes {job.config.num_processes} but mpirun started {size} ranks: "
-            "make them equal or drop --processes"
+            f"--ranks {job.config.num_ranks} but mpirun started {size} ranks: "
+            "make them equal or drop --ranks"
         )
     _pin(job, local_rank, local_size)
     if job.config.engine == "ddp":
@@ -458,7 +458,7 @@ def _run_mpiexec(
 ) -> WorkerOutput:
     torch.save(job, directory / _JOB_FILE)
     command: Sequence[str] = [
-        mpiexec, "-n", str(job.config.num_processes),
+        mpiexec, "-n", str(job.config.num_ranks),
         sys.executable, "-m", "parnn.data_parallel.mpi_rank", str(directory),
     ]  # fmt: skip
     with open(directory / _LOG_FILE, "wb") as log:

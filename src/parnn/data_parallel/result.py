@@ -141,9 +141,9 @@ class DataParallelResult:
         """'ddp x2', 'serial 1t', 'serial 2t', 'independent x2': the engine and its
         parallelism; 'ddp x2 mpi' when the transport was chosen explicitly."""
         if self.config.engine == "serial":
-            return f"serial {self.config.threads_per_process}t"
+            return f"serial {self.config.threads}t"
         name = "independent" if self.independent else self.config.engine
-        label = f"{name} x{self.config.num_processes}"
+        label = f"{name} x{self.config.num_ranks}"
         explicit = self.config.transport != "auto" and self.config.engine != "mpi"
         return f"{label} {self.transport}" if explicit and self.transport else label
 

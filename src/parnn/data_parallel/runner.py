@@ -93,8 +93,8 @@ def _progress(board: StepBoard | None, total: int, label: str, quiet: bool) -> I
 
 def _launch_config(config: DataParallelConfig, *, process_group: bool) -> LaunchConfig:
     return LaunchConfig(
-        num_processes=config.num_processes,
-        threads_per_process=config.threads_per_process,
+        num_processes=config.num_ranks,
+        threads_per_process=config.threads,
         pin=config.pin,
         cores=config.cores,
         init_process_group=process_group,
@@ -118,7 +118,7 @@ def _run_workers(job: TrainJob, transport: ResolvedTransport) -> WorkerOutput | 
         output = run_distributed(worker, launch_config, job)[0]
         return output if output.state is not None else None
     # Ranks fork from a server that has imported the engines once (no-op when running).
-    start_forkserver([__name__], threads=config.threads_per_process)
+    start_forkserver([__name__], threads=config.threads)
     return launch(worker, launch_config, job)[0]
 
 
@@ -182,7 +182,7 @@ def run_data_parallel(
         inputs.share_memory_()
         targets.share_memory_()
     with tempfile.TemporaryDirectory(prefix="parnn-dp-") as tmp:
-        board = None if external else StepBoard.create(Path(tmp) / "steps", config.num_processes)
+        board = None if external else StepBoard.create(Path(tmp) / "steps", config.num_ranks)
         job = TrainJob(
             config=config,
             model=model,
@@ -191,12 +191,12 @@ def run_data_parallel(
             criterion=criterion if criterion is not None else make_criterion(),
             optimizer_factory=optimizer_factory or OptimizerFactory(config.resolved_optimizer),
             scheduler_factory=scheduler_factory
-            or ScheduleFactory(config.schedule, steps, config.warmup_steps),
+            or ScheduleFactory(config.lr_schedule, steps, config.warmup_steps),
             board=board,
         )
         monitor = CpuMonitor(config.monitor_interval_s)
-        label = f"{config.engine} x{config.num_processes}"
-        with monitor, _progress(board, steps * config.num_processes, label, quiet):
+        label = f"{config.engine} x{config.num_ranks}"
+        with monitor, _progress(board, steps * config.num_ranks, label, quiet):
             output = _run_workers(job, transport)
     if output is None:
         return None

@@ -57,9 +57,9 @@ def total_steps(num_samples: int, config: DataParallelConfig) -> int:
 
 def check_num_samples(num_samples: int, config: DataParallelConfig) -> None:
     """Every rank must get at least one sample per epoch."""
-    if num_samples < config.num_processes:
+    if num_samples < config.num_ranks:
         raise ConfigError(
-            f"{num_samples} training samples cannot feed {config.num_processes} processes: "
+            f"{num_samples} training samples cannot feed {config.num_ranks} processes: "
             f"use at most {num_samples} processes or more data"
         )
     steps_per_epoch(num_samples, config)  # raises when drop_last leaves no round
@@ -81,7 +81,7 @@ def rank_shards(num_samples: int, config: DataParallelConfig, rank: int) -> Iter
         for round_indices in rounds:
             if step >= steps:
                 return
-            shard = torch.tensor_split(round_indices, config.num_processes)[rank]
+            shard = torch.tensor_split(round_indices, config.num_ranks)[rank]
             yield StepShard(step=step, epoch=epoch, round_indices=round_indices, indices=shard)
             step += 1
         epoch += 1

@@ -74,7 +74,7 @@ def async_pipeline_worker(
     measurements in the shape :func:`~parnn.pipeline.worker.pipeline_worker` returns them."""
     from parnn.pipeline.worker import RankReport, start_rank
 
-    num_stages, m = world_size, config.num_microbatches
+    num_stages, m = world_size, config.microbatches
     last_rank = num_stages - 1
     start = start_rank(rank, config)
     setup, model = start.setup, start.model

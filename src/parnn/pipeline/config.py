@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from parnn.errors import ConfigError
 from parnn.partition import Partition
@@ -16,8 +16,9 @@ __all__ = ["PipelineConfig"]
 
 @dataclass(kw_only=True, slots=True)
 class PipelineConfig:
-    """One pipeline-parallel training run: ``num_stages`` pinned processes (ranks), each
-    holding ``stages_per_rank`` consecutive-or-looped stages of the model."""
+    """One pipeline-parallel training run: ``num_ranks`` pinned processes (the pipeline's
+    depth), each holding ``stages_per_rank`` consecutive-or-looped stages of the model:
+    ``num_stages = num_ranks x stages_per_rank`` model pieces in all."""
 
     model: str = "lenet5"
     """Zoo name or user model spec ('file.py:build', 'pkg.module:build')."""
@@ -29,8 +30,9 @@ class PipelineConfig:
     """Sample shape (C, H, W); default: the dataset's own (digits: 1x28x28)."""
     num_samples: int | None = None
     """Keep only the first N samples of the dataset (synthetic: how many to draw)."""
-    num_stages: int = 2
-    """Processes, one pinned core each; rank 0 is the master."""
+    num_ranks: int = 2
+    """Processes (the pipeline's depth, ``--stages``), one pinned core each; rank 0 is the
+    master."""
     stages_per_rank: int = 1
     """Pipeline stages per process (interleaved, looped and V schedules)."""
     partition: str | Partition = "equal-load"
@@ -40,8 +42,10 @@ class PipelineConfig:
     vertical_sync: bool = False
     """Asynchronous schedules (pipedream, pipedream-2bw): every stage runs a micro-batch on
     the weight version the first stage used for it."""
-    num_microbatches: int = 4
-    """Micro-batches per mini-batch; the batch size must be a multiple of it."""
+    num_microbatches: int | Literal["auto"] = 4
+    """Micro-batches per mini-batch; the batch size must be a multiple of it. ``"auto"``:
+    the simulator's fastest for this model, partition and schedule, chosen by
+    :func:`resolve_microbatches` (``run_pipeline`` calls it) from a profile of the model."""
     batch_size: int = 32
     """Mini-batch size: one optimizer step per mini-batch."""
     epochs: int = 1
@@ -62,7 +66,7 @@ class PipelineConfig:
     """Held-out share of the data, evaluated at the end of every epoch."""
     evaluate: bool = True
     """Evaluate on the held-out data at each epoch's end (rank 0, on the gathered model)."""
-    threads_per_stage: int = 1
+    threads: int = 1
     """Intra-op threads per process (and cores it is pinned to)."""
     pin: bool = True
     """Pin each process to its own core(s)."""
@@ -91,13 +95,22 @@ class PipelineConfig:
     """TEST HOOK: the step at which ``fail_rank`` raises."""
 
     def __post_init__(self) -> None:
-        for name in ("num_stages", "stages_per_rank", "num_microbatches", "threads_per_stage"):
+        if isinstance(self.num_microbatches, str):
+            if self.num_microbatches.strip().lower() != "auto":
+                raise ConfigError(
+                    f"num_microbatches {self.num_microbatches!r}: give an integer >= 1 or "
+                    "'auto' (the simulator's fastest), e.g. --microbatches 4"
+                )
+            self.num_microbatches = "auto"
+        for name in ("num_ranks", "stages_per_rank", "num_microbatches", "threads"):
             value = getattr(self, name)
+            if value == "auto" and name == "num_microbatches":
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if self.batch_size <= 0:
             raise ConfigError(f"batch size must be > 0, got {self.batch_size}")
-        if self.batch_size % self.num_microbatches:
+        if self.num_microbatches != "auto" and self.batch_size % self.num_microbatches:
             raise ConfigError(
                 f"batch size {self.batch_size} is not divisible by {self.num_microbatches} "
                 f"micro-batches: every micro-batch must have the same size; try "
@@ -124,8 +137,8 @@ class PipelineConfig:
             raise ConfigError(f"measure_warmup_steps must be >= 0, got {self.measure_warmup_steps}")
         if (self.fail_rank is None) != (self.fail_at_step is None):
             raise ConfigError("fail_rank and fail_at_step (a test hook) go together")
-        if self.fail_rank is not None and not 0 <= self.fail_rank < self.num_stages:
-            raise ConfigError(f"fail_rank {self.fail_rank} is not a rank of {self.num_stages}")
+        if self.fail_rank is not None and not 0 <= self.fail_rank < self.num_ranks:
+            raise ConfigError(f"fail_rank {self.fail_rank} is not a rank of {self.num_ranks}")
         if self.vertical_sync and self.schedule.strip().lower() not in (
             "pipedream",
             "pipedream-2bw",
@@ -154,13 +167,22 @@ class PipelineConfig:
             self.out_dir = Path(self.out_dir)
 
     @property
-    def total_stages(self) -> int:
-        """Pipeline stages in all: processes x stages per process."""
-        return self.num_stages * self.stages_per_rank
+    def num_stages(self) -> int:
+        """Pipeline stages (model pieces) in all: ranks x stages per rank."""
+        return self.num_ranks * self.stages_per_rank
+
+    @property
+    def microbatches(self) -> int:
+        """``num_microbatches`` as a number (after :func:`resolve_microbatches` for "auto")."""
+        if self.num_microbatches == "auto":
+            raise ConfigError(
+                "num_microbatches is 'auto': run_pipeline resolves it (resolve_microbatches)"
+            )
+        return self.num_microbatches
 
     @property
     def microbatch_size(self) -> int:
-        return self.batch_size // self.num_microbatches
+        return self.batch_size // self.microbatches
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)

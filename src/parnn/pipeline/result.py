@@ -86,6 +86,9 @@ class PipelineResult:
     weight_stash: list[dict[str, int]] | None = None
     """Asynchronous schedules: per stage, the weight versions stashed and the activations
     held at the peak (bytes); None for the synchronous ones."""
+    prediction: dict[str, Any] | None = None
+    """``num_microbatches="auto"``: the simulator's choice (num_microbatches, step_time_s,
+    samples_per_s, candidates); None when the number was given."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the trained parameters are left out)."""

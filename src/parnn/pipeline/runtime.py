@@ -4,6 +4,7 @@ process per rank (or join a torchrun job), and turn rank 0's gathered measuremen
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -32,7 +33,13 @@ from parnn.pipeline.schedules import check_schedule, get_schedule
 from parnn.results import machine_facts, write_json
 from parnn.trace import TraceRecorder, write_chrome_trace
 
-__all__ = ["PipelinePlan", "plan_pipeline_run", "run_pipeline"]
+__all__ = [
+    "PipelinePlan",
+    "plan_pipeline_run",
+    "resolve_microbatches",
+    "run_pipeline",
+    "sample_shape",
+]
 
 _WORKER_MODULE = "parnn.pipeline.worker"  # what a rank imports (torch.distributed.pipelining)
 _DATA_SHAPES = {"digits": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -49,7 +56,8 @@ class PipelinePlan:
     input_shape: tuple[int, ...]
 
 
-def _sample_shape(config: PipelineConfig) -> tuple[int, ...]:
+def sample_shape(config: PipelineConfig) -> tuple[int, ...]:
+    """The shape of one sample, (C, H, W): the config's, else its dataset's own."""
     if config.input_shape is not None:
         return tuple(config.input_shape)
     return _DATA_SHAPES.get(config.data.strip().lower(), (3, 32, 32))
@@ -63,15 +71,16 @@ def plan_pipeline_run(
     spec = get_schedule(config.schedule)
     check_schedule(
         spec,
-        num_ranks=config.num_stages,
+        num_ranks=config.num_ranks,
         stages_per_rank=config.stages_per_rank,
-        num_microbatches=config.num_microbatches,
+        num_microbatches=config.microbatches,
     )
-    sample_shape = _sample_shape(config)
+    config, _ = resolve_microbatches(config, profile_cache_dir=profile_cache_dir)
+    shape = sample_shape(config)
     with torch.device("meta"):
-        model = build_model(config.model, input_shape=sample_shape, num_classes=10)
+        model = build_model(config.model, input_shape=shape, num_classes=10)
     num_units = len(model)
-    total = config.total_stages
+    total = config.num_stages
     if total > num_units:
         raise PartitionError(
             f"{total} stages but {config.model} has only {num_units} units: every stage needs "
@@ -86,27 +95,69 @@ def plan_pipeline_run(
             model=config.model if needs_profile(config.partition) else model,
             num_stages=total,
             batch_size=config.batch_size,
-            num_microbatches=config.num_microbatches,
+            num_microbatches=config.microbatches,
             schedule=config.schedule,
-            input_shape=sample_shape,
+            input_shape=shape,
             num_classes=10,
-            threads=config.threads_per_stage,
+            threads=config.threads,
             cache_dir=profile_cache_dir,
             transport=config.transport,
         )
     if partition.num_stages != total:
         raise PartitionError(
             f"partition {partition} has {partition.num_stages} stages but the run has {total} "
-            f"({config.num_stages} ranks x {config.stages_per_rank} stages per rank): give "
+            f"({config.num_ranks} ranks x {config.stages_per_rank} stages per rank): give "
             f"{total} stages or change --stages"
         )
-    shapes = boundary_shapes(model, partition, sample_shape, config.microbatch_size)
+    shapes = boundary_shapes(model, partition, shape, config.microbatch_size)
     units = list(model.named_children())
     names = [[units[i][0] for i in span] for span in partition.stage_ranges]
     parameters = [
         sum(count_parameters(units[i][1]) for i in span) for span in partition.stage_ranges
     ]
-    return PipelinePlan(partition, shapes, names, parameters, sample_shape)
+    return PipelinePlan(partition, shapes, names, parameters, shape)
+
+
+def resolve_microbatches(
+    config: PipelineConfig, *, profile_cache_dir: Path | None = None
+) -> tuple[PipelineConfig, dict[str, Any] | None]:
+    """``config`` with ``num_microbatches="auto"`` replaced by the simulator's fastest
+    number (and the partition chosen with it), and that prediction (micro-batches, step
+    time, samples/s, every candidate); a config with a number comes back as it is, with
+    None. The model is profiled (cached in ``profile_cache_dir``) at the config's threads."""
+    if config.num_microbatches != "auto":
+        return config, None
+    from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
+
+    source = ProfileSource(
+        ProfileConfig(
+            model=config.model,
+            input_shape=sample_shape(config),
+            num_classes=10,
+            cache_dir=profile_cache_dir,
+            threads=config.threads,
+            quiet=True,
+        )
+    )
+    plan = resolve_plan(
+        config.partition,
+        source=source,
+        num_stages=config.num_stages,
+        batch_size=config.batch_size,
+        num_microbatches="auto",
+        schedule=config.schedule,
+        num_devices=config.num_ranks,
+    )
+    prediction = {
+        "num_microbatches": plan.num_microbatches,
+        "step_time_s": plan.chosen.step_time_s,
+        "samples_per_s": plan.samples_per_s,
+        "candidates": [c.to_dict() for c in plan.candidates],
+    }
+    resolved = dataclasses.replace(
+        config, num_microbatches=plan.num_microbatches, partition=plan.partition
+    )
+    return resolved, prediction
 
 
 def run_pipeline(
@@ -116,12 +167,13 @@ def run_pipeline(
     ranks). Raises :class:`~parnn.errors.RankFailedError` when a rank fails."""
     started = time.perf_counter()
     # Ranks fork from a server that has imported the pipeline once (no-op when running).
-    start_forkserver([_WORKER_MODULE], threads=config.threads_per_stage)
+    start_forkserver([_WORKER_MODULE], threads=config.threads)
+    config, prediction = resolve_microbatches(config, profile_cache_dir=profile_cache_dir)
     plan = plan_pipeline_run(config, profile_cache_dir=profile_cache_dir)
     launch_config = LaunchConfig(
-        num_processes=config.num_stages,
+        num_processes=config.num_ranks,
         backend=config.backend,
-        threads_per_process=config.threads_per_stage,
+        threads_per_process=config.threads,
         pin=config.pin,
     )
     results = run_distributed(
@@ -131,6 +183,7 @@ def run_pipeline(
     if gathered is None:
         return None
     result = _assemble(config, plan, gathered, wall_s=time.perf_counter() - started)
+    result.prediction = prediction
     if config.out_dir is not None:
         _write_files(config.out_dir, result, gathered, config)
     return result
@@ -161,12 +214,12 @@ def _assemble(
         stage_parameters=plan.stage_parameters,
     )
     busy = sum(s.compute_s for s in stages)
-    bubble = max(0.0, 1.0 - busy / (config.num_stages * step_time_s)) if step_time_s else 0.0
+    bubble = max(0.0, 1.0 - busy / (config.num_ranks * step_time_s)) if step_time_s else 0.0
     boundaries = []
     for index, shape in enumerate(plan.shapes[1:-1]):
         activation = math.prod(shape) * 4  # float32
         boundaries.append(
-            BoundaryStats(index, list(shape), activation, 2 * config.num_microbatches * activation)
+            BoundaryStats(index, list(shape), activation, 2 * config.microbatches * activation)
         )
     history = gathered["history"]
     parameters = None
@@ -177,7 +230,7 @@ def _assemble(
     return PipelineResult(
         config=config.to_dict(),
         partition=list(plan.partition.boundaries),
-        num_ranks=config.num_stages,
+        num_ranks=config.num_ranks,
         steps=total_steps,
         samples=total_steps * config.batch_size,
         step_time_s=step_time_s,

@@ -168,7 +168,7 @@ def pipeline_worker(
         from parnn.pipeline.asynchronous import async_pipeline_worker
 
         return async_pipeline_worker(rank, world_size, config, partition, shapes, quiet)
-    total_stages = config.total_stages
+    total_stages = config.num_stages
     last_rank = _owner(total_stages - 1, spec.layout, world_size)
 
     # --- data (rank 0) and model (everyone, same seed) ------------------------------------

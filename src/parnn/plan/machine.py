@@ -224,7 +224,7 @@ def measure_pipeline_action_s(
         data="synthetic",
         input_shape=CALIBRATION_SHAPE,
         num_samples=4 * batch + 16,
-        num_stages=2,
+        num_ranks=2,
         partition=partition,
         schedule="gpipe",
         num_microbatches=m,

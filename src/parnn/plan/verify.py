@@ -81,8 +81,8 @@ def _run_data_parallel(candidate: Candidate, settings: VerifySettings) -> float:
     serial = candidate.axis == "threads"
     config = DataParallelConfig(
         engine="serial" if serial else str(candidate.engine),
-        num_processes=1 if serial else candidate.replicas,
-        threads_per_process=candidate.threads,
+        num_ranks=1 if serial else candidate.replicas,
+        threads=candidate.threads,
         batch_size=settings.batch_size,
         steps=settings.steps,
         seed=settings.seed,
@@ -113,7 +113,7 @@ def _run_pipeline(candidate: Candidate, prediction: Prediction, settings: Verify
         data_dir=settings.data_dir,
         input_shape=settings.input_shape,
         num_samples=settings.num_samples,
-        num_stages=candidate.stages,
+        num_ranks=candidate.stages,
         stages_per_rank=candidate.chunks,
         partition=Partition(boundaries=prediction.partition),
         schedule=str(candidate.schedule),
@@ -122,7 +122,7 @@ def _run_pipeline(candidate: Candidate, prediction: Prediction, settings: Verify
         steps=settings.steps,
         seed=settings.seed,
         evaluate=False,
-        threads_per_stage=candidate.threads,
+        threads=candidate.threads,
         measure_warmup_steps=settings.warmup_steps,
         trace_steps=0,
     )

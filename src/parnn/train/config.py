@@ -25,7 +25,7 @@ class TrainConfig:
     """Samples per mini-batch (the last batch of an epoch is smaller unless ``drop_last``)."""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     """Optimizer name and hyper-parameters."""
-    schedule: str = "constant"
+    lr_schedule: str = "constant"
     """LR schedule: constant, step, cosine or warm (linear warm-up then cosine)."""
     warmup_steps: int | None = None
     """Warm-up steps of the 'warm' schedule; None = 10% of the run."""
@@ -43,16 +43,16 @@ class TrainConfig:
     """Mini-batch size of evaluation (does not change the results)."""
 
     def __post_init__(self) -> None:
-        self.schedule = str(self.schedule).lower()
+        self.lr_schedule = str(self.lr_schedule).lower()
         if self.batch_size <= 0:
             raise ConfigError(f"batch size {self.batch_size} must be > 0, e.g. --batch-size 64")
         if self.steps is None and self.epochs <= 0:
             raise ConfigError(f"epochs {self.epochs} must be > 0, e.g. --epochs 3")
         if self.steps is not None and self.steps <= 0:
             raise ConfigError(f"steps {self.steps} must be > 0, or leave --steps unset")
-        if self.schedule not in SCHEDULES:
+        if self.lr_schedule not in SCHEDULES:
             raise ConfigError(
-                f"unknown LR schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"
+                f"unknown LR schedule {self.lr_schedule!r}: choose one of {', '.join(SCHEDULES)}"
             )
         if self.warmup_steps is not None and self.warmup_steps <= 0:
             raise ConfigError(f"warm-up steps {self.warmup_steps} must be > 0, or leave unset")
@@ -84,7 +84,7 @@ class TrainConfig:
             "steps": self.steps,
             "batch_size": self.batch_size,
             "optimizer": self.optimizer.to_dict(),
-            "schedule": self.schedule,
+            "lr_schedule": self.lr_schedule,
             "warmup_steps": self.warmup_steps,
             "seed": self.seed,
             "threads": self.threads,

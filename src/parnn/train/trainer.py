@@ -39,7 +39,9 @@ RESULT_FILE = "result.json"
 CHECKPOINT_DIR = "checkpoints"
 
 # Settings that shape the trajectory: a checkpoint resumes only a run that agrees on them.
-_TRAJECTORY_KEYS = ("batch_size", "optimizer", "schedule", "warmup_steps", "seed", "drop_last")
+_TRAJECTORY_KEYS = ("batch_size", "optimizer", "lr_schedule", "warmup_steps", "seed", "drop_last")
+# Keys of checkpoints written before the vocabulary's renames, and their names now.
+_RENAMED_KEYS = {"schedule": "lr_schedule"}
 
 _Data = Dataset[tuple[torch.Tensor, torch.Tensor]]
 
@@ -111,7 +113,7 @@ def train(
     total_steps = config.total_steps(num_samples)
     optimizer = make_optimizer(model.parameters(), config.optimizer)
     scheduler = make_scheduler(
-        optimizer, config.schedule, total_steps=total_steps, warmup_steps=config.warmup_steps
+        optimizer, config.lr_schedule, total_steps=total_steps, warmup_steps=config.warmup_steps
     )
     criterion = make_criterion()
     fingerprint = _fingerprint(model, config, num_samples, total_steps)
@@ -289,7 +291,9 @@ def _restore(
             "run without --resume (and with --checkpoint-every N) first"
         )
     state = load_checkpoint(path)
-    saved = state.get("fingerprint", {})
+    saved = {
+        _RENAMED_KEYS.get(key, key): value for key, value in state.get("fingerprint", {}).items()
+    }
     differ = [key for key in fingerprint if key != "threads" and saved.get(key) != fingerprint[key]]
     if differ:
         details = ", ".join(f"{key}: {saved.get(key)!r} -> {fingerprint[key]!r}" for key in differ)

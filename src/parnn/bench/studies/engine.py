@@ -38,7 +38,7 @@ def pipeline_config(spec: RunSpec) -> PipelineConfig:
         data="synthetic",
         input_shape=tuple(spec.input_shape),
         num_samples=num_samples,
-        num_stages=spec.num_stages,
+        num_ranks=spec.num_stages,
         partition=spec.partition,
         schedule=spec.schedule,
         num_microbatches=spec.num_microbatches,
@@ -47,7 +47,7 @@ def pipeline_config(spec: RunSpec) -> PipelineConfig:
         seed=spec.seed,
         val_fraction=_VAL_FRACTION,
         evaluate=False,
-        threads_per_stage=spec.threads,
+        threads=spec.threads,
         measure_warmup_steps=spec.warmup_steps,
     )
 

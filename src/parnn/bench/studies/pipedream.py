@@ -143,7 +143,7 @@ def _config(cell: Cell, schedule: str, stages: int, partition: Any, **kw: Any) -
         data_dir=kw.pop("data_dir", None),
         input_shape=cell.input_shape,
         num_samples=cell.num_samples,
-        num_stages=stages,
+        num_ranks=stages,
         schedule=schedule,
         partition=partition,
         batch_size=cell.batch_size,
