@@ -137,7 +137,7 @@ def _markdown(summary: dict[str, Any]) -> str:
             return f"| {name} | - | - | - | - | - |"
         full = timing["cpu_full_percent"]
         return (
-            f"| {name} | {timing['workers']} x {timing['threads_per_job']} | "
+            f"| {name} | {timing['workers']} x {timing['threads']} | "
             f"{timing['wall_s']:.1f} s | {timing['cpu_mean_percent']:.0f} % | "
             f"{full if full is not None else '-'} % | "
             f"{f'{speedup:.2f}x' if speedup is not None else '-'} |"
@@ -169,7 +169,7 @@ def _markdown(summary: dict[str, Any]) -> str:
                 if cell and cell["mean_accuracy"] is not None
                 else "-"
             )
-        lines.append(f"| {entry['model']} | {entry['scheduler']} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {entry['model']} | {entry['lr_schedule']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 

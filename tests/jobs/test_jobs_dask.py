@@ -298,7 +298,7 @@ def _interruptible() -> None:
 @pytest.mark.timeout(300)
 def test_ctrl_c_cancels_the_tasks_and_resume_finishes_the_run(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["--models", SLOW, "--schedulers", "cosine,warm", "--folds", "3", "--input", "1x16x16"]
+    args = ["--models", SLOW, "--lr-schedules", "cosine,warm", "--folds", "3", "--input", "1x16x16"]
     args += ["--num-samples", "300", "--steps", "120", "--checkpoint-every", "5", "--quiet"]
     args += ["--cost", "params", "--out", str(out)]
     with DaskProcesses(tmp_path) as processes:

@@ -45,7 +45,7 @@ def _context(data: ArrayDataset, directory: Path, models: dict, **changes: objec
 def _job(model: str, scheduler: str, fold: int, steps: int) -> JobSpec:
     return JobSpec(
         model=model,
-        scheduler=scheduler,
+        lr_schedule=scheduler,
         fold=fold,
         seed=job_seed(0, model, fold),
         total_steps=steps,

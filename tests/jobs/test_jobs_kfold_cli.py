@@ -59,7 +59,7 @@ def test_json_has_the_documented_keys(tmp_path: Path) -> None:
     payload = json.loads(out)
     assert set(payload) == KEYS
     assert payload["command"] == "kfold" and payload["jobs_ok"] == 4
-    assert payload["settings"]["folds"] == 2 and payload["settings"]["schedulers"] == [
+    assert payload["settings"]["folds"] == 2 and payload["settings"]["lr_schedules"] == [
         "cosine",
         "warm",
     ]
@@ -70,7 +70,7 @@ def test_json_has_the_documented_keys(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_failed_jobs_give_exit_code_1_after_the_results(tmp_path: Path) -> None:
     broken = f"{MODELS_FILE}:build_broken"
-    args = ["--models", f"mlp,{broken}", "--schedulers", "constant", "--folds", "2"]
+    args = ["--models", f"mlp,{broken}", "--lr-schedules", "constant", "--folds", "2"]
     code, out, err = run(
         *args, "--steps", "3", "--cost", "params", "--json", "--quiet", "--out", str(tmp_path)
     )
@@ -86,7 +86,7 @@ def test_failed_jobs_give_exit_code_1_after_the_results(tmp_path: Path) -> None:
     [
         (["--folds", "1"], "k-fold needs k >= 2 folds, got 1"),
         (["--folds", "2000"], "k <= the number of samples (1797), got k=2000"),
-        (["--schedulers", "cosine,often"], "unknown LR schedule 'often'"),
+        (["--lr-schedules", "cosine,often"], "unknown LR schedule 'often'"),
         (["--models", "lenet5,nope"], "unknown model 'nope'"),
         (["--workers", "many"], "--workers 'many'"),
         (["--resume"], "--resume needs --out DIR"),
@@ -141,7 +141,7 @@ def _records(out: Path) -> dict[str, dict]:
 def _stem(record: dict) -> str:
     job = JobSpec(
         model=record["model"],
-        scheduler=record["scheduler"],
+        lr_schedule=record["lr_schedule"],
         fold=record["fold"],
         seed=0,
         total_steps=1,
@@ -162,7 +162,7 @@ def _assert_gone(processes: list[psutil.Process]) -> None:
 @pytest.mark.timeout(300)
 def test_interrupted_run_resumes_to_the_uninterrupted_results(tmp_path: Path) -> None:
     slow = f"{MODELS_FILE}:build_slow"  # 20 ms per step: 30 steps take ~0.6 s
-    args = ["--models", slow, "--schedulers", "cosine,warm", "--folds", "3"]
+    args = ["--models", slow, "--lr-schedules", "cosine,warm", "--folds", "3"]
     args += ["--input", "1x16x16", "--num-samples", "300", "--steps", "30", "--batch-size", "16"]
     args += ["--checkpoint-every", "4", "--print-every", "2", "--cost", "params", "--workers", "2"]
     out = tmp_path / "interrupted"

@@ -10,7 +10,9 @@ from parnn.jobs.spec import JobSpec, job_seed
 
 
 def _job(model: str, fold: int, cost: float) -> JobSpec:
-    return JobSpec(model=model, scheduler="cosine", fold=fold, seed=0, total_steps=10, cost_s=cost)
+    return JobSpec(
+        model=model, lr_schedule="cosine", fold=fold, seed=0, total_steps=10, cost_s=cost
+    )
 
 
 def test_longest_first_sorts_by_cost_and_keeps_ties_in_order() -> None:
@@ -74,6 +76,6 @@ def test_job_seed_depends_on_model_and_fold_not_on_the_schedule() -> None:
     assert job_seed(0, "mlp", 0) == job_seed(0, "mlp", 0)
     assert len({job_seed(0, "mlp", 0), job_seed(0, "mlp", 1), job_seed(0, "lenet5", 0)}) == 3
     assert job_seed(1, "mlp", 0) != job_seed(0, "mlp", 0)
-    a = JobSpec(model="m/x.py:b", scheduler="warm", fold=2, seed=1, total_steps=1, cost_s=0)
+    a = JobSpec(model="m/x.py:b", lr_schedule="warm", fold=2, seed=1, total_steps=1, cost_s=0)
     assert a.job_id == "m/x.py:b/warm/fold2"
     assert "/" not in a.file_stem and ":" not in a.file_stem

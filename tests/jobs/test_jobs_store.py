@@ -31,7 +31,7 @@ def test_fresh_run_then_resume_counts_sessions(tmp_path: Path) -> None:
         JobResult(
             job_id="mlp/cosine/fold0",
             model="mlp",
-            scheduler="cosine",
+            lr_schedule="cosine",
             fold=0,
             mode="parallel",
             status="ok",
@@ -76,7 +76,7 @@ def test_a_torn_last_record_is_skipped(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     store.open(SETTINGS, resume=False)
     record = JobResult(
-        job_id="a", model="m", scheduler="s", fold=0, mode="parallel", status="ok", seed=0
+        job_id="a", model="m", lr_schedule="s", fold=0, mode="parallel", status="ok", seed=0
     )
     store.append(record)
     with open(tmp_path / "jobs.jsonl", "a", encoding="utf-8") as handle:

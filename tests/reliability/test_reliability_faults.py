@@ -222,7 +222,7 @@ def test_fault_stops_everything_and_names_the_rank(name: str, tmp_path: Path) ->
 
 
 KFOLD = [
-    "kfold", "--models", "lenet5", "--schedulers", "constant", "--folds", "2",
+    "kfold", "--models", "lenet5", "--lr-schedules", "constant", "--folds", "2",
     "--workers", "2", "--checkpoint-every", "5", *ENDLESS,
 ]  # fmt: skip
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from parnn.cli import cli
 
 KFOLD = [
-    "kfold", "--models", "mlp", "--schedulers", "constant", "--folds", "2", "--steps", "3",
+    "kfold", "--models", "mlp", "--lr-schedules", "constant", "--folds", "2", "--steps", "3",
     "--workers", "1", "--cost", "params", "--quiet", "--json",
 ]  # fmt: skip
 

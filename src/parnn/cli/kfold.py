@@ -1,6 +1,6 @@
 """``parnn kfold``: K-fold cross-validation of models x LR schedules as parallel jobs.
 
-    parnn kfold --models lenet5,mobilenetv2,vgg16 --schedulers cosine,warm --folds 5 \\
+    parnn kfold --models lenet5,mobilenetv2,vgg16 --lr-schedules cosine,warm --folds 5 \\
         --data mnist --data-dir DIR --epochs 2 --workers auto --compare-serial --out runs/kf
     parnn kfold ... --out runs/kf --resume        # after Ctrl-C or a kill
 
@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
 from parnn.cli._options import (
+    RenamedFlagsCommand,
     batch_size_option,
     data_dir_option,
     data_option,
@@ -32,10 +33,14 @@ from parnn.cli._options import (
     quiet_option,
     seed_option,
     steps_option,
+    threads_option,
 )
 from parnn.errors import ConfigError, Terminated
 from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
+
+if TYPE_CHECKING:  # torch is imported when a command runs, not at --help
+    from parnn.jobs.config import KFoldConfig
 
 __all__ = ["COMMANDS", "kfold_command", "render_payload"]
 
@@ -82,7 +87,7 @@ def render_payload(payload: dict[str, Any]) -> None:
     if len(modes) == 2:
         table.add_column("identical", justify="center")
     for row in payload["summary"]:
-        cells = [row["model"], row["scheduler"], *[format_cell(row[mode]) for mode in modes]]
+        cells = [row["model"], row["lr_schedule"], *[format_cell(row[mode]) for mode in modes]]
         if len(modes) == 2:
             cells.append({True: "yes", False: "NO", None: "-"}[row["identical"]])
         table.add_row(*cells)
@@ -96,7 +101,7 @@ def render_payload(payload: dict[str, Any]) -> None:
         sessions = f" ({t['sessions']} sessions)" if t["sessions"] > 1 else ""
         timing.add_row(
             mode + sessions,
-            f"{t['workers']} x {t['threads_per_job']}",
+            f"{t['workers']} x {t['threads']}",
             f"{t['wall_s']:.1f} s",
             f"{t['job_time_s']:.1f} s",
             _percent(t["cpu_mean_percent"]),
@@ -132,7 +137,11 @@ def render_payload(payload: dict[str, Any]) -> None:
             stdout_console.print("plots: " + ", ".join(plots))
 
 
-@click.command("kfold")
+@click.command(
+    "kfold",
+    cls=RenamedFlagsCommand,
+    renamed_flags={"--schedulers": "--lr-schedules", "--threads-per-job": "--threads"},
+)
 @click.option(
     "--models",
     default="lenet5,mlp",
@@ -140,7 +149,7 @@ def render_payload(payload: dict[str, Any]) -> None:
     help="Comma-separated models (zoo names from `parnn models`, or 'file.py:build').",
 )
 @click.option(
-    "--schedulers",
+    "--lr-schedules",
     default="cosine,warm",
     show_default=True,
     help="Comma-separated LR schedules: constant, step, cosine, warm.",
@@ -167,11 +176,9 @@ def render_payload(payload: dict[str, Any]) -> None:
     "--workers",
     default="auto",
     show_default=True,
-    help="Worker processes; auto = usable cores / --threads-per-job.",
+    help="Worker processes; auto = usable cores / --threads.",
 )
-@click.option(
-    "--threads-per-job", type=int, default=1, show_default=True, help="Intra-op threads per job."
-)
+@threads_option
 @click.option(
     "--checkpoint-every",
     type=int,
@@ -221,89 +228,47 @@ def render_payload(payload: dict[str, Any]) -> None:
 @out_option
 @json_option
 @quiet_option
-def kfold_command(
-    models: str,
-    schedulers: str,
-    folds: int,
-    data: str,
-    data_dir: Path | None,
-    input_shape: str | None,
-    num_samples: int | None,
-    batch_size: int,
-    epochs: int,
-    steps: int | None,
-    optimizer: str,
-    lr: float | None,
-    momentum: float,
-    warmup_steps: int | None,
-    seed: int,
-    workers: str,
-    threads_per_job: int,
-    checkpoint_every: int,
-    checkpoint_seconds: float,
-    print_every: int,
-    cost_method: str,
-    resume: bool,
-    compare_serial: bool,
-    serial_threads: int,
-    cluster: str | None,
-    out: Path | None,
-    as_json: bool,
-    quiet: bool,
-) -> None:
+def kfold_command(**options: Any) -> None:
     """K-fold cross-validation of models x LR schedules, as jobs on a pool of pinned cores."""
     from parnn.jobs import WORKER_PRELOAD
     from parnn.launch.forkserver import start_forkserver
 
-    if cluster is None:  # a Dask cluster starts its own workers
+    if options["cluster"] is None:  # a Dask cluster starts its own workers
         # The workers' fork server imports torch and the trainer while this loads data.
-        start_forkserver(WORKER_PRELOAD, threads=threads_per_job)
+        start_forkserver(WORKER_PRELOAD, threads=options["threads"])
     from parnn.data import load_dataset
-    from parnn.jobs.config import JobsFailedError, KFoldConfig
+    from parnn.jobs.config import JobsFailedError
     from parnn.jobs.fold_job import OptimizerFactory
     from parnn.jobs.kfold import run_kfold
     from parnn.jobs.store import RunStore
     from parnn.train import OptimizerConfig
     from parnn.train.setup import DIGITS_INPUT_SHAPE, check_batch_size
 
-    if resume and out is None:
+    out = options["out"]
+    if options["resume"] and out is None:
         raise ConfigError("--resume needs --out DIR: the directory of the run to continue")
-    model_names = _split(models, "models")
-    schedule_names = _split(schedulers, "schedulers")
-    config = KFoldConfig(
-        folds=folds,
-        batch_size=batch_size,
-        epochs=epochs,
-        steps=steps,
-        save_checkpoint_frequency=checkpoint_every or None,
-        checkpoint_interval_s=checkpoint_seconds or None,
-        print_frequency=print_every,
-        warmup_steps=warmup_steps,
-        workers=_workers(workers),
-        threads_per_job=threads_per_job,
-        seed=seed,
-        compare_serial=compare_serial,
-        serial_threads=serial_threads,
-        resume=resume,
-        quiet=quiet,
-        cost_method=cost_method,
-        cluster=cluster,
-    )
+    model_names = _split(options["models"], "models")
+    schedule_names = _split(options["lr_schedules"], "lr-schedules")
+    config = _config(options)
+    optimizer = options["optimizer"]
     optimizer_config = OptimizerConfig(
         name=optimizer,
-        lr=lr if lr is not None else DEFAULT_LR.get(optimizer.lower(), 0.05),
-        momentum=momentum,
+        lr=options["lr"] if options["lr"] is not None else DEFAULT_LR.get(optimizer.lower(), 0.05),
+        momentum=options["momentum"],
     )
-    shape = parse_input_shape(input_shape)
+    data = options["data"]
+    shape = parse_input_shape(options["input_shape"])
     if shape is None and data.strip().lower() == "digits":
         shape = DIGITS_INPUT_SHAPE
     dataset = load_dataset(
-        data, data_dir=data_dir, input_shape=shape, num_samples=num_samples, seed=seed
-    )
-    check_batch_size(batch_size, len(dataset) - len(dataset) // folds)  # one fold's training set
+        data, data_dir=options["data_dir"], input_shape=shape,
+        num_samples=options["num_samples"], seed=config.seed,
+    )  # fmt: skip
+    # one fold's training set
+    check_batch_size(config.batch_size, len(dataset) - len(dataset) // config.folds)
     out_dir = out if out is not None else Path("runs") / time.strftime("kfold-%Y%m%d-%H%M%S")
     check_out_dir(
-        out_dir, resumes=Resumes.FLAG, resume=resume, can_overwrite=False, create=False,
+        out_dir, resumes=Resumes.FLAG, resume=config.resume, can_overwrite=False, create=False,
         what="a k-fold run",
     )  # fmt: skip
     try:
@@ -331,7 +296,7 @@ def kfold_command(
         **results.to_dict(),
         "files": results.files,
     }
-    emit(payload, as_json=as_json, render=lambda: render_payload(payload))
+    emit(payload, as_json=options["as_json"], render=lambda: render_payload(payload))
     if results.failed:
         first = results.failed[0]
         raise JobsFailedError(
@@ -339,6 +304,31 @@ def kfold_command(
             f"{first.job_id}: {first.error}; the others finished; see {out_dir}/jobs.jsonl, "
             "fix the cause and rerun with --resume to retry only the failed jobs"
         )
+
+
+def _config(options: dict[str, Any]) -> KFoldConfig:
+    """The flags as a :class:`KFoldConfig` (validated)."""
+    from parnn.jobs.config import KFoldConfig
+
+    return KFoldConfig(
+        folds=options["folds"],
+        batch_size=options["batch_size"],
+        epochs=options["epochs"],
+        steps=options["steps"],
+        save_checkpoint_frequency=options["checkpoint_every"] or None,
+        checkpoint_interval_s=options["checkpoint_seconds"] or None,
+        print_frequency=options["print_every"],
+        warmup_steps=options["warmup_steps"],
+        workers=_workers(options["workers"]),
+        threads=options["threads"],
+        seed=options["seed"],
+        compare_serial=options["compare_serial"],
+        serial_threads=options["serial_threads"],
+        resume=options["resume"],
+        quiet=options["quiet"],
+        cost_method=options["cost_method"],
+        cluster=options["cluster"],
+    )
 
 
 COMMANDS = [kfold_command]

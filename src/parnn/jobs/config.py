@@ -47,8 +47,8 @@ class KFoldConfig:
     warmup_steps: int | None = None
     """Warm-up steps of the 'warm' schedule; None: 10% of each job."""
     workers: int | None = None
-    """Worker processes; None: usable cores // threads_per_job (``--workers auto``)."""
-    threads_per_job: int = 1
+    """Worker processes; None: usable cores // threads (``--workers auto``)."""
+    threads: int = 1
     """Intra-op threads of each worker."""
     seed: int = 0
     """Seed of the folds and (with model and fold) of every job."""
@@ -75,7 +75,7 @@ class KFoldConfig:
     SLURMCluster). See docs/cluster.md."""
 
     def __post_init__(self) -> None:
-        positive = ("folds", "batch_size", "epochs", "print_frequency", "threads_per_job")
+        positive = ("folds", "batch_size", "epochs", "print_frequency", "threads")
         for name in (*positive, "serial_threads", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -117,4 +117,4 @@ class KFoldConfig:
         """``workers``, or usable cores // threads per job (at least 1)."""
         if self.workers is not None:
             return self.workers
-        return max(1, len(usable_cores()) // self.threads_per_job)
+        return max(1, len(usable_cores()) // self.threads)

@@ -164,7 +164,7 @@ def train_fold(
     model = build_job_model(source, tuple(context.inputs.shape[1:]), context.num_classes)
     optimizer = context.get_optimizer(model)
     scheduler = make_scheduler(
-        optimizer, job.scheduler, total_steps=job.total_steps, warmup_steps=context.warmup_steps
+        optimizer, job.lr_schedule, total_steps=job.total_steps, warmup_steps=context.warmup_steps
     )
     criterion = context.criterion
     fingerprint = _fingerprint(job, num_train, context.batch_size)
@@ -195,7 +195,7 @@ def train_fold(
             optimizer = context.get_optimizer(model)
             scheduler = make_scheduler(
                 optimizer,
-                job.scheduler,
+                job.lr_schedule,
                 total_steps=job.total_steps,
                 warmup_steps=context.warmup_steps,
             )

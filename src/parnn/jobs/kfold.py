@@ -91,13 +91,13 @@ def _check_models(models: Sequence[ModelSource]) -> dict[str, ModelSource]:
 
 def _check_schedulers(schedulers: Sequence[str]) -> list[str]:
     if not schedulers:
-        raise ConfigError("no LR schedules given: e.g. --schedulers cosine,warm")
+        raise ConfigError("no LR schedules given: e.g. --lr-schedules cosine,warm")
     names = [str(name).strip().lower() for name in schedulers]
     for name in names:
         if name not in SCHEDULES:
             raise ConfigError(
                 f"unknown LR schedule {name!r}: choose from {', '.join(SCHEDULES)}, "
-                "e.g. --schedulers cosine,warm"
+                "e.g. --lr-schedules cosine,warm"
             )
     if len(set(names)) != len(names):
         raise ConfigError(f"an LR schedule is given twice in {','.join(names)}: name each once")
@@ -148,7 +148,7 @@ def run_kfold(
         input_shape=input_shape,
         num_classes=num_classes,
         batch_size=config.batch_size,
-        threads=config.threads_per_job,
+        threads=config.threads,
         method=config.cost_method,
     )
     store = RunStore(root_dir)
@@ -165,7 +165,7 @@ def run_kfold(
                 jobs.append(
                     JobSpec(
                         model=model,
-                        scheduler=schedule,
+                        lr_schedule=schedule,
                         fold=fold,
                         seed=job_seed(config.seed, model, fold),
                         total_steps=total,
@@ -188,7 +188,7 @@ def run_kfold(
         checkpoint_dir="",  # set per mode by run_session
         eval_batch_size=config.eval_batch_size,
     )
-    plans = [("parallel", config.resolved_workers(), config.threads_per_job)]
+    plans = [("parallel", config.resolved_workers(), config.threads)]
     if config.compare_serial:
         plans.append(("serial", 1, config.serial_threads))
     for mode, workers, threads in plans:
@@ -239,14 +239,14 @@ def _settings(
             source if isinstance(source, str) else _describe_callable(source)
             for source in models.values()
         ],
-        "schedulers": schedulers,
+        "lr_schedules": schedulers,
         "folds": config.folds,
         "seed": config.seed,
         "batch_size": config.batch_size,
         "epochs": config.epochs if config.steps is None else None,
         "steps": config.steps,
         "warmup_steps": config.warmup_steps,
-        "threads_per_job": config.threads_per_job,
+        "threads": config.threads,
         "serial_threads": config.serial_threads,
         "optimizer": _describe_callable(get_optimizer),
         "criterion": repr(criterion),

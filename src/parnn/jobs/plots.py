@@ -102,7 +102,7 @@ def plot_cpu(results: KFoldResults, path: str | Path) -> Path:
         timing = results.timing()[mode] or {}
         axis.set_title(
             f"{mode}: {timing.get('workers', '?')} worker(s) x "
-            f"{timing.get('threads_per_job', '?')} thread(s), wall {timing.get('wall_s', 0):.1f} s, "
+            f"{timing.get('threads', '?')} thread(s), wall {timing.get('wall_s', 0):.1f} s, "
             f"mean {timing.get('cpu_mean_percent') or 0:.0f} %",
             fontsize=9,
         )
@@ -151,7 +151,7 @@ def plot_timeline(results: KFoldResults, path: str | Path) -> Path:
                 axis.text(
                     start + width / 2,
                     job.worker,
-                    f"{job.scheduler[:4]} f{job.fold}",
+                    f"{job.lr_schedule[:4]} f{job.fold}",
                     ha="center",
                     va="center",
                     fontsize=6,

@@ -1,7 +1,7 @@
 """The results of a k-fold run, rendered from its directory's records alone.
 
 :class:`KFoldResults` holds every job's record and every session's record; from them it
-derives the accuracy table (mean ± std over folds per model x scheduler, parallel and
+derives the accuracy table (mean ± std over folds per model x LR schedule, parallel and
 serial), the timing table (wall time, speedup, CPU utilisation), and writes JSON, CSV
 and plots. Nothing here re-runs anything.
 """
@@ -25,7 +25,7 @@ __all__ = ["CSV_COLUMNS", "KFoldResults"]
 CSV_COLUMNS = (
     "mode",
     "model",
-    "scheduler",
+    "lr_schedule",
     "fold",
     "status",
     "accuracy",
@@ -127,8 +127,8 @@ class KFoldResults:
         return list(self.settings.get("models", sorted({j.model for j in self.jobs})))
 
     @property
-    def schedulers(self) -> list[str]:
-        return list(self.settings.get("schedulers", sorted({j.scheduler for j in self.jobs})))
+    def lr_schedules(self) -> list[str]:
+        return list(self.settings.get("lr_schedules", sorted({j.lr_schedule for j in self.jobs})))
 
     @property
     def modes(self) -> list[str]:
@@ -136,12 +136,12 @@ class KFoldResults:
 
     def jobs_of(self, mode: str) -> list[JobResult]:
         """The jobs of ``mode`` in model x scheduler x fold order."""
-        models, schedulers = self.models, self.schedulers
+        models, schedulers = self.models, self.lr_schedules
 
         def key(job: JobResult) -> tuple[int, int, int]:
             return (
                 models.index(job.model) if job.model in models else len(models),
-                schedulers.index(job.scheduler) if job.scheduler in schedulers else 0,
+                schedulers.index(job.lr_schedule) if job.lr_schedule in schedulers else 0,
                 job.fold,
             )
 
@@ -157,19 +157,19 @@ class KFoldResults:
     # -- tables -------------------------------------------------------------------------
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per model x scheduler: accuracy mean ± std over folds for each mode, and whether
+        """Per model x LR schedule: accuracy mean ± std over folds for each mode, and whether
         parallel and serial agree on every fold (None without both)."""
         folds = int(self.settings.get("folds", 0))
         rows = []
         for model in self.models:
-            for scheduler in self.schedulers:
-                row: dict[str, Any] = {"model": model, "scheduler": scheduler}
+            for scheduler in self.lr_schedules:
+                row: dict[str, Any] = {"model": model, "lr_schedule": scheduler}
                 per_mode: dict[str, dict[int, JobResult]] = {}
                 for mode in MODES:
                     jobs = {
                         j.fold: j
                         for j in self.jobs_of(mode)
-                        if j.model == model and j.scheduler == scheduler
+                        if j.model == model and j.lr_schedule == scheduler
                     }
                     per_mode[mode] = jobs
                     row[mode] = self._cell(jobs, folds) if jobs else None
@@ -222,7 +222,10 @@ class KFoldResults:
                 "jobs_ok": sum(1 for j in jobs if j.ok),
                 "jobs_failed": sum(1 for j in jobs if not j.ok),
                 "workers": max((int(s["workers"]) for s in sessions), default=0),
-                "threads_per_job": max((int(s["threads_per_job"]) for s in sessions), default=0),
+                "threads": max(
+                    (int(s.get("threads", s.get("threads_per_job", 0))) for s in sessions),
+                    default=0,
+                ),
                 "sessions": len(sessions),
                 "load_average_1m_before": (
                     sessions[0].get("load_average_1m_before") if sessions else None
@@ -254,12 +257,12 @@ class KFoldResults:
     def table(self) -> str:
         """The accuracy table as Markdown: mean ± std over folds."""
         modes = self.modes or ["parallel"]
-        header = ["model", "scheduler", *[f"{mode} accuracy" for mode in modes]]
+        header = ["model", "lr_schedule", *[f"{mode} accuracy" for mode in modes]]
         if len(modes) == 2:
             header.append("identical")
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for row in self.summary():
-            cells = [row["model"], row["scheduler"]]
+            cells = [row["model"], row["lr_schedule"]]
             for mode in modes:
                 cells.append(format_cell(row[mode]))
             if len(modes) == 2:

@@ -92,7 +92,7 @@ def run_session(
         result = JobResult(
             job_id=job.job_id,
             model=job.model,
-            scheduler=job.scheduler,
+            lr_schedule=job.lr_schedule,
             fold=job.fold,
             mode=plan.mode,
             status="ok" if event.kind == "finished" else "failed",
@@ -162,7 +162,7 @@ def run_session(
             "mode": plan.mode,
             "wall_s": round(wall_s, 4),
             "workers": min(workers, max(1, len(jobs))),
-            "threads_per_job": plan.threads_per_job,
+            "threads": plan.threads_per_job,
             "jobs_run": len(jobs),
             "jobs_finished": counts["finished"],
             "jobs_failed": counts["failed"],

@@ -30,10 +30,10 @@ def job_seed(base_seed: int, model: str, fold: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One unit of work: ``model`` x ``scheduler`` x ``fold``."""
+    """One unit of work: ``model`` x ``lr_schedule`` x ``fold``."""
 
     model: str  # the model's name (registry name, user spec, or a factory's name)
-    scheduler: str  # learning-rate schedule name (parnn.train.SCHEDULES)
+    lr_schedule: str  # learning-rate schedule name (parnn.train.SCHEDULES)
     fold: int  # 0-based fold index
     seed: int  # job_seed(run seed, model, fold)
     total_steps: int  # optimizer steps the job runs
@@ -42,7 +42,7 @@ class JobSpec:
     @property
     def job_id(self) -> str:
         """'lenet5/cosine/fold0': unique within a run."""
-        return f"{self.model}/{self.scheduler}/fold{self.fold}"
+        return f"{self.model}/{self.lr_schedule}/fold{self.fold}"
 
     @property
     def file_stem(self) -> str:
@@ -56,7 +56,7 @@ class JobResult:
 
     job_id: str
     model: str
-    scheduler: str
+    lr_schedule: str
     fold: int
     mode: str  # "parallel" or "serial"
     status: str  # "ok" or "failed"
@@ -92,4 +92,6 @@ class JobResult:
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> JobResult:
         names = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in payload.items() if key in names})
+        renamed = {"scheduler": "lr_schedule"}  # records written before the rename
+        values = {renamed.get(key, key): value for key, value in payload.items()}
+        return cls(**{key: value for key, value in values.items() if key in names})

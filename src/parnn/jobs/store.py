@@ -26,6 +26,8 @@ __all__ = [
     "RUN_FORMAT",
     "SESSIONS_FILE",
     "RunStore",
+    "RENAMED_SETTINGS",
+    "renamed_settings",
     "settings_differences",
 ]
 
@@ -51,6 +53,15 @@ def _show(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(item) for item in value)
     return "(unset)" if value is None else str(value)
+
+
+RENAMED_SETTINGS = {"schedulers": "lr_schedules", "threads_per_job": "threads"}
+"""Keys of runs written before the vocabulary's renames, and their names now."""
+
+
+def renamed_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` as read from a run, its keys under their current names."""
+    return {RENAMED_SETTINGS.get(key, key): value for key, value in settings.items()}
 
 
 def settings_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
@@ -111,7 +122,7 @@ class RunStore:
                 f"{self.run_file} is not a parnn k-fold run (format {RUN_FORMAT!r}); "
                 "choose another --out"
             )
-        differences = settings_differences(saved.get("settings", {}), settings)
+        differences = settings_differences(renamed_settings(saved.get("settings", {})), settings)
         if differences:
             raise CheckpointError(
                 f"cannot resume {self.root}: it was run with other settings "
@@ -124,7 +135,7 @@ class RunStore:
 
     def settings(self) -> dict[str, Any]:
         payload = read_json(self.run_file)
-        return dict(payload.get("settings", {}))
+        return renamed_settings(payload.get("settings", {}))
 
     def append(self, result: JobResult) -> None:
         append_jsonl(self.root / JOBS_FILE, result.to_dict())

@@ -107,7 +107,8 @@ class PipelineConfig:
             if value == "auto" and name == "num_microbatches":
                 continue
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+                what = "num_ranks (the pipeline's depth, --stages)" if name == "num_ranks" else name
+                raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
         if self.batch_size <= 0:
             raise ConfigError(f"batch size must be > 0, got {self.batch_size}")
         if self.num_microbatches != "auto" and self.batch_size % self.num_microbatches:
