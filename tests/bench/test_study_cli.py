@@ -11,7 +11,7 @@ import pytest
 from _study_fakes import FakePipeline, FakePredictor
 from click.testing import CliRunner
 
-from parnn.cli import _ParnnGroup, study_pipeline
+from parnn.cli import ParnnGroup, study_pipeline
 from parnn.cli.report import report
 
 COMMON_KEYS = {
@@ -28,7 +28,7 @@ COMMON_KEYS = {
 }
 
 
-@click.group(cls=_ParnnGroup)
+@click.group(cls=ParnnGroup)
 def study() -> None:
     """The study group as the lead attaches it."""
 

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from parnn.bench.cells import StudyStore
-from parnn.cli import _ParnnGroup, study_pipeline
+from parnn.cli import ParnnGroup, study_pipeline
 
 pytestmark = pytest.mark.slow
 
 
-@click.group(cls=_ParnnGroup)
+@click.group(cls=ParnnGroup)
 def study() -> None:
     """The study group as the lead attaches it."""
 

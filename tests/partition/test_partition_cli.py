@@ -82,7 +82,7 @@ def test_partition_auto_json(cache_dir: Path) -> None:
         "input_shape",
         "batch_size",
         "num_stages",
-        "num_devices",
+        "num_ranks",
         "schedule",
         "method",
         "partition",
@@ -264,7 +264,7 @@ def test_simulate_writes_chart_trace_and_json(cache_dir: Path, tmp_path: Path) -
         "--cache-dir",
         str(cache_dir),
     )
-    assert interleaved["num_stages"] == 4 and interleaved["num_devices"] == 2
+    assert interleaved["num_stages"] == 4 and interleaved["num_ranks"] == 2
 
 
 def test_profile_measures_a_tiny_model(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import click
 from parnn import __version__
 from parnn.errors import ParnnError
 
-__all__ = ["cli", "main"]
+__all__ = ["ParnnGroup", "cli", "main"]
 
 _COMMAND_MODULES = (
     "demo",
@@ -55,7 +55,11 @@ def _load_commands(module_name: str) -> dict[str, click.Command]:
     return {command.name: command for command in module.COMMANDS if command.name is not None}
 
 
-class _ParnnGroup(click.Group):
+class ParnnGroup(click.Group):
+    """A click group that talks like ``parnn``: one ``parnn: error:`` line (exit 2) for bad
+    input, one ``parnn: warning:`` line per warning, SIGTERM stopping like Ctrl-C. Groups
+    of commands built elsewhere (tests, plug-ins) use it to behave as the real one."""
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         from parnn.cli._console import one_line_warnings, sigterm_as_interrupt
 
@@ -108,7 +112,7 @@ def _usage_exit(error: click.UsageError) -> click.exceptions.Exit:
     return click.exceptions.Exit(2)
 
 
-@click.group(cls=_ParnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ParnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="parnn")
 def cli() -> None:
     """Train neural networks in parallel on the cores of a CPU, and measure what it costs."""

@@ -220,39 +220,12 @@ def _layout(options: dict[str, Any]) -> tuple[int, int]:
     return devices * chunks, devices
 
 
-def _plan_payload(plan: Any, options: dict[str, Any], num_stages: int) -> dict[str, Any]:
-    from parnn.partition.simulate import closed_form_bubble
+def _plan_payload(plan: Any, options: dict[str, Any]) -> dict[str, Any]:
+    from parnn.partition.report import plan_report
 
-    chosen = plan.chosen
-    cost = chosen.cost.to_dict()
-    profile = options["_profile"]
-    return {
-        "command": options["_command"],
-        "model": options["model"],
-        "input_shape": list(profile.input_shape),
-        "batch_size": plan.batch_size,
-        "num_stages": num_stages,
-        "num_devices": plan.num_devices,
-        "schedule": plan.schedule,
-        "method": plan.method,
-        "partition": str(chosen.partition),
-        "num_microbatches": chosen.num_microbatches,
-        "costed": True,
-        **cost,
-        "predicted": {
-            "step_time_s": chosen.step_time_s,
-            "bubble_fraction": chosen.simulation.bubble_fraction,
-            "closed_form_bubble": 0.0  # asynchronous: no flush, no bubble
-            if plan.schedule.startswith("pipedream")
-            else closed_form_bubble(
-                plan.num_devices, chosen.num_microbatches, num_stages // plan.num_devices
-            ),
-            "samples_per_s": plan.samples_per_s,
-        },
-        "microbatch_candidates": [c.to_dict() for c in plan.candidates],
-        "skipped_microbatches": [{"num_microbatches": m, "reason": r} for m, r in plan.skipped],
-        "comm": None if profile.comm is None else profile.comm.to_dict(),
-    }
+    return plan_report(
+        plan, command=options["_command"], model=options["model"], profile=options["_profile"]
+    )
 
 
 def _plan(options: dict[str, Any], method: str) -> Any:
@@ -277,43 +250,13 @@ def _plan(options: dict[str, Any], method: str) -> Any:
 
 
 def _unprofiled(options: dict[str, Any]) -> dict[str, Any]:
-    """The stage table of a profile-free method: units and parameters, no costs."""
-    import torch
-
-    from parnn.models import build_model, count_parameters
-    from parnn.partition.methods import partition_for
+    from parnn.partition.report import unprofiled_report
 
     num_stages, _ = _layout(options)
-    with torch.device("meta"):
-        model = build_model(
-            options["model"],
-            input_shape=parse_input_shape(options["input_shape"]),
-            num_classes=options["num_classes"],
-        )
-    units = list(model.named_children())
-    chosen = partition_for(options["method"], num_stages=num_stages, num_units=len(units))
-    stages = [
-        {
-            "stage": index,
-            "start": span.start,
-            "stop": span.stop,
-            "num_units": len(span),
-            "unit_names": [units[u][0] for u in span],
-            "num_parameters": sum(count_parameters(units[u][1]) for u in span),
-        }
-        for index, span in enumerate(chosen.stage_ranges)
-    ]
-    return {
-        "command": "partition",
-        "model": options["model"],
-        "num_stages": num_stages,
-        "method": options["method"],
-        "partition": str(chosen),
-        "boundaries": list(chosen.boundaries),
-        "counts": list(chosen.counts),
-        "costed": False,
-        "stages": stages,
-    }
+    return unprofiled_report(
+        options["model"], options["method"], num_stages=num_stages,
+        input_shape=parse_input_shape(options["input_shape"]), num_classes=options["num_classes"],
+    )  # fmt: skip
 
 
 @click.command()
@@ -327,7 +270,7 @@ def _unprofiled(options: dict[str, Any]) -> dict[str, Any]:
 def partition(**options: Any) -> None:
     """Split a model into pipeline stages and price every stage (fwd, bwd, comm, memory)."""
     from parnn.partition.methods import METHODS, check_partition_spec, needs_profile
-    from parnn.partition.report import render_methods, render_partition
+    from parnn.partition.report import methods_report, render_methods, render_partition
     from parnn.results import write_json
 
     options["_command"] = "partition"
@@ -345,40 +288,14 @@ def partition(**options: Any) -> None:
         render: Callable[[], None] = lambda: render_partition(payload)  # noqa: E731
     elif options["method"] == "all":
         options["_source"] = _source(options)
-        rows, payload = [], {}
-        for method in METHODS:
-            plan, num_stages = _plan(options, method)
-            entry = _plan_payload(plan, options, num_stages)
-            rows.append(
-                {
-                    key: entry[key]
-                    for key in (
-                        "method",
-                        "partition",
-                        "boundaries",
-                        "num_microbatches",
-                        "microbatch_size",
-                        "bottleneck_s",
-                        "efficiency",
-                        "efficiency_without_comm",
-                        "max_memory_bytes",
-                    )
-                }
-                | {"step_time_s": entry["predicted"]["step_time_s"]}
-            )
-            payload = entry
-        best = min(rows, key=lambda row: (row["step_time_s"], row["method"] != "auto"))
-        payload = {
-            key: payload[key]
-            for key in ("command", "model", "input_shape", "batch_size", "num_stages")
-            + ("num_devices", "schedule", "microbatch_size", "num_microbatches", "comm")
-        }
-        payload |= {"method": "all", "methods": rows, "best_method": best["method"]}
+        payload = methods_report(
+            [_plan_payload(_plan(options, method)[0], options) for method in METHODS]
+        )
         render = lambda: render_methods(payload)  # noqa: E731
     else:
         options["_source"] = _source(options)
         plan, num_stages = _plan(options, options["method"])
-        payload = _plan_payload(plan, options, num_stages)
+        payload = _plan_payload(plan, options)
         render = lambda: render_partition(payload)  # noqa: E731
     if options["out"] is not None:
         payload["file"] = str(write_json(Path(options["out"]) / "partition.json", payload))
@@ -401,7 +318,7 @@ def simulate(**options: Any) -> None:
     _check_out(options)
     options["_source"] = _source(options)
     plan, num_stages = _plan(options, options["method"])
-    payload = _plan_payload(plan, options, num_stages)
+    payload = _plan_payload(plan, options)
     simulation = plan.chosen.simulation
     payload["simulation"] = simulation.to_dict()
     payload["step_time_s"] = simulation.step_time_s

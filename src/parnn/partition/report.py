@@ -12,11 +12,14 @@ from parnn.progress import stdout_console
 
 __all__ = [
     "format_bytes",
+    "methods_report",
     "parse_bytes",
+    "plan_report",
     "render_methods",
     "render_partition",
     "render_profile",
     "render_simulation",
+    "unprofiled_report",
 ]
 
 _BYTE_UNITS = {
@@ -260,3 +263,113 @@ def render_simulation(payload: Mapping[str, Any]) -> None:
         stdout_console.print(payload["grid"], markup=False, highlight=False)
     for kind, path in (payload.get("files") or {}).items():
         stdout_console.print(f"{kind}: {path}")
+
+
+def plan_report(plan: Any, *, command: str, model: str, profile: Any) -> dict[str, Any]:
+    """The JSON-ready report of a :class:`~parnn.partition.plan.PipelinePlan`: the chosen
+    partition, its per-stage costs, the predicted step and every micro-batch candidate.
+    ``profile`` is the profile the plan was priced with (its input shape and comm model)."""
+    from parnn.partition.simulate import closed_form_bubble
+
+    chosen = plan.chosen
+    num_stages = chosen.partition.num_stages
+    return {
+        "command": command,
+        "model": model,
+        "input_shape": list(profile.input_shape),
+        "batch_size": plan.batch_size,
+        "num_stages": num_stages,
+        "num_ranks": plan.num_devices,
+        "schedule": plan.schedule,
+        "method": plan.method,
+        "partition": str(chosen.partition),
+        "num_microbatches": chosen.num_microbatches,
+        "costed": True,
+        **chosen.cost.to_dict(),
+        "predicted": {
+            "step_time_s": chosen.step_time_s,
+            "bubble_fraction": chosen.simulation.bubble_fraction,
+            "closed_form_bubble": 0.0  # asynchronous: no flush, no bubble
+            if plan.schedule.startswith("pipedream")
+            else closed_form_bubble(
+                plan.num_devices, chosen.num_microbatches, num_stages // plan.num_devices
+            ),
+            "samples_per_s": plan.samples_per_s,
+        },
+        "microbatch_candidates": [c.to_dict() for c in plan.candidates],
+        "skipped_microbatches": [{"num_microbatches": m, "reason": r} for m, r in plan.skipped],
+        "comm": None if profile.comm is None else profile.comm.to_dict(),
+    }
+
+
+_METHOD_ROW_KEYS = (
+    "method",
+    "partition",
+    "boundaries",
+    "num_microbatches",
+    "microbatch_size",
+    "bottleneck_s",
+    "efficiency",
+    "efficiency_without_comm",
+    "max_memory_bytes",
+)
+_SHARED_KEYS: tuple[str, ...] = (
+    *("command", "model", "input_shape", "batch_size", "num_stages", "num_ranks"),
+    *("schedule", "microbatch_size", "num_microbatches", "comm"),
+)
+
+
+def methods_report(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One report comparing the :func:`plan_report` of each method: a row per method and
+    the best (the fastest predicted step; ``auto`` wins a tie)."""
+    rows = [
+        {key: report[key] for key in _METHOD_ROW_KEYS}
+        | {"step_time_s": report["predicted"]["step_time_s"]}
+        for report in reports
+    ]
+    best = min(rows, key=lambda row: (row["step_time_s"], row["method"] != "auto"))
+    shared = {key: reports[-1][key] for key in _SHARED_KEYS}
+    return shared | {"method": "all", "methods": rows, "best_method": best["method"]}
+
+
+def unprofiled_report(
+    model: str,
+    method: str,
+    *,
+    num_stages: int,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """The stage table of a profile-free method (a scheme, uniform, explicit boundaries):
+    each stage's units and parameters, no costs; the model is built on the meta device."""
+    import torch
+
+    from parnn.models import build_model, count_parameters
+    from parnn.partition.methods import partition_for
+
+    with torch.device("meta"):
+        built = build_model(model, input_shape=input_shape, num_classes=num_classes)
+    units = list(built.named_children())
+    chosen = partition_for(method, num_stages=num_stages, num_units=len(units))
+    stages = [
+        {
+            "stage": index,
+            "start": span.start,
+            "stop": span.stop,
+            "num_units": len(span),
+            "unit_names": [units[u][0] for u in span],
+            "num_parameters": sum(count_parameters(units[u][1]) for u in span),
+        }
+        for index, span in enumerate(chosen.stage_ranges)
+    ]
+    return {
+        "command": "partition",
+        "model": model,
+        "num_stages": num_stages,
+        "method": method,
+        "partition": str(chosen),
+        "boundaries": list(chosen.boundaries),
+        "counts": list(chosen.counts),
+        "costed": False,
+        "stages": stages,
+    }
