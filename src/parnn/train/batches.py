@@ -121,7 +121,9 @@ def batch_stream(
     step = start_step
     while step < total_steps:
         epoch, first = divmod(step, per_epoch)
-        batches = batch_indices(num_samples, batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
+        batches = batch_indices(
+            num_samples, batch_size, seed=seed, epoch=epoch, drop_last=drop_last
+        )
         for position in range(first, per_epoch):
             if step >= total_steps:
                 return

@@ -181,7 +181,9 @@ class GradientStep:
         if self.accumulate_steps == 1:
             micro = [indices] if num_samples else []
         else:
-            micro = [idx for idx in torch.tensor_split(indices, self.accumulate_steps) if idx.numel()]
+            micro = [
+                idx for idx in torch.tensor_split(indices, self.accumulate_steps) if idx.numel()
+            ]
         zero_weight = False
         if not micro:
             if self.weighting == "local":

@@ -212,7 +212,9 @@ def train(
                 progress.step_log.append(record)
                 log.write("step", **record.to_dict())
                 bar.advance()
-                bar.set_postfix(f"epoch {batch.epoch + 1} loss {outcome.loss:.4f} lr {state.lr:.3g}")
+                bar.set_postfix(
+                    f"epoch {batch.epoch + 1} loss {outcome.loss:.4f} lr {state.lr:.3g}"
+                )
 
             hooks: list[Hook] = [AfterStep(record_step), EpochEnd(end_epoch)]
             if config.checkpoint_every is not None:
