@@ -13,8 +13,8 @@ from torch import nn
 
 from parnn.data_parallel.config import DataParallelConfig
 from parnn.data_parallel.loop import StepBoard
-from parnn.data_parallel.shards import StepShard, rank_shards
-from parnn.train import OptimizerConfig, make_optimizer, make_scheduler
+from parnn.data_parallel.shards import rank_shards, total_steps
+from parnn.train import Batch, OptimizerConfig, make_optimizer, make_scheduler
 
 __all__ = ["OptimizerFactory", "ScheduleFactory", "TrainJob"]
 
@@ -66,7 +66,11 @@ class TrainJob:
     def num_samples(self) -> int:
         return int(self.targets.shape[0])
 
-    def shards(self, rank: int) -> Iterator[StepShard]:
+    @property
+    def total_steps(self) -> int:
+        return total_steps(self.num_samples, self.config)
+
+    def shards(self, rank: int) -> Iterator[Batch]:
         return rank_shards(self.num_samples, self.config, rank)
 
     def private_model(self) -> nn.Module:
