@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from parnn.data_parallel.averaging import train_replica
 from parnn.data_parallel.ddp import train_ddp
 from parnn.data_parallel.job import TrainJob
 from parnn.data_parallel.loop import WorkerOutput, numpy_state
-from parnn.errors import ConfigError, RankFailedError
+from parnn.errors import ConfigError, RankFailedError, show_warning_line
 from parnn.launch import pin_current_process, plan_cores, usable_cores
 from parnn.launch.supervisor import is_peer_symptom, listening_store
 from parnn.launch.worker import is_loopback, loopback_interface
@@ -613,6 +614,7 @@ def _watch_supervisor(directory: Path, rank: int, supervisor: int) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """Each rank started by :func:`launch_mpi` (``python -m parnn.data_parallel.mpi_rank DIR``)."""
+    warnings.showwarning = show_warning_line  # one line, as in the CLI
     directory = Path(argv[0])
     env = mpi_env()
     if env is not None:
