@@ -191,9 +191,13 @@ class _TrialStop(Hook):
     steps have grown by ``eval_growth``), the budget, a stall, or a better LR's steps."""
 
     def __init__(
-        self, model: nn.Module, val_data: ArrayDataset, config: BatchScalingConfig,
-        per_epoch: int, step_limit: int | None,
-    ) -> None:  # fmt: skip
+        self,
+        model: nn.Module,
+        val_data: ArrayDataset,
+        config: BatchScalingConfig,
+        per_epoch: int,
+        step_limit: int | None,
+    ) -> None:
         self.model = model
         self.val_data = val_data
         self.config = config
@@ -208,7 +212,8 @@ class _TrialStop(Hook):
     def after_step(self, state: LoopState, batch: Batch, outcome: StepOutcome) -> None:
         step, config = state.step, self.config
         if not math.isfinite(outcome.loss) or outcome.loss > _DIVERGED_LOSS:
-            return state.stop("diverged")
+            state.stop("diverged")
+            return
         if step >= self.next_eval or state.finished:
             accuracy = evaluate(self.model, self.val_data).accuracy
             self.evaluations += 1
@@ -217,7 +222,8 @@ class _TrialStop(Hook):
             self.best = max(self.best, accuracy)
             if accuracy >= config.target_accuracy:
                 self.steps_to_target = step
-                return state.stop("target")
+                state.stop("target")
+                return
             self.next_eval = max(step + 1, math.ceil(step * (1 + config.eval_growth)))
         if state.finished:
             state.stop("budget")
@@ -229,7 +235,6 @@ class _TrialStop(Hook):
             state.stop("stalled")
         if self.step_limit is not None and step >= self.step_limit:
             state.stop("pruned")
-        return None
 
 
 def run_trial(
