@@ -72,7 +72,7 @@ def demo_command(
 
     # The ranks' fork server imports torch, the pipeline and the digits loader while this
     # process plans and trains the reference; every run's ranks fork with all that loaded.
-    start_forkserver(["parnn.pipeline.worker", "sklearn.datasets"])
+    start_forkserver(["parnn.pipeline.worker", "parnn.data.digits"])
     from parnn.partition import SCHEMES
     from parnn.partition.cache import default_cache_dir
     from parnn.partition.resolve import resolve_partition

@@ -22,6 +22,7 @@ peak_rss_mib), runs, files, machine.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -275,7 +276,7 @@ def dp(
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
     from parnn.launch.forkserver import start_forkserver
 
-    if (engine or "").lower() != "mpi":  # mpirun starts its own ranks
+    if not _likely_mpiexec(engine, transport, compare):  # mpiexec starts its own ranks
         # The ranks' fork server imports torch and the engines while this process loads data.
         start_forkserver(["parnn.data_parallel.runner"], threads=threads)
     from parnn.data_parallel.runner import run_data_parallel
@@ -340,6 +341,23 @@ def dp(
         **result.to_dict(),
     }
     emit(payload, as_json=as_json, render=lambda: _render_run(payload))
+
+
+def _likely_mpiexec(engine: str | None, transport: str, compare: str | None) -> bool:
+    """Whether the ranks will come from mpiexec, not from the fork server, judged without
+    importing torch: then starting the server would only take a core from this process
+    (~1 s of torch imports) while it loads the data. A wrong guess costs only that overlap:
+    a launch starts the server itself when it needs it."""
+    import importlib.util
+
+    name = (engine or "ddp").lower()
+    if name == "mpi":
+        return True
+    if compare is not None or name not in ("ddp", "local-sgd") or transport == "gloo":
+        return False
+    return (
+        importlib.util.find_spec("mpi4py") is not None and "TORCHELASTIC_RUN_ID" not in os.environ
+    )
 
 
 def _launcher_world_size() -> int | None:
