@@ -325,6 +325,9 @@ def kfold_command(
             err=True,
         )
         raise click.exceptions.Exit(143 if terminated else 130) from None
+    from parnn.bench.kfold_plots import save_kfold_plots
+
+    save_kfold_plots(results)
     payload = {
         "command": "kfold",
         "out_dir": str(out_dir),

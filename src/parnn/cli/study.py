@@ -36,6 +36,12 @@ import click
 from rich import box
 from rich.table import Table
 
+from parnn.bench.studies.axes import (
+    DEFAULT_VARIANTS,
+    VARIANTS,
+    AxesConfig,
+    parse_variants,
+)
 from parnn.cli._options import (
     batch_size_option,
     data_dir_option,
@@ -55,12 +61,6 @@ from parnn.cli._options import (
 )
 from parnn.cli.study_pipedream import pipedream as pipedream_study
 from parnn.cli.study_pipeline import STUDY_COMMANDS
-from parnn.data_parallel.axes import (
-    DEFAULT_VARIANTS,
-    VARIANTS,
-    AxesConfig,
-    parse_variants,
-)
 from parnn.errors import ConfigError
 from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stderr_console, stdout_console
@@ -69,8 +69,8 @@ from parnn.train import SCHEDULES as LR_SCHEDULES
 from parnn.train import OptimizerConfig
 
 if TYPE_CHECKING:  # torch and the engines are imported when a study runs, not at --help
-    from parnn.data_parallel.axes import VariantRun
-    from parnn.data_parallel.scaling import Trial
+    from parnn.bench.studies.axes import VariantRun
+    from parnn.bench.studies.batch_scaling import Trial
 
 __all__ = ["COMMANDS", "study"]
 
@@ -190,8 +190,8 @@ def batch_scaling(
     """Steps to a target accuracy against batch size: the three regimes of data parallelism."""
     import torch
 
-    from parnn.data_parallel.plots import plot_batch_scaling
-    from parnn.data_parallel.scaling import (
+    from parnn.bench.data_parallel_plots import plot_batch_scaling
+    from parnn.bench.studies.batch_scaling import (
         BatchScalingConfig,
         parse_batch_sizes,
         run_batch_scaling,
@@ -361,8 +361,8 @@ def axes(
 ) -> None:  # fmt: skip
     """Serial, data-parallel and pipeline-parallel training of one model on the same cores:
     samples/s, accuracy and peak memory per process, and the conclusion they support."""
-    from parnn.data_parallel.axes import run_axes
-    from parnn.data_parallel.axes_report import conclude, plot_axes
+    from parnn.bench.studies.axes import run_axes
+    from parnn.bench.studies.axes_report import conclude, plot_axes
 
     config = AxesConfig(
         model=model, data=data, data_dir=data_dir, input_shape=parse_input_shape(input_shape),

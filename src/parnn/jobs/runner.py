@@ -33,8 +33,8 @@ __all__ = ["SessionPlan", "run_session"]
 
 
 # Imported on a spare core once fewer jobs remain than workers, so that the plots drawn
-# after the results are written do not wait for matplotlib (~1 s).
-_LATE_IMPORTS = ("parnn.jobs.plots",)
+# after the results are written (parnn.bench.kfold_plots) do not wait for matplotlib (~1 s).
+_LATE_IMPORTS = ("matplotlib.pyplot",)
 
 
 def _import_in_background(modules: Sequence[str]) -> None:

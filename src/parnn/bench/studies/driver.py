@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from parnn.bench.cells import Cell, StudyStore
+from parnn.bench.report import ReportBuilder, render_study
 from parnn.bench.studies.runs import Measure, Predict, RunSpec, measure_cell
 from parnn.bench.studies.settings import RunSettings
 
@@ -56,6 +57,7 @@ def run_study(
     predict: Predict | None = None,
     quiet: bool = False,
     render: bool = True,
+    report: ReportBuilder | None = None,
 ) -> StudyOutcome:
     """Measure every cell of ``cells`` not yet in ``directory`` and render the report.
 
@@ -79,10 +81,8 @@ def run_study(
 
     records = store.run(cells, measure_one, description=f"study {kind}", quiet=quiet)
     markdown = html = None
-    if render and records:
-        from parnn.bench.report import render_report
-
-        markdown, html = render_report(store.directory)
+    if render and records and report is not None:
+        markdown, html = render_study(store.directory, report)
     return StudyOutcome(
         kind=kind,
         directory=store.directory,

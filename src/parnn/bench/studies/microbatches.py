@@ -137,7 +137,7 @@ def run_microbatches_study(
     partition is resolved once per number of stages at the smallest m and every cell of
     that number of stages runs those boundaries.
     """
-    from parnn.bench.studies import microbatches_report  # noqa: F401  (registers the report)
+    from parnn.bench.studies.microbatches_report import build_microbatches_report
 
     units = model_units(settings.model, settings.input_shape, SYNTHETIC_CLASSES)
     check_stages_fit(settings.model, settings.num_stages, units)
@@ -161,4 +161,5 @@ def run_microbatches_study(
         predict=predict,
         quiet=quiet,
         render=render,
+        report=build_microbatches_report,
     )

@@ -111,7 +111,7 @@ def run_scaling_study(
     render: bool = True,
 ) -> StudyOutcome:
     """Run (or resume) the scaling study in ``directory`` and render its report."""
-    from parnn.bench.studies import scaling_report  # noqa: F401  (registers the report)
+    from parnn.bench.studies.scaling_report import build_scaling_report
 
     units = model_units(settings.model, settings.input_shape, SYNTHETIC_CLASSES)
     check_stages_fit(settings.model, settings.num_stages, units)
@@ -125,4 +125,5 @@ def run_scaling_study(
         predict=predict,
         quiet=quiet,
         render=render,
+        report=build_scaling_report,
     )

@@ -131,7 +131,7 @@ def run_schemes_study(
     render: bool = True,
 ) -> StudyOutcome:
     """Run (or resume) the schemes study in ``directory`` and render its report."""
-    from parnn.bench.studies import schemes_report  # noqa: F401  (registers the report)
+    from parnn.bench.studies.schemes_report import build_schemes_report
 
     for model in settings.models:
         units = model_units(model, settings.input_shape, SYNTHETIC_CLASSES)
@@ -146,4 +146,5 @@ def run_schemes_study(
         predict=predict,
         quiet=quiet,
         render=render,
+        report=build_schemes_report,
     )

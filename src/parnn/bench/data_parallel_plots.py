@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 
+from parnn.bench.studies.batch_scaling import BatchScalingResult  # noqa: E402
 from parnn.data_parallel.result import DataParallelResult  # noqa: E402
-from parnn.data_parallel.scaling import BatchScalingResult  # noqa: E402
 
 __all__ = ["plot_batch_scaling", "plot_cpu", "plot_loss", "plot_throughput", "smooth"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from parnn.data_parallel.axes import WARMUP_STEPS, AxesResult
+from parnn.bench.studies.axes import WARMUP_STEPS, AxesResult
 
 __all__ = ["ACCURACY_TOLERANCE_POINTS", "TOO_CLOSE", "conclude", "plot_axes"]
 

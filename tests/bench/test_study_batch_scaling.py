@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from parnn.cli import cli
-from parnn.data_parallel.scaling import (
+from parnn.bench.studies.batch_scaling import (
     ScalingPoint,
     Trial,
     _hill_climb,
     locate_regimes,
     parse_batch_sizes,
 )
+from parnn.cli import cli
 from parnn.errors import ConfigError
 
 

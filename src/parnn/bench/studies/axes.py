@@ -1,7 +1,7 @@
 """The axes of parallelism side by side: one model, one dataset, the same cores and the same
 training (seed, initial weights, data order, optimizer, epochs), run serially, data-parallel
 and pipeline-parallel, then one table (:class:`AxesResult`);
-:mod:`parnn.data_parallel.axes_report` draws the conclusion its numbers support and the
+:mod:`parnn.bench.studies.axes_report` draws the conclusion its numbers support and the
 throughput plot.
 
 Every variant runs on an existing engine: serial, ddp, hogwild, local-sgd and mpi through

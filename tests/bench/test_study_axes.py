@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from parnn.bench.studies.axes import AxesConfig, AxesResult, VariantRun, median_step_rate
+from parnn.bench.studies.axes_report import conclude
 from parnn.cli import cli
-from parnn.data_parallel.axes import AxesConfig, AxesResult, VariantRun, median_step_rate
-from parnn.data_parallel.axes_report import conclude
 from parnn.data_parallel.result import LossCurve
 
 PAYLOAD_KEYS = {
