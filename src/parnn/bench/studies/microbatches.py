@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from parnn.bench.cells import Cell
 from parnn.bench.studies.driver import StudyOutcome, run_study
@@ -130,6 +131,7 @@ def run_microbatches_study(
     resolve: Resolve | None = None,
     quiet: bool = False,
     render: bool = True,
+    cluster: Any = None,
 ) -> StudyOutcome:
     """Run (or resume) the micro-batches study in ``directory`` and render its report.
 
@@ -162,4 +164,5 @@ def run_microbatches_study(
         quiet=quiet,
         render=render,
         report=build_microbatches_report,
+        cluster=cluster,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from parnn.bench.cells import Cell
 from parnn.bench.studies.driver import StudyOutcome, run_study
@@ -109,6 +110,7 @@ def run_scaling_study(
     predict: Predict | None = None,
     quiet: bool = False,
     render: bool = True,
+    cluster: Any = None,
 ) -> StudyOutcome:
     """Run (or resume) the scaling study in ``directory`` and render its report."""
     from parnn.bench.studies.scaling_report import build_scaling_report
@@ -126,4 +128,5 @@ def run_scaling_study(
         quiet=quiet,
         render=render,
         report=build_scaling_report,
+        cluster=cluster,
     )
