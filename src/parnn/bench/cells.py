@@ -124,6 +124,11 @@ class StudyStore:
         write_json(self.study_path, header)
         return header
 
+    def clear(self) -> None:
+        """Forget the study here (``study.json`` and ``cells.jsonl``): a fresh start."""
+        self.cells_path.unlink(missing_ok=True)
+        self.study_path.unlink(missing_ok=True)
+
     def header(self) -> dict[str, Any]:
         if not self.study_path.exists():
             raise CheckpointError(

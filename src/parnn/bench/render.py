@@ -22,6 +22,7 @@ REPORTS: dict[str, str] = {
     "schemes": "parnn.bench.studies.schemes_report:build_schemes_report",
     "microbatches": "parnn.bench.studies.microbatches_report:build_microbatches_report",
     "scaling": "parnn.bench.studies.scaling_report:build_scaling_report",
+    "demo": "parnn.bench.studies.demo_report:build_demo_report",
 }
 """Study kind -> its report builder ('module:function', imported when needed)."""
 
