@@ -41,7 +41,19 @@ _LAZY = {
     "run_schemes_study": "parnn.bench.studies.schemes",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "MicrobatchesSettings",
+    "Prediction",
+    "RunMeasurement",
+    "RunSpec",
+    "ScalingSettings",
+    "SchemesSettings",
+    "StageMeasurement",
+    "StudyOutcome",
+    "run_microbatches_study",
+    "run_scaling_study",
+    "run_schemes_study",
+]
 
 
 def __getattr__(name: str) -> Any:
