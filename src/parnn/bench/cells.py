@@ -141,6 +141,12 @@ class StudyStore:
         """Every finished cell's record, in the order they finished."""
         return list(read_jsonl(self.cells_path))
 
+    def add(self, cell: Cell, measured: Mapping[str, Any]) -> dict[str, Any]:
+        """Append the record of a finished ``cell`` at once; return it."""
+        record = {"cell": cell.id, "key": dict(cell.key), **measured}
+        append_jsonl(self.cells_path, record)
+        return record
+
     def finished_ids(self) -> set[str]:
         return {str(record["cell"]) for record in self.records() if "cell" in record}
 
@@ -166,9 +172,7 @@ class StudyStore:
                 bar.set_postfix(f"resumed: {len(cells) - len(todo)} cells already done")
 
             def finished(cell: Cell, measured: dict[str, Any]) -> None:
-                record = {"cell": cell.id, "key": dict(cell.key), **measured}
-                append_jsonl(self.cells_path, record)
-                done[cell.id] = record
+                done[cell.id] = self.add(cell, measured)
                 bar.advance()
 
             if todo:

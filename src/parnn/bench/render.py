@@ -23,6 +23,7 @@ REPORTS: dict[str, str] = {
     "microbatches": "parnn.bench.studies.microbatches_report:build_microbatches_report",
     "scaling": "parnn.bench.studies.scaling_report:build_scaling_report",
     "demo": "parnn.bench.studies.demo_report:build_demo_report",
+    "batch-scaling": "parnn.bench.studies.batch_scaling_report:build_batch_scaling_report",
 }
 """Study kind -> its report builder ('module:function', imported when needed)."""
 

@@ -12,7 +12,7 @@ target_accuracy, max_epochs, optimizer, momentum, seed, eval_growth, patience), 
 batch_size, best_lr, steps, epochs, samples, trials), regimes (rows: regime, from_batch,
 to_batch, slopes), trials (rows: batch_size, lr, steps_to_target, steps_run,
 best_accuracy, evaluations, stopped: target, budget, stalled, pruned or diverged,
-elapsed_s), files, machine.
+elapsed_s), files (plot, result, trials, report, page), machine.
 
 ``axes --json`` prints one object (stable keys): command ("study axes"), model, data,
 train_samples, val_samples, parameters, settings (the AxesConfig: model, data, data_dir,
@@ -190,12 +190,13 @@ def batch_scaling(
     """Steps to a target accuracy against batch size: the three regimes of data parallelism."""
     import torch
 
-    from parnn.bench.data_parallel_plots import plot_batch_scaling
+    from parnn.bench.report import render_study
     from parnn.bench.studies.batch_scaling import (
         BatchScalingConfig,
         parse_batch_sizes,
         run_batch_scaling,
     )
+    from parnn.bench.studies.batch_scaling_report import PLOT_FILE, build_batch_scaling_report
     from parnn.train.setup import setup_training
 
     config = BatchScalingConfig(
@@ -234,14 +235,13 @@ def batch_scaling(
                                    "train_samples": len(setup.train_data)},
         on_trial=announce,
     )  # fmt: skip
+    markdown, html = render_study(out_dir, build_batch_scaling_report)  # draws the plot
     files = {
-        "plot": str(
-            plot_batch_scaling(
-                result, out_dir / "steps_vs_batch.png", title=f"{model} on {setup.data_name}"
-            )
-        ),  # fmt: skip
+        "plot": str(out_dir / PLOT_FILE),
         "result": str(out_dir / "batch_scaling.json"),
-        "trials": str(out_dir / "trials.jsonl"),
+        "trials": str(out_dir / "cells.jsonl"),
+        "report": str(markdown),
+        "page": str(html),
     }
     payload: dict[str, Any] = {
         "command": "study batch-scaling",
