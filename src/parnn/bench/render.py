@@ -24,6 +24,7 @@ REPORTS: dict[str, str] = {
     "scaling": "parnn.bench.studies.scaling_report:build_scaling_report",
     "demo": "parnn.bench.studies.demo_report:build_demo_report",
     "batch-scaling": "parnn.bench.studies.batch_scaling_report:build_batch_scaling_report",
+    "axes": "parnn.bench.studies.axes_report:build_axes_report",
 }
 """Study kind -> its report builder ('module:function', imported when needed)."""
 

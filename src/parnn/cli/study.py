@@ -22,7 +22,7 @@ label, axis, processes, threads_per_process, samples_per_s (median step after wa
 speedup_vs_serial, efficiency, mean_samples_per_s (null for the pipeline), accuracy,
 accuracy_delta_points, peak_rss_mib, peak_rss_mib_per_process, total_rss_mib, steps,
 samples, wall_s, bubble_fraction (pipeline only)), conclusion (sentences), files (result,
-plot), machine. The result file adds runs: each engine's full result by variant.
+plot, report, page), machine. The result file adds runs: each engine's full result by variant.
 """
 
 from __future__ import annotations
@@ -361,8 +361,10 @@ def axes(
 ) -> None:  # fmt: skip
     """Serial, data-parallel and pipeline-parallel training of one model on the same cores:
     samples/s, accuracy and peak memory per process, and the conclusion they support."""
+    from parnn.bench.cells import StudyStore
+    from parnn.bench.report import render_study
     from parnn.bench.studies.axes import run_axes
-    from parnn.bench.studies.axes_report import conclude, plot_axes
+    from parnn.bench.studies.axes_report import PLOT_FILE, build_axes_report, conclude
 
     config = AxesConfig(
         model=model, data=data, data_dir=data_dir, input_shape=parse_input_shape(input_shape),
@@ -383,10 +385,15 @@ def axes(
                 f"peak RSS {max(run.peak_rss_mib_per_process):.0f} MiB"
             )
 
-    result = run_axes(config, quiet=quiet or as_json, on_run=announce)
+    if overwrite:
+        StudyStore(out_dir).clear()
+    result = run_axes(config, quiet=quiet or as_json, on_run=announce, out=out_dir)
+    markdown, html = render_study(out_dir, build_axes_report)  # draws the plot
     files = {
         "result": str(out_dir / "axes.json"),
-        "plot": str(plot_axes(result, out_dir / "throughput.png")),
+        "plot": str(out_dir / PLOT_FILE),
+        "report": str(markdown),
+        "page": str(html),
     }
     summary = result.to_dict()
     payload: dict[str, Any] = {
