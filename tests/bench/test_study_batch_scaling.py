@@ -86,4 +86,4 @@ def test_batch_scaling_cli_runs_and_resumes(tmp_path: Path) -> None:
         assert f"| {point['batch_size']} | {point['best_lr']:g} | {point['steps']:,} |" in report
     other = CliRunner().invoke(cli, [*args[:-3], "--target-accuracy", "0.8", "--out",
                                      str(tmp_path), "--json"])  # fmt: skip
-    assert other.exit_code == 2 and "target_accuracy: 0.85 there, 0.8 now" in other.stderr
+    assert other.exit_code == 2 and "target_accuracy 0.85 -> 0.8" in other.stderr

@@ -16,14 +16,21 @@ process, as soon as its cell finishes, and is the same record whichever ran it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from parnn.errors import CheckpointError
 from parnn.progress import progress_bar
-from parnn.results import append_jsonl, machine_facts, read_json, read_jsonl, write_json
+from parnn.results import (
+    append_jsonl,
+    machine_facts,
+    read_json,
+    read_jsonl,
+    settings_differences,
+    write_json,
+)
 
 __all__ = [
     "CELLS_FILE",
@@ -105,7 +112,7 @@ class StudyStore:
         settings = dict(settings)
         if self.study_path.exists():
             header = read_json(self.study_path)
-            differences = _differences(
+            differences = settings_differences(
                 {"kind": header.get("kind"), **header.get("settings", {})},
                 {"kind": kind, **settings},
             )
@@ -178,19 +185,3 @@ class StudyStore:
             if todo:
                 executor(todo, measure, finished)
         return [done[cell.id] for cell in cells if cell.id in done]
-
-
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    names: Iterable[str] = sorted(set(old) | set(new))
-    return [
-        f"{name}: {old.get(name)!r} there, {new.get(name)!r} now"
-        for name in names
-        if _normal(old.get(name)) != _normal(new.get(name))
-    ]
-
-
-def _normal(value: Any) -> Any:
-    """JSON round-trips tuples as lists: compare them alike."""
-    if isinstance(value, tuple | list):
-        return [_normal(v) for v in value]
-    return value
