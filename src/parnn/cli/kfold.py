@@ -314,6 +314,7 @@ def kfold_command(
             config,
             root_dir=out_dir,
             get_optimizer=OptimizerFactory(optimizer_config),
+            late_imports=("parnn.bench.kfold_plots",),  # drawn below
         )
     except KeyboardInterrupt as interrupt:
         store = RunStore(out_dir)
