@@ -12,9 +12,10 @@ import functools
 import numpy as np
 import torch
 
-__all__ = ["DIGITS_NUM_CLASSES", "load_digits_arrays"]
+__all__ = ["DIGITS_NUM_CLASSES", "DIGITS_NUM_SAMPLES", "load_digits_arrays"]
 
 DIGITS_NUM_CLASSES = 10
+DIGITS_NUM_SAMPLES = 1797
 
 
 @functools.cache
