@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
+from parnn.bench.studies.compare import COMPARE_NAMES, parse_compare_list
 from parnn.cli._options import (
     batch_size_option,
     data_dir_option,
@@ -46,7 +47,6 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
-from parnn.data_parallel.compare import COMPARE_NAMES, parse_compare_list
 from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig, engine_optimizer
 from parnn.errors import ConfigError
 from parnn.outdir import check_out_dir
@@ -56,7 +56,7 @@ from parnn.results import machine_facts, write_json
 if TYPE_CHECKING:  # torch and the engines are imported when a command runs, not at --help
     import torch
 
-    from parnn.data_parallel.compare import Comparison
+    from parnn.bench.studies.compare import Comparison
     from parnn.data_parallel.result import DataParallelResult
     from parnn.train.setup import TrainingSetup
 
@@ -141,7 +141,7 @@ def _write_run_files(
 ) -> dict[str, str]:
     import torch
 
-    from parnn.data_parallel.plots import plot_cpu, plot_loss
+    from parnn.bench.data_parallel_plots import plot_cpu, plot_loss
 
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -158,7 +158,7 @@ def _write_run_files(
 def _write_comparison_files(
     comparison: Comparison, payload: dict[str, Any], out: Path
 ) -> dict[str, str]:
-    from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
+    from parnn.bench.data_parallel_plots import plot_cpu, plot_loss, plot_throughput
 
     out.mkdir(parents=True, exist_ok=True)
     runs = comparison.runs
@@ -393,7 +393,7 @@ def _compare(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    from parnn.data_parallel.compare import comparison_configs, run_comparison
+    from parnn.bench.studies.compare import comparison_configs, run_comparison
 
     configs = comparison_configs(base, names, average_every=average_every)
     initial = copy.deepcopy(setup.model)
