@@ -47,7 +47,7 @@ def gather_logs(log: StepLog, rank: int, world_size: int) -> list[StepLog]:
 
 
 def serial_worker(rank: int, world_size: int, job: TrainJob) -> WorkerOutput:
-    """The reference loop in one process (with the threads the launcher gave it)."""
+    """The one loop with the plain step in one process (the threads the launcher gave it)."""
     job.seed_worker(rank)
     model = job.private_model()
     optimizer = job.optimizer_factory(model.parameters())

@@ -16,24 +16,25 @@ On a log-log plot the curve shows three regimes::
       |      `-----  maximal data parallelism: slope ~ 0 (a larger batch buys nothing)
       +-------------- log batch size
 
-Each finished trial is appended to ``trials.jsonl`` in the output directory, so an
-interrupted study resumes where it stopped.
+Each finished trial is one cell of the study's store (``cells.jsonl`` in the output
+directory, :class:`~parnn.bench.cells.StudyStore`), so an interrupted study resumes where
+it stopped; :mod:`.batch_scaling_report` renders it (``parnn report DIR``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from parnn.bench.cells import Cell, StudyStore
 from parnn.data import ArrayDataset
-from parnn.errors import CheckpointError, ConfigError
-from parnn.results import append_jsonl, read_json, read_jsonl, write_json
+from parnn.errors import ConfigError
 from parnn.train import (
     Batch,
     GradientStep,
@@ -50,15 +51,19 @@ from parnn.train import (
 )
 
 __all__ = [
+    "KIND",
     "REGIME_THRESHOLDS",
     "BatchScalingConfig",
     "BatchScalingResult",
     "ScalingPoint",
     "Trial",
+    "best_points",
+    "hill_climb",
     "locate_regimes",
     "parse_batch_sizes",
     "run_batch_scaling",
     "run_trial",
+    "trials_of",
 ]
 
 REGIME_THRESHOLDS = (-0.75, -0.1)
@@ -314,33 +319,58 @@ class BatchScalingResult:
         }
 
 
+KIND = "batch-scaling"
+
+
 class _TrialStore:
-    """trials.jsonl + settings.json in the output directory (resume; refuse other settings)."""
+    """The study's store (``study.json`` + ``cells.jsonl``: one cell per trial, keyed by
+    batch size and LR) in the output directory: resume, refuse other settings."""
 
     def __init__(self, directory: Path | None, settings: dict[str, Any]) -> None:
-        self.path = directory / "trials.jsonl" if directory is not None else None
+        self.store = StudyStore(directory) if directory is not None else None
         self.done: dict[tuple[int, float], Trial] = {}
-        if directory is None:
+        if self.store is None:
             return
-        settings_path = directory / "settings.json"
-        if settings_path.exists():
-            previous = read_json(settings_path)
-            if previous != settings:
-                changed = sorted(key for key in settings if previous.get(key) != settings[key])
-                raise CheckpointError(
-                    f"{directory} holds a batch-scaling study with other settings "
-                    f"({', '.join(changed)} differ): use another --out or the same settings"
-                )
-        else:
-            write_json(settings_path, settings)
-        for record in read_jsonl(directory / "trials.jsonl"):
-            trial = Trial(**record)
+        self.store.open(KIND, settings)
+        for trial in trials_of(self.store.records()):
             self.done[(trial.batch_size, trial.lr)] = trial
 
     def add(self, trial: Trial) -> None:
         self.done[(trial.batch_size, trial.lr)] = trial
-        if self.path is not None:
-            append_jsonl(self.path, asdict(trial))
+        if self.store is not None:
+            self.store.add(Cell({"batch_size": trial.batch_size, "lr": trial.lr}), asdict(trial))
+
+
+def trials_of(records: Sequence[Mapping[str, Any]]) -> list[Trial]:
+    """The trials of a batch-scaling study's records, in the order they ran."""
+    names = [item.name for item in fields(Trial)]
+    return [Trial(**{name: record[name] for name in names}) for record in records]
+
+
+def best_points(
+    config: BatchScalingConfig, trials: Sequence[Trial], train_samples: int
+) -> list[ScalingPoint]:
+    """Per batch size, the trial with the fewest steps to the target (the first of equals,
+    in the order they ran, as the hill climb picks it)."""
+    points = []
+    for batch_size in config.batch_sizes:
+        mine = [trial for trial in trials if trial.batch_size == batch_size]
+        winner: Trial | None = None
+        for trial in mine:
+            if trial.reached and (winner is None or _score(trial) < _score(winner)):
+                winner = trial
+        steps = winner.steps_to_target if winner is not None else None
+        points.append(
+            ScalingPoint(
+                batch_size=batch_size,
+                best_lr=winner.lr if winner is not None else None,
+                steps=steps,
+                epochs=round(steps * batch_size / train_samples, 3) if steps is not None else None,
+                samples=steps * batch_size if steps is not None else None,
+                trials=len(mine),
+            )
+        )
+    return points
 
 
 def run_batch_scaling(
@@ -381,7 +411,7 @@ def run_batch_scaling(
                     on_trial(trial)
             return tried[index]
 
-        best = _hill_climb(attempt, start_index, len(grid))
+        best = hill_climb(attempt, start_index, len(grid))
         start_index = best if best is not None else start_index
         winner = tried.get(best) if best is not None else None
         steps = winner.steps_to_target if winner is not None else None
@@ -403,7 +433,7 @@ def _score(trial: Trial) -> float:
     return float(trial.steps_to_target) if trial.steps_to_target is not None else math.inf
 
 
-def _hill_climb(attempt: Callable[[int], Trial], start: int, size: int) -> int | None:
+def hill_climb(attempt: Callable[[int], Trial], start: int, size: int) -> int | None:
     """Index of the LR with the fewest steps to target, searched from ``start`` upwards
     while it improves, then downwards; None when no LR reached the target."""
     best = start
