@@ -18,23 +18,19 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from parnn.data_parallel.config import FailurePlan
+from parnn.data_parallel.job import StepBoard, TrainJob
 from parnn.train import Batch, GradientStep, Hook, LoopState, StepOutcome, train_loop
-
-if TYPE_CHECKING:
-    from parnn.data_parallel.job import TrainJob
 
 __all__ = [
     "FailAt",
     "RecordSteps",
-    "StepBoard",
     "StepLog",
     "TimedSync",
     "WorkerOutput",
@@ -93,42 +89,6 @@ def numpy_state(model: nn.Module) -> dict[str, np.ndarray]:
 
 def load_numpy_state(model: nn.Module, state: dict[str, np.ndarray]) -> None:
     model.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
-
-
-class StepBoard:
-    """Steps done by each rank, in a small file mapped by every process (spawned, MPI or
-    otherwise), so that the master can draw a progress bar while the workers train."""
-
-    def __init__(self, path: str | Path, num_ranks: int) -> None:
-        self.path = str(path)
-        self.num_ranks = num_ranks
-        self._tensor: torch.Tensor | None = None
-
-    @classmethod
-    def create(cls, path: str | Path, num_ranks: int) -> StepBoard:
-        Path(path).write_bytes(bytes(8 * num_ranks))
-        return cls(path, num_ranks)
-
-    def _view(self) -> torch.Tensor:
-        if self._tensor is None:
-            self._tensor = torch.from_file(
-                self.path, shared=True, size=self.num_ranks, dtype=torch.int64
-            )
-        return self._tensor
-
-    def set(self, rank: int, steps_done: int) -> None:
-        self._view()[rank] = steps_done
-
-    def total(self) -> int:
-        return int(self._view().sum())
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "num_ranks": self.num_ranks}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.path = state["path"]
-        self.num_ranks = state["num_ranks"]
-        self._tensor = None
 
 
 def peak_rss_mib() -> float:
