@@ -1,7 +1,7 @@
 """K-fold jobs through Dask's scheduler vs the pinned pool: what going through a scheduler
 costs, on one machine.
 
-The README's k-fold example (``parnn kfold --models lenet5,mlp --schedulers cosine,warm
+The README's k-fold example (``parnn kfold --models lenet5,mlp --lr-schedules cosine,warm
 --folds 5``: digits, 2 epochs, 20 jobs) run three ways, in alternating order within each
 repeat:
 
@@ -40,7 +40,7 @@ from parnn.launch import usable_cores
 from parnn.results import machine_facts, write_json
 
 HERE = Path(__file__).resolve().parent
-EXAMPLE = ["--models", "lenet5,mlp", "--schedulers", "cosine,warm", "--folds", "5"]
+EXAMPLE = ["--models", "lenet5,mlp", "--lr-schedules", "cosine,warm", "--folds", "5"]
 
 
 def _load() -> float:

@@ -4,7 +4,7 @@ Two runs of ``parnn kfold`` on the same jobs (models x schedules x folds):
 
   A. ``--compare-serial``: a pool of one single-thread worker per usable core, then the
      same jobs one after another on one worker with one thread (serial 1t);
-  B. ``--workers 1 --threads-per-job 2``: the jobs one after another on one worker using
+  B. ``--workers 1 --threads 2``: the jobs one after another on one worker using
      both cores through intra-op threads (serial 2t).
 
 Writes ``OUT/summary.json`` (and the two run directories, with their JSON, CSV and plots)
@@ -105,7 +105,7 @@ def main() -> None:
     load["after_parallel_vs_serial"] = _load()
     b = None
     if "serial_2_threads" in runs:
-        b = _kfold(args, runs["serial_2_threads"], "--workers", "1", "--threads-per-job", "2")
+        b = _kfold(args, runs["serial_2_threads"], "--workers", "1", "--threads", "2")
         load["after_serial_2_threads"] = _load()
 
     parallel, serial = a["timing"]["parallel"], a["timing"]["serial"]

@@ -21,6 +21,7 @@ peak_rss_mib), runs, files, machine.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
+from parnn.bench.studies.compare import COMPARE_NAMES, parse_compare_list
 from parnn.cli._options import (
     RenamedFlagsCommand,
     batch_size_option,
@@ -49,7 +51,6 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
-from parnn.data_parallel.compare import COMPARE_NAMES, parse_compare_list
 from parnn.data_parallel.config import (
     AVERAGING_ENGINES,
     ENGINES,
@@ -229,7 +230,7 @@ def dp(**options: Any) -> None:
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
     from parnn.launch.forkserver import start_forkserver
 
-    if (options["engine"] or "").lower() != "mpi":  # mpirun starts its own ranks
+    if not _likely_mpiexec(options["engine"], options["transport"], options["compare"]):
         # The ranks' fork server imports torch and the engines while this process loads data.
         start_forkserver(["parnn.data_parallel.runner"], threads=options["threads"])
     if options["compare"] is not None and options["engine"] is not None:
@@ -247,7 +248,7 @@ def dp(**options: Any) -> None:
         "quiet": options["quiet"] or options["as_json"],
     }
     if names is not None:
-        from parnn.data_parallel.compare import compare_data_parallel
+        from parnn.bench.studies.compare import compare_data_parallel
 
         payload = compare_data_parallel(
             config, names, out=options["out"] or _default_out(),
@@ -256,9 +257,10 @@ def dp(**options: Any) -> None:
         payload = {"command": "dp", **payload}
         emit(payload, as_json=options["as_json"], render=lambda: _render_comparison(payload))
         return
+    from parnn.bench.data_parallel_plots import plot_run
     from parnn.data_parallel.api import train_data_parallel
 
-    run = train_data_parallel(config, out=options["out"], **data)
+    run = train_data_parallel(config, out=options["out"], plot=plot_run, **data)
     if run is None:
         return  # a rank other than 0 under torchrun/mpirun: rank 0 reports
     payload = {"command": "dp", **run}
@@ -301,6 +303,23 @@ def _config(options: dict[str, Any], *, compare: bool) -> DataParallelConfig:
         drop_last=options["drop_last"],
         pin=not options["no_pin"],
     )  # fmt: skip
+
+
+def _likely_mpiexec(engine: str | None, transport: str, compare: str | None) -> bool:
+    """Whether the ranks will come from mpiexec, not from the fork server, judged without
+    importing torch: then starting the server would only take a core from this process
+    (~1 s of torch imports) while it loads the data. A wrong guess costs only that overlap:
+    a launch starts the server itself when it needs it."""
+    import importlib.util
+
+    name = (engine or "ddp").lower()
+    if name == "mpi":
+        return True
+    if compare is not None or name not in ("ddp", "local-sgd") or transport == "gloo":
+        return False
+    return (
+        importlib.util.find_spec("mpi4py") is not None and "TORCHELASTIC_RUN_ID" not in os.environ
+    )
 
 
 def _launcher_world_size() -> int | None:

@@ -16,7 +16,7 @@ dataset, trains, writes the run's files and returns its JSON object.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,11 @@ def train_data_parallel(
     out: Path | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    plot: Callable[[DataParallelResult, Path], Mapping[str, str]] | None = None,
 ) -> dict[str, Any] | None:
     """Train the zoo (or user) ``model`` on the dataset ``data`` as ``config`` says; write
-    result.json, the loss and CPU plots and model.pt to ``out`` (when given); return the
+    result.json and model.pt to ``out`` (when given), and the figures ``plot(result, out)``
+    draws there (the CLI passes :func:`parnn.bench.data_parallel_plots.plot_run`); return the
     run's JSON object (``mode`` "run", ``input_shape``, ``parameters``, ``files`` and the
     keys of :meth:`DataParallelResult.to_dict`). None on a rank other than 0 under
     torchrun/mpirun: rank 0 reports."""
@@ -71,7 +73,11 @@ def train_data_parallel(
     )  # fmt: skip
     if result is None:
         return None
-    files = write_run_files(result, setup.model, out) if out is not None else {}
+    files = {}
+    if out is not None:
+        files = write_run_files(result, setup.model, out)
+        if plot is not None:
+            files |= plot(result, out)
     return {
         "mode": "run",
         "input_shape": list(setup.input_shape),
@@ -82,16 +88,10 @@ def train_data_parallel(
 
 
 def write_run_files(result: DataParallelResult, model: nn.Module, out: Path) -> dict[str, str]:
-    """result.json (with the CPU trace), loss-vs-time/samples and CPU plots, model.pt;
-    returns their paths by name."""
-    from parnn.data_parallel.plots import plot_cpu, plot_loss
-
+    """result.json (with the CPU trace) and model.pt; returns their paths by name."""
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "result": str(write_json(out / "result.json", result.to_dict(cpu_trace=True))),
-        "loss_vs_time": str(plot_loss([result], out / "loss_vs_time.png", x_axis="time")),
-        "loss_vs_samples": str(plot_loss([result], out / "loss_vs_samples.png", x_axis="samples")),
-        "cpu": str(plot_cpu([result], out / "cpu.png")),
         "model": str(out / "model.pt"),
     }
     torch.save(model.state_dict(), out / "model.pt")

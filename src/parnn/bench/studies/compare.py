@@ -247,7 +247,7 @@ def write_comparison_files(
 ) -> dict[str, str]:
     """The loss, CPU and throughput plots and compare.json (``payload`` with every run and
     its CPU trace); returns their paths by name."""
-    from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
+    from parnn.bench.data_parallel_plots import plot_cpu, plot_loss, plot_throughput
     from parnn.results import write_json
 
     out.mkdir(parents=True, exist_ok=True)
