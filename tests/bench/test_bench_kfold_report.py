@@ -28,5 +28,5 @@ def test_a_kfold_run_renders_its_report_and_plots(tmp_path: Path) -> None:
     assert "![cpu](cpu.png)" in report and "![timeline](timeline.png)" in report
     results = KFoldResults.load(run)
     for row in results.summary():  # one table row per model and LR schedule
-        assert f"| {row['model']} | {row['scheduler']} |" in report
+        assert f"| {row['model']} | {row['lr_schedule']} |" in report
     assert "<h2>Timing</h2>" in (run / "report.html").read_text()
