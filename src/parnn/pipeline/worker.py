@@ -18,7 +18,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,7 +37,17 @@ from parnn.train import batch_indices, evaluate, make_optimizer, make_scheduler
 from parnn.train.setup import setup_training
 from parnn.transport import new_transport_group, transport_geometry
 
-__all__ = ["RankReport", "RankStart", "pipeline_worker", "start_rank"]
+__all__ = [
+    "RankPipeline",
+    "RankReport",
+    "RankStart",
+    "StepRecords",
+    "build_stages",
+    "gather_reports",
+    "pipeline_worker",
+    "run_steps",
+    "start_rank",
+]
 
 _TARGET_TAG = 7  # p2p tag of the targets rank 0 sends to the last stage's rank
 
@@ -154,6 +164,43 @@ def start_rank(rank: int, config: PipelineConfig) -> RankStart:
     )
 
 
+@dataclass(slots=True)
+class RankPipeline:
+    """One rank, built and ready to step: what :func:`build_stages` hands :func:`run_steps`."""
+
+    rank: int
+    world_size: int
+    start: RankStart
+    group: Any  # the stages' p2p group (shm), or None: the default gloo group
+    stage_ids: list[int]  # the pipeline stages this rank holds
+    stages: list[TimedPipelineStage]
+    schedule: Any  # torch's schedule over ``stages``
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    meter: StageMeter
+    last_rank: int  # the rank holding the last stage (it receives the targets)
+
+    @property
+    def holds_first(self) -> bool:
+        return 0 in self.stage_ids
+
+    @property
+    def holds_last(self) -> bool:
+        return self.stages[0].num_stages - 1 in self.stage_ids
+
+
+@dataclass(slots=True)
+class StepRecords:
+    """What :func:`run_steps` measured on one rank."""
+
+    waits: list[tuple[int, float, float]] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    step_starts: list[float] = field(default_factory=list)
+    optimizer_times: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # rank 0's evaluations
+
+
 def pipeline_worker(
     rank: int,
     world_size: int,
@@ -168,26 +215,33 @@ def pipeline_worker(
         from parnn.pipeline.asynchronous import async_pipeline_worker
 
         return async_pipeline_worker(rank, world_size, config, partition, shapes, quiet)
+    pipe = build_stages(rank, world_size, config, partition, shapes)
+    records = run_steps(pipe, config, quiet=quiet)
+    return gather_reports(pipe, records)
+
+
+def build_stages(
+    rank: int,
+    world_size: int,
+    config: PipelineConfig,
+    partition: Partition,
+    shapes: list[tuple[int, ...]],
+) -> RankPipeline:
+    """Data (rank 0) and model (every rank, same seed), the p2p group, this rank's stages,
+    torch's schedule over them, the optimizer and the LR schedule."""
+    spec = get_schedule(config.schedule)
     total_stages = config.total_stages
-    last_rank = _owner(total_stages - 1, spec.layout, world_size)
-
-    # --- data (rank 0) and model (everyone, same seed) ------------------------------------
     start = start_rank(rank, config)
-    setup, model = start.setup, start.model
-    input_shape, num_classes, num_train = start.input_shape, start.num_classes, start.num_train
-    steps_per_epoch, total_steps = start.steps_per_epoch, start.total_steps
-
-    # --- transport, stages, schedule, optimizer ----------------------------------------------
     # The stages' sends and receives (and the targets) go through ``group``; everything
     # else (set-up, gathers, evaluation) through the default gloo group.
     group = new_transport_group(config.transport, **transport_geometry(shapes[1:-1]))
     meter = StageMeter()
-    my_stages = stage_indices(
+    stage_ids = stage_indices(
         spec, rank=rank, num_ranks=world_size, stages_per_rank=config.stages_per_rank
     )
     stages = []
-    for index in my_stages:
-        module = stage_module(model, partition, index)
+    for index in stage_ids:
+        module = stage_module(start.model, partition, index)
         stages.append(
             TimedPipelineStage(
                 module,
@@ -212,93 +266,128 @@ def pipeline_worker(
     parameters = [p for stage in stages for p in stage.submod.parameters()]
     optimizer = make_optimizer(parameters, config.optimizer)
     scheduler = make_scheduler(
-        optimizer, config.lr_schedule, total_steps=total_steps, warmup_steps=config.warmup_steps
+        optimizer,
+        config.lr_schedule,
+        total_steps=start.total_steps,
+        warmup_steps=config.warmup_steps,
     )
     for stage in stages:
         stage.submod.train()
+    return RankPipeline(
+        rank=rank,
+        world_size=world_size,
+        start=start,
+        group=group,
+        stage_ids=stage_ids,
+        stages=stages,
+        schedule=schedule,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        meter=meter,
+        last_rank=_owner(total_stages - 1, spec.layout, world_size),
+    )
 
-    holds_first = 0 in my_stages
-    holds_last = (total_stages - 1) in my_stages
+
+def run_steps(pipe: RankPipeline, config: PipelineConfig, *, quiet: bool) -> StepRecords:
+    """Every optimizer step of the run, in the reference trainer's data order, with an
+    evaluation at each epoch's end; returns what this rank measured."""
+    rank, start = pipe.rank, pipe.start
+    records = StepRecords()
     waits = _WaitTimer()
     waits.install()
-    step_times: list[float] = []
-    step_starts: list[float] = []
-    optimizer_times: list[float] = []
-    losses: list[float] = []
-    history: list[dict[str, Any]] = []
-
-    inputs = targets = None
-    if rank == 0:
-        inputs, targets = setup.train_data.inputs, setup.train_data.targets
     try:
-        with progress_bar(total_steps, "pipeline", quiet=quiet or rank != 0) as bar:
+        with progress_bar(start.total_steps, "pipeline", quiet=quiet or rank != 0) as bar:
             step = 0
             epoch = 0
-            while step < total_steps:
+            while step < start.total_steps:
                 order = batch_indices(
-                    num_train, config.batch_size, seed=config.seed, epoch=epoch, drop_last=True
+                    start.num_train,
+                    config.batch_size,
+                    seed=config.seed,
+                    epoch=epoch,
+                    drop_last=True,
                 )
                 for batch in order:
-                    if step >= total_steps:
+                    if step >= start.total_steps:
                         break
                     if config.fail_rank == rank and config.fail_at_step == step:
                         raise RuntimeError(f"injected failure at step {step} (test hook)")
-                    meter.step = waits.step = step
+                    pipe.meter.step = waits.step = step
                     started = time.perf_counter()
-                    x = y = None
-                    if rank == 0:
-                        assert inputs is not None and targets is not None
-                        x, y = inputs[batch], targets[batch]
-                        if last_rank != 0:
-                            dist.send(y, dst=last_rank, tag=_TARGET_TAG, group=group)
-                    elif holds_last:
-                        y = torch.empty(config.batch_size, dtype=torch.int64)
-                        dist.recv(y, src=0, tag=_TARGET_TAG, group=group)
-                    step_losses: list[torch.Tensor] = []
-                    args = (x,) if holds_first else ()
-                    if holds_last:
-                        schedule.step(*args, target=y, losses=step_losses, return_outputs=False)
-                        losses.append(float(torch.stack(step_losses).detach().sum()))
-                    else:
-                        schedule.step(*args, return_outputs=False)
-                    optimizer_start = time.perf_counter()
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
+                    _one_step(pipe, config, batch, records)
                     now = time.perf_counter()
-                    optimizer_times.append(now - optimizer_start)
-                    step_times.append(now - started)
-                    step_starts.append(started)
+                    records.step_times.append(now - started)
+                    records.step_starts.append(started)
                     step += 1
                     bar.advance()
                     bar.set_postfix(f"step {1000 * (now - started):.0f} ms")
                 epoch += 1
                 # Evaluate after every whole epoch, and once more after a partial last one.
-                epoch_done = step % steps_per_epoch == 0 or step >= total_steps
+                epoch_done = step % start.steps_per_epoch == 0 or step >= start.total_steps
                 if config.evaluate and epoch_done and step > 0:
-                    record = _evaluate_gathered(rank, model, stages, setup if rank == 0 else None)
+                    record = _evaluate_gathered(rank, start.model, pipe.stages, start.setup)
                     if record is not None:
                         # train_s: rank 0's training time so far (evaluations excluded)
-                        history.append(
-                            {"epoch": epoch, "step": step, "train_s": sum(step_times), **record}
+                        records.history.append(
+                            {
+                                "epoch": epoch,
+                                "step": step,
+                                "train_s": sum(records.step_times),
+                                **record,
+                            }
                         )
     finally:
         waits.remove()
+    records.waits = waits.records
+    return records
 
+
+def _one_step(
+    pipe: RankPipeline, config: PipelineConfig, batch: torch.Tensor, records: StepRecords
+) -> None:
+    """One mini-batch: rank 0 feeds the inputs and sends the targets to the last stage's
+    rank, torch's schedule runs forwards and backwards, every rank steps its optimizer."""
+    x = y = None
+    if pipe.rank == 0:
+        setup = pipe.start.setup
+        x, y = setup.train_data.inputs[batch], setup.train_data.targets[batch]
+        if pipe.last_rank != 0:
+            dist.send(y, dst=pipe.last_rank, tag=_TARGET_TAG, group=pipe.group)
+    elif pipe.holds_last:
+        y = torch.empty(config.batch_size, dtype=torch.int64)
+        dist.recv(y, src=0, tag=_TARGET_TAG, group=pipe.group)
+    step_losses: list[torch.Tensor] = []
+    args = (x,) if pipe.holds_first else ()
+    if pipe.holds_last:
+        pipe.schedule.step(*args, target=y, losses=step_losses, return_outputs=False)
+        records.losses.append(float(torch.stack(step_losses).detach().sum()))
+    else:
+        pipe.schedule.step(*args, return_outputs=False)
+    optimizer_start = time.perf_counter()
+    pipe.optimizer.step()
+    pipe.optimizer.zero_grad(set_to_none=True)
+    pipe.scheduler.step()
+    records.optimizer_times.append(time.perf_counter() - optimizer_start)
+
+
+def gather_reports(pipe: RankPipeline, records: StepRecords) -> dict[str, Any] | None:
+    """Every rank's :class:`RankReport` to rank 0, which returns them with the run's facts
+    (the others return None)."""
+    rank, world_size, start, group = pipe.rank, pipe.world_size, pipe.start, pipe.group
     state = {
         f"{name}": tensor.detach().clone()
-        for stage in stages
+        for stage in pipe.stages
         for name, tensor in _unit_state(stage.submod).items()
     }
     report = RankReport(
         rank=rank,
-        stages=my_stages,
-        chunks=meter.records,
-        waits=waits.records,
-        step_times=step_times,
-        step_starts=step_starts,
-        optimizer_times=optimizer_times,
-        losses=losses,
+        stages=pipe.stage_ids,
+        chunks=pipe.meter.records,
+        waits=records.waits,
+        step_times=records.step_times,
+        step_starts=records.step_starts,
+        optimizer_times=records.optimizer_times,
+        losses=records.losses,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         state=state,
         transport={
@@ -314,14 +403,14 @@ def pipeline_worker(
     assert gathered is not None
     return {
         "reports": gathered,
-        "history": history,
-        "input_shape": list(input_shape),
-        "num_classes": num_classes,
-        "train_samples": num_train,
-        "val_samples": len(setup.val_data),
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
-        "last_rank": last_rank,
+        "history": records.history,
+        "input_shape": list(start.input_shape),
+        "num_classes": start.num_classes,
+        "train_samples": start.num_train,
+        "val_samples": len(start.setup.val_data),
+        "steps_per_epoch": start.steps_per_epoch,
+        "total_steps": start.total_steps,
+        "last_rank": pipe.last_rank,
     }
 
 
