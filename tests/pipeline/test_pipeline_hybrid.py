@@ -67,9 +67,15 @@ def _config(**settings: object) -> PipelineConfig:
 
 @pytest.mark.timeout(240)
 @pytest.mark.filterwarnings("ignore:oversubscribed")  # 4 ranks on 2 cores is allowed
-@pytest.mark.parametrize(("schedule", "transport"), [("gpipe", "shm"), ("1f1b", "auto")])
-def test_hybrid_steps_equal_the_reference_trainer(schedule: str, transport: str) -> None:
-    result = run_pipeline(_config(schedule=schedule, transport=transport), quiet=True)
+@pytest.mark.parametrize(
+    ("schedule", "transport", "stages_per_rank"),
+    [("gpipe", "shm", 1), ("1f1b", "auto", 1), ("interleaved-1f1b", "shm", 2)],
+)
+def test_hybrid_steps_equal_the_reference_trainer(
+    schedule: str, transport: str, stages_per_rank: int
+) -> None:
+    config = _config(schedule=schedule, transport=transport, stages_per_rank=stages_per_rank)
+    result = run_pipeline(config, quiet=True)
     assert result is not None and result.parameters is not None
     assert result.replicas == 2 and result.num_ranks == 4
     # the stages' messages ran over shared memory along "pp", within each replica only
@@ -82,12 +88,12 @@ def test_hybrid_steps_equal_the_reference_trainer(schedule: str, transport: str)
     initial = setup_training("lenet5", "digits", seed=0).model.state_dict()
     assert any(not torch.equal(initial[k], expected[k]) for k in expected)
     # measured per stage and per replica: compute, wait and the gradient all-reduce
-    assert [(s.replica, s.stage, s.rank) for s in result.stages] == [
-        (0, 0, 0),
-        (0, 1, 1),
-        (1, 0, 2),
-        (1, 1, 3),
+    ranks_of_stages = [
+        (replica, stage, 2 * replica + stage % 2)
+        for replica in range(2)
+        for stage in range(2 * stages_per_rank)
     ]
+    assert [(s.replica, s.stage, s.rank) for s in result.stages] == ranks_of_stages
     assert all(s.compute_s > 0 and s.allreduce_s > 0 for s in result.stages)
     assert len(result.losses) == STEPS
 
