@@ -204,7 +204,7 @@ class RankPipeline:
     rank: int
     world_size: int
     start: RankStart
-    group: Any  # the stages' p2p group (shm), or None: the default gloo group
+    group: Any  # the stages' p2p group: shm, the mesh's "pp" sub-group, or None (default gloo)
     stage_ids: list[int]  # the pipeline stages this rank holds
     stages: list[TimedPipelineStage]
     schedule: Any  # torch's schedule over ``stages``
@@ -219,11 +219,6 @@ class RankPipeline:
     def last_rank(self) -> int:
         """Global rank holding this replica's last stage."""
         return self.place.global_rank(self.place.replica, self.last_pp_rank)
-
-    @property
-    def first_rank(self) -> int:
-        """Global rank holding this replica's first stage (pipeline rank 0 in every layout)."""
-        return self.place.global_rank(self.place.replica, 0)
 
     @property
     def holds_first(self) -> bool:
