@@ -59,8 +59,15 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
     type=int,
     default=2,
     show_default=True,
-    help="Pipeline depth: ranks (processes, one pinned core each) in the pipeline; each "
+    help="Pipeline depth: ranks (processes, one pinned core each) in one pipeline; each "
     "holds --stages-per-rank model stages.",
+)
+@click.option(
+    "--replicas",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Copies of the pipeline (hybrid: replicas x stages processes, gradients averaged).",
 )
 @click.option(
     "--stages-per-rank",
@@ -170,6 +177,7 @@ def _config(options: dict[str, Any]) -> PipelineConfig:
         data_dir=options["data_dir"],
         input_shape=parse_input_shape(options["input_shape"]),
         num_ranks=options["stages"],
+        replicas=options["replicas"],
         stages_per_rank=options["stages_per_rank"],
         partition=options["partition"],
         schedule=options["schedule"],
@@ -209,16 +217,26 @@ def _microbatches(text: str) -> int | Literal["auto"]:
 def _render(result: PipelineResult) -> None:
     prediction = result.prediction
     config = result.config
+    hybrid = result.replicas > 1
+    ranks = (
+        f"{result.replicas} replicas x {result.num_ranks // result.replicas} ranks"
+        if hybrid
+        else f"{result.num_ranks} ranks"
+    )
     title = (
-        f"{config['model']} on {config['data']}: {result.num_ranks} ranks, "
+        f"{config['model']} on {config['data']}: {ranks}, "
         f"{config['schedule']}, m={config['num_microbatches']}, partition {result.partition}"
     )
     table = Table(title=title)
-    for column in ("stage", "rank", "units", "params", "fwd ms", "bwd ms", "wait ms", "idle"):
+    columns = ["stage", "rank", "units", "params", "fwd ms", "bwd ms", "wait ms", "idle"]
+    if hybrid:
+        columns[1:1] = ["replica"]
+        columns.insert(-1, "allreduce ms")
+    for column in columns:
         table.add_column(column, justify="left" if column == "units" else "right")
     for s in result.stages:
         units = f"{s.units[0]}..{s.units[-1]}" if len(s.units) > 1 else s.units[0]
-        table.add_row(
+        cells = [
             str(s.stage),
             str(s.rank),
             units,
@@ -227,7 +245,11 @@ def _render(result: PipelineResult) -> None:
             f"{1000 * s.backward_s:.2f}",
             f"{1000 * s.wait_s:.2f}",
             f"{100 * s.idle_share:.0f}%",
-        )
+        ]
+        if hybrid:
+            cells[1:1] = [str(s.replica)]
+            cells.insert(-1, f"{1000 * s.allreduce_s:.2f}")
+        table.add_row(*cells)
     stdout_console.print(table)
     summary = Table(show_header=False)
     summary.add_column("what")

@@ -18,7 +18,9 @@ __all__ = ["PipelineConfig"]
 class PipelineConfig:
     """One pipeline-parallel training run: ``num_ranks`` pinned processes (the pipeline's
     depth), each holding ``stages_per_rank`` consecutive-or-looped stages of the model:
-    ``num_stages = num_ranks x stages_per_rank`` model pieces in all."""
+    ``num_stages = num_ranks x stages_per_rank`` model pieces in all. With ``replicas``
+    d > 1, d copies of that pipeline (d x num_ranks ranks on a 2-D mesh), each training on
+    its shard of the global batch, their stages' gradients averaged."""
 
     model: str = "lenet5"
     """Zoo name or user model spec ('file.py:build', 'pkg.module:build')."""
@@ -31,8 +33,11 @@ class PipelineConfig:
     num_samples: int | None = None
     """Keep only the first N samples of the dataset (synthetic: how many to draw)."""
     num_ranks: int = 2
-    """Processes (the pipeline's depth, ``--stages``), one pinned core each; rank 0 is the
-    master."""
+    """Processes of one pipeline (one replica; the pipeline's depth, ``--stages``), one
+    pinned core each; rank 0 is the master."""
+    replicas: int = 1
+    """Copies of the pipeline (hybrid parallelism): ``replicas x num_ranks`` ranks, rank
+    ``r x num_ranks + i`` holding replica r's stage(s) of pipeline rank i."""
     stages_per_rank: int = 1
     """Pipeline stages per process (interleaved, looped and V schedules)."""
     partition: str | Partition = "equal-load"
@@ -102,7 +107,7 @@ class PipelineConfig:
                     "'auto' (the simulator's fastest), e.g. --microbatches 4"
                 )
             self.num_microbatches = "auto"
-        for name in ("num_ranks", "stages_per_rank", "num_microbatches", "threads"):
+        for name in ("num_ranks", "replicas", "stages_per_rank", "num_microbatches", "threads"):
             value = getattr(self, name)
             if value == "auto" and name == "num_microbatches":
                 continue
@@ -111,6 +116,26 @@ class PipelineConfig:
                 raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
         if self.batch_size <= 0:
             raise ConfigError(f"batch size must be > 0, got {self.batch_size}")
+        asynchronous = self.schedule.strip().lower() in ("pipedream", "pipedream-2bw")
+        if self.replicas > 1 and asynchronous:
+            raise ConfigError(
+                f"--replicas {self.replicas} with {self.schedule!r}: the asynchronous schedules "
+                "have no flush at which replicas could average their gradients; use a "
+                "synchronous schedule (gpipe, 1f1b, ...) or --replicas 1"
+            )
+        microbatches = self.num_microbatches
+        if (
+            microbatches != "auto"
+            and self.replicas > 1
+            and self.batch_size % (self.replicas * microbatches)
+        ):
+            split = self.replicas * microbatches
+            raise ConfigError(
+                f"batch size {self.batch_size} is not divisible by {self.replicas} replicas x "
+                f"{microbatches} micro-batches = {split}: every replica takes an equal "
+                f"shard, cut into equal micro-batches; try --batch-size "
+                f"{split * max(1, self.batch_size // split)}"
+            )
         if self.num_microbatches != "auto" and self.batch_size % self.num_microbatches:
             raise ConfigError(
                 f"batch size {self.batch_size} is not divisible by {self.num_microbatches} "
@@ -138,8 +163,8 @@ class PipelineConfig:
             raise ConfigError(f"measure_warmup_steps must be >= 0, got {self.measure_warmup_steps}")
         if (self.fail_rank is None) != (self.fail_at_step is None):
             raise ConfigError("fail_rank and fail_at_step (a test hook) go together")
-        if self.fail_rank is not None and not 0 <= self.fail_rank < self.num_ranks:
-            raise ConfigError(f"fail_rank {self.fail_rank} is not a rank of {self.num_ranks}")
+        if self.fail_rank is not None and not 0 <= self.fail_rank < self.world_size:
+            raise ConfigError(f"fail_rank {self.fail_rank} is not a rank of {self.world_size}")
         if self.vertical_sync and self.schedule.strip().lower() not in (
             "pipedream",
             "pipedream-2bw",
@@ -182,8 +207,18 @@ class PipelineConfig:
         return self.num_microbatches
 
     @property
+    def world_size(self) -> int:
+        """Processes in all: replicas x pipeline ranks."""
+        return self.replicas * self.num_ranks
+
+    @property
+    def replica_batch_size(self) -> int:
+        """Samples one replica trains on per step (its shard of the global batch)."""
+        return self.batch_size // self.replicas
+
+    @property
     def microbatch_size(self) -> int:
-        return self.batch_size // self.microbatches
+        return self.replica_batch_size // self.microbatches
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
