@@ -38,7 +38,7 @@ def _reference() -> dict[str, torch.Tensor]:
         batch_size=BATCH,
         steps=STEPS,
         optimizer=OptimizerConfig(name="adam", lr=0.003),
-        schedule="constant",
+        lr_schedule="constant",
         seed=0,
         threads=1,
         drop_last=True,
