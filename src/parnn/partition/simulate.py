@@ -36,7 +36,7 @@ from typing import Any
 from parnn.errors import ConfigError, ScheduleError
 from parnn.partition.async_schedule import check_async_schedule, is_async_schedule
 from parnn.partition.cost import PartitionCost
-from parnn.partition.schedules import canonical_schedule, schedule_actions
+from parnn.partition.schedules import get_schedule, rank_of_stage, schedule_actions
 
 __all__ = [
     "MESSAGE_MODELS",
@@ -45,6 +45,7 @@ __all__ = [
     "StageTimes",
     "closed_form_bubble",
     "closed_form_forward_s",
+    "schedule_bubble",
     "simulate",
 ]
 
@@ -70,6 +71,11 @@ class StageTimes:
     """Activation bytes one micro-batch keeps on the stage until its backward (default 0)."""
     update_s: tuple[float, ...] = ()
     """Optimizer update, once per step after the device's last action (default 0)."""
+    backward_weight_s: tuple[float, ...] = ()
+    """The weight-gradient part (W) of ``backward_s``, for the schedules that split the
+    backward (zero-bubble, zbv, dualpipev); the input-gradient part (I) is the rest.
+    Default: half of ``backward_s`` (the profiles measure the backward whole; see
+    docs/partition.md)."""
     link_latency_s: float = 0.0
     """Time a tensor spends between devices before the receiver can take it in (default
     0); it delays the receiver's action but does not occupy it."""
@@ -88,7 +94,10 @@ class StageTimes:
         count = len(self.forward_s)
         if count < 1:
             raise ConfigError("stage times need at least one stage")
-        for name in ("backward_s", "recv_forward_s", "recv_backward_s", "saved_bytes", "update_s"):
+        if not self.backward_weight_s and self.backward_s:
+            object.__setattr__(self, "backward_weight_s", tuple(b / 2 for b in self.backward_s))
+        names = ("backward_s", "recv_forward_s", "recv_backward_s", "saved_bytes", "update_s")
+        for name in (*names, "backward_weight_s"):
             values = getattr(self, name)
             if not values:
                 object.__setattr__(
@@ -96,9 +105,11 @@ class StageTimes:
                 )
             elif len(values) != count:
                 raise ConfigError(f"{name} has {len(values)} values for {count} stages")
-        for name in ("forward_s", "backward_s", "recv_forward_s", "recv_backward_s", "update_s"):
+        for name in ("forward_s", *names[:3], "update_s", "backward_weight_s"):
             if any(not value >= 0.0 for value in getattr(self, name)):
                 raise ConfigError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        if any(w > b for w, b in zip(self.backward_weight_s, self.backward_s, strict=True)):
+            raise ConfigError("backward_weight_s is part of backward_s: it cannot be larger")
 
     @property
     def num_stages(self) -> int:
@@ -135,7 +146,8 @@ class SimEvent:
     stage: int
     microbatch: int
     kind: str
-    """'forward', 'backward', 'recv-forward', 'recv-backward' or 'update' (micro-batch -1)."""
+    """'forward', 'backward' (whole, or its input-gradient part I under a split backward),
+    'backward-weight' (W), 'recv-forward', 'recv-backward' or 'update' (micro-batch -1)."""
     start_s: float
     end_s: float
 
@@ -247,6 +259,21 @@ def closed_form_bubble(num_stages: int, num_microbatches: int, num_chunks: int =
     return (num_stages - 1) / (num_microbatches * num_chunks + num_stages - 1)
 
 
+def schedule_bubble(
+    schedule: str, num_devices: int, num_microbatches: int, num_chunks: int = 1
+) -> float | None:
+    """The closed-form bubble of ``schedule`` with equal stages and free messages: 0 for
+    the asynchronous schedules (no flush), :func:`closed_form_bubble` for GPipe, 1F1B,
+    interleaved 1F1B and looped BFS, None for the split-backward schedules (zero-bubble,
+    zbv, dualpipev), whose bubble depends on how the backward splits: simulate them."""
+    spec = get_schedule(schedule)
+    if spec.asynchronous:
+        return 0.0
+    if spec.split_backward:
+        return None
+    return closed_form_bubble(num_devices, num_microbatches, num_chunks)
+
+
 def simulate(
     times: StageTimes,
     *,
@@ -256,12 +283,15 @@ def simulate(
 ) -> Simulation:
     """Replay ``schedule`` with ``num_microbatches`` micro-batches on ``times``.
 
-    ``num_devices`` defaults to the number of stages; for ``interleaved-1f1b`` it may be a divisor
-    of it (each device then holds ``num_stages / num_devices`` chunks). The asynchronous
-    schedules (pipedream, pipedream-2bw) predict their steady state (:mod:`.simulate_async`).
+    ``num_devices`` defaults to the number of stages; for the multi-stage schedules
+    (interleaved-1f1b, looped-bfs, zero-bubble, zbv, dualpipev) it may be a divisor of it
+    (each device then holds ``num_stages / num_devices`` stages, placed as the runtime
+    places them). The asynchronous schedules (pipedream, pipedream-2bw) predict their
+    steady state (:mod:`.simulate_async`).
     """
     num_stages = times.num_stages
-    schedule = canonical_schedule(schedule)
+    spec = get_schedule(schedule)
+    schedule = spec.name
     if is_async_schedule(schedule):
         from parnn.partition.simulate_async import simulate_async
 
@@ -269,7 +299,8 @@ def simulate(
             raise ScheduleError(f"{schedule} puts one stage on each device")
         check_async_schedule(schedule, num_stages=num_stages, num_microbatches=num_microbatches)
         return simulate_async(times, schedule=schedule, num_microbatches=num_microbatches)
-    k = num_stages if num_devices is None else num_devices
+    fixed = spec.fixed_stages_per_rank or 1  # the V schedules hold 2 stages per device
+    k = num_stages // fixed if num_devices is None else num_devices
     if k < 1 or num_stages % k:
         raise ScheduleError(
             f"{num_stages} stages cannot be spread evenly over {k} devices; give a number of "
@@ -279,7 +310,7 @@ def simulate(
     m = num_microbatches
 
     def device_of(stage: int) -> int:
-        return stage % k
+        return rank_of_stage(spec, stage, k)
 
     posted = times.messages == "posted"
     latency = times.link_latency_s
@@ -305,11 +336,17 @@ def simulate(
                     receive = times.recv_forward_s[s] if remote else 0.0
                     work, label = times.forward_s[s], "forward"
                     sends = s < num_stages - 1 and device_of(s + 1) != device
-                else:
-                    deps = [("F", s, j)] + ([("B", s + 1, j)] if s < num_stages - 1 else [])
-                    remote = s < num_stages - 1 and device_of(s + 1) != device
+                elif action.kind == "W":  # after its own I, on this device
+                    deps, remote, receive, sends = [("I", s, j)], False, 0.0, False
+                    work, label = times.backward_weight_s[s], "backward-weight"
+                else:  # B, or I: needs the gradient of the next stage's input
+                    last = s == num_stages - 1
+                    deps = [("F", s, j)] + ([] if last else [("G", s + 1, j)])
+                    remote = not last and device_of(s + 1) != device
                     receive = times.recv_backward_s[s] if remote else 0.0
                     work, label = times.backward_s[s], "backward"
+                    if action.kind == "I":
+                        work -= times.backward_weight_s[s]
                     sends = s > 0 and device_of(s - 1) != device
                 if any(dep not in done for dep in deps):
                     break
@@ -326,6 +363,8 @@ def simulate(
                 end = compute_start + work
                 events.append(SimEvent(device, s, j, label, compute_start, end))
                 done[(action.kind, s, j)] = end
+                if action.kind in ("B", "I"):  # the gradient of the stage's input exists
+                    done[("G", s, j)] = end
                 free[device] = end
                 if posted and sends:
                     sent[device] = end + latency
@@ -351,6 +390,8 @@ def simulate(
     for device in range(k):
         count = held = best = best_bytes = 0
         for action in plans[device]:
+            if action.kind == "I":
+                continue  # the activations stay until the W
             sign = 1 if action.kind == "F" else -1
             count += sign
             held += sign * times.saved_bytes[action.stage]
