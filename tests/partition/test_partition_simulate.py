@@ -323,3 +323,16 @@ def test_split_backward_holds_activations_until_the_weight_gradient() -> None:
             peak = max(peak, held)
         assert result.peak_in_flight[device] == peak
     assert in_flight_microbatches("zbv", 4, 4) == in_flight_microbatches("zbv", 4, 4, num_devices=2)
+
+
+def test_a_priced_partition_splits_the_backward_by_the_stated_rule() -> None:
+    # Half the backward of a unit with parameters is W; a parameter-free unit is all I.
+    profile = make_profile([1.0] * 4, [2.0, 4.0, 6.0, 8.0], num_parameters=[10, 0, 10, 0])
+    cost = partition_cost(profile, Partition((0, 2, 4)))
+    assert [s.backward_weight_s for s in cost.stages] == [1.0, 3.0]
+    assert cost.stages[0].to_dict()["backward_weight_s"] == 1.0
+    times = StageTimes.from_cost(cost)
+    assert times.backward_weight_s == (1.0, 3.0)
+    result = simulate(times, schedule="zero-bubble", num_microbatches=1, num_devices=2)
+    weights = {e.stage: e.duration_s for e in result.events if e.kind == "backward-weight"}
+    assert weights == pytest.approx({0: 1.0, 1: 3.0})

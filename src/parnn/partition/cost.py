@@ -145,6 +145,9 @@ class StageCost:
     """Micro-batches in flight at the peak (from the schedule)."""
     stashed_versions: int = 0
     """Weight versions stashed at the peak (asynchronous schedules; 0 otherwise)."""
+    backward_weight_s: float = 0.0
+    """The weight-gradient part of ``backward_s`` (:attr:`.UnitProfile.backward_weight_s`),
+    what a split backward (zero-bubble, zbv, dualpipev) defers."""
 
     @property
     def num_units(self) -> int:
@@ -183,6 +186,7 @@ class StageCost:
             "saved_bytes": self.saved_bytes,
             "in_flight": self.in_flight,
             "stashed_versions": self.stashed_versions,
+            "backward_weight_s": self.backward_weight_s,
             "stash_bytes": self.stashed_versions * self.parameter_bytes,
             "memory_bytes": self.memory_bytes,
         }
@@ -289,6 +293,7 @@ def partition_cost(
                 + flights[stage] * saved_bytes,
                 in_flight=flights[stage],
                 stashed_versions=stashes[stage],
+                backward_weight_s=sum(unit.backward_weight_s for unit in chosen),
             )
         )
     return PartitionCost(

@@ -70,6 +70,15 @@ class UnitProfile:
         return self.forward_s + self.backward_s
 
     @property
+    def backward_weight_s(self) -> float:
+        """The weight-gradient part (W) of the backward, for the schedules that split it
+        (zero-bubble, zbv, dualpipev); the input-gradient part (I) is the rest. The
+        backward is measured whole, so this is a stated rule, not a measurement: half the
+        backward of a unit with parameters (the zero-bubble paper's equal-halves
+        assumption), none for a unit without (ReLU, pooling: nothing but I)."""
+        return self.backward_s / 2 if self.num_parameters > 0 else 0.0
+
+    @property
     def peak_memory_bytes(self) -> int:
         """Memory the unit holds at its peak with one batch in flight: weights, gradients,
         saved activations and its output (accounted from sizes, not sampled)."""

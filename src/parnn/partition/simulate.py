@@ -133,6 +133,7 @@ class StageTimes:
             recv_backward_s=tuple(busy(s.recv_backward_s) for s in stages),
             saved_bytes=tuple(s.saved_bytes for s in stages),
             update_s=tuple(s.update_s for s in stages),
+            backward_weight_s=tuple(s.backward_weight_s for s in stages),
             link_latency_s=latency,
             messages=messages,
         )
