@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from partition_profiles import make_profile
 
 from parnn.cli import cli
-from parnn.partition.cache import comm_file_name, profile_file_name
 from parnn.partition.comm import CommModel
+from parnn.partition.measure.cache import comm_file_name, profile_file_name
 from parnn.results import write_json
 from parnn.trace import load_chrome_trace
 from parnn.transport import local_transport

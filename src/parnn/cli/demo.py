@@ -74,8 +74,8 @@ def demo_command(
     # process plans and trains the reference; every run's ranks fork with all that loaded.
     start_forkserver(["parnn.pipeline.worker", "sklearn.datasets"])
     from parnn.partition import SCHEMES
-    from parnn.partition.cache import default_cache_dir
-    from parnn.partition.resolve import resolve_partition
+    from parnn.partition.measure.cache import default_cache_dir
+    from parnn.partition.measure.resolve import resolve_partition
     from parnn.pipeline import PipelineConfig, run_pipeline
     from parnn.train import OptimizerConfig, TrainConfig, train
     from parnn.train.setup import setup_training

@@ -1,6 +1,6 @@
 """`parnn profile`, `parnn partition` and `parnn simulate`: the cost-aware partitioner.
 
-The commands map flags onto :class:`~parnn.partition.resolve.ProfileConfig` and the
+The commands map flags onto :class:`~parnn.partition.measure.resolve.ProfileConfig` and the
 planning functions of :mod:`parnn.partition`; the tables are drawn from the JSON payload
 that ``--json`` prints (keys documented in docs/partition.md).
 """
@@ -133,8 +133,8 @@ def _check_out(options: dict[str, Any]) -> None:
 
 
 def _source(options: dict[str, Any]) -> Any:
-    from parnn.partition.cache import default_cache_dir
-    from parnn.partition.resolve import ProfileConfig, ProfileSource
+    from parnn.partition.measure.cache import default_cache_dir
+    from parnn.partition.measure.resolve import ProfileConfig, ProfileSource
 
     return ProfileSource(
         ProfileConfig(
@@ -157,8 +157,8 @@ def _source(options: dict[str, Any]) -> Any:
 @_profile_options
 def profile(**options: Any) -> None:
     """Time every unit of a model (forward, backward, activation bytes, params); cached."""
-    from parnn.partition.cache import profile_file_name
-    from parnn.partition.report import render_profile
+    from parnn.partition.measure.cache import profile_file_name
+    from parnn.partition.present.report import render_profile
     from parnn.results import write_json
 
     _check_out(options)
@@ -252,8 +252,8 @@ def _plan_payload(plan: Any, options: dict[str, Any], num_stages: int) -> dict[s
 
 
 def _plan(options: dict[str, Any], method: str) -> Any:
-    from parnn.partition.report import parse_bytes
-    from parnn.partition.resolve import parse_microbatches, resolve_plan
+    from parnn.partition.measure.resolve import parse_microbatches, resolve_plan
+    from parnn.partition.present.report import parse_bytes
 
     num_stages, devices = _layout(options)
     cap = options["max_stage_memory"]
@@ -323,7 +323,7 @@ def _unprofiled(options: dict[str, Any]) -> dict[str, Any]:
 def partition(**options: Any) -> None:
     """Split a model into pipeline stages and price every stage (fwd, bwd, comm, memory)."""
     from parnn.partition.methods import METHODS, check_partition_spec, needs_profile
-    from parnn.partition.report import render_methods, render_partition
+    from parnn.partition.present.report import render_methods, render_partition
     from parnn.results import write_json
 
     options["_command"] = "partition"
@@ -387,8 +387,8 @@ def partition(**options: Any) -> None:
 def simulate(**options: Any) -> None:
     """Predict a pipeline step (time, bubble, memory) and draw its timeline (PNG, trace)."""
     from parnn.partition.methods import check_partition_spec
-    from parnn.partition.plot import plot_timeline, write_simulation_trace
-    from parnn.partition.report import render_simulation
+    from parnn.partition.present.plot import plot_timeline, write_simulation_trace
+    from parnn.partition.present.report import render_simulation
     from parnn.partition.schedules import format_schedule, schedule_actions
     from parnn.results import write_json
 

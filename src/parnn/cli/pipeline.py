@@ -167,7 +167,7 @@ def pipeline(
 
     # The ranks' fork server imports torch and the pipeline while this process plans.
     start_forkserver(["parnn.pipeline.worker"], threads=threads_per_stage)
-    from parnn.partition.cache import default_cache_dir
+    from parnn.partition.measure.cache import default_cache_dir
     from parnn.pipeline import PipelineConfig, run_pipeline
     from parnn.train import OptimizerConfig
 
@@ -253,7 +253,7 @@ def _microbatches(
             raise ConfigError(
                 f"--microbatches {text!r}: give a positive integer or 'auto'"
             ) from None
-    from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
+    from parnn.partition.measure.resolve import ProfileConfig, ProfileSource, resolve_plan
     from parnn.pipeline import PipelineConfig
     from parnn.pipeline.runtime import _sample_shape
 

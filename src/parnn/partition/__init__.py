@@ -14,14 +14,22 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from parnn.partition.balancers import BALANCERS, auto_partition, balance, uniform_partition
-    from parnn.partition.cache import load_or_measure_comm, load_or_profile, profile_model
-    from parnn.partition.comm import CommModel, fit_comm_model, measure_comm_model
+    from parnn.partition.comm import CommModel, fit_comm_model
     from parnn.partition.cost import (
         PartitionCost,
         StageCost,
         efficiency,
         in_flight_microbatches,
         partition_cost,
+    )
+    from parnn.partition.measure.cache import load_or_measure_comm, load_or_profile, profile_model
+    from parnn.partition.measure.comm import measure_comm_model
+    from parnn.partition.measure.resolve import (
+        ProfileConfig,
+        ProfileSource,
+        parse_microbatches,
+        resolve_partition,
+        resolve_plan,
     )
     from parnn.partition.methods import METHODS, needs_profile, partition_for
     from parnn.partition.partition import Partition, parse_partition_spec
@@ -32,13 +40,6 @@ if TYPE_CHECKING:
         plan_pipeline,
     )
     from parnn.partition.profile import ModelProfile, UnitProfile
-    from parnn.partition.resolve import (
-        ProfileConfig,
-        ProfileSource,
-        parse_microbatches,
-        resolve_partition,
-        resolve_plan,
-    )
     from parnn.partition.schedules import SCHEDULES, Action, format_schedule, schedule_actions
     from parnn.partition.schemes import SCHEMES, scheme_partition
     from parnn.partition.simulate import Simulation, StageTimes, simulate
@@ -51,12 +52,12 @@ _LAZY = {
     "auto_partition": "parnn.partition.balancers",
     "balance": "parnn.partition.balancers",
     "uniform_partition": "parnn.partition.balancers",
-    "load_or_measure_comm": "parnn.partition.cache",
-    "load_or_profile": "parnn.partition.cache",
-    "profile_model": "parnn.partition.cache",
+    "load_or_measure_comm": "parnn.partition.measure.cache",
+    "load_or_profile": "parnn.partition.measure.cache",
+    "profile_model": "parnn.partition.measure.cache",
     "CommModel": "parnn.partition.comm",
     "fit_comm_model": "parnn.partition.comm",
-    "measure_comm_model": "parnn.partition.comm",
+    "measure_comm_model": "parnn.partition.measure.comm",
     "PartitionCost": "parnn.partition.cost",
     "StageCost": "parnn.partition.cost",
     "efficiency": "parnn.partition.cost",
@@ -73,11 +74,11 @@ _LAZY = {
     "plan_pipeline": "parnn.partition.plan",
     "ModelProfile": "parnn.partition.profile",
     "UnitProfile": "parnn.partition.profile",
-    "ProfileConfig": "parnn.partition.resolve",
-    "ProfileSource": "parnn.partition.resolve",
-    "parse_microbatches": "parnn.partition.resolve",
-    "resolve_partition": "parnn.partition.resolve",
-    "resolve_plan": "parnn.partition.resolve",
+    "ProfileConfig": "parnn.partition.measure.resolve",
+    "ProfileSource": "parnn.partition.measure.resolve",
+    "parse_microbatches": "parnn.partition.measure.resolve",
+    "resolve_partition": "parnn.partition.measure.resolve",
+    "resolve_plan": "parnn.partition.measure.resolve",
     "SCHEDULES": "parnn.partition.schedules",
     "Action": "parnn.partition.schedules",
     "format_schedule": "parnn.partition.schedules",

@@ -18,8 +18,8 @@ from parnn.launch import LaunchConfig, run_distributed
 from parnn.launch.forkserver import start_forkserver
 from parnn.models import build_model, count_parameters
 from parnn.partition import Partition
+from parnn.partition.measure.resolve import resolve_partition
 from parnn.partition.methods import needs_profile
-from parnn.partition.resolve import resolve_partition
 from parnn.pipeline.config import PipelineConfig
 from parnn.pipeline.cuts import boundary_shapes
 from parnn.pipeline.result import (

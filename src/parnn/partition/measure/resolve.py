@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from parnn.errors import ConfigError
-from parnn.partition.cache import load_or_measure_comm, load_or_profile
 from parnn.partition.comm import CommModel
 from parnn.partition.cost import in_flight_microbatches, stashed_weight_versions
+from parnn.partition.measure.cache import load_or_measure_comm, load_or_profile
 from parnn.partition.methods import needs_profile, partition_for
 from parnn.partition.partition import Partition
 from parnn.partition.plan import PipelinePlan, plan_pipeline
