@@ -102,6 +102,10 @@ class ScheduleSpec:
     aliases: tuple[str, ...] = ()
     default_stages_per_rank: int = 1
     """What ``parnn partition/simulate --chunks`` defaults to."""
+    waits_each_send: bool = False
+    """torch waits for each of a stage's sends before its next action (Schedule1F1B fuses
+    them with the next receive); the others wait for their sends at the end of the step.
+    The simulator's 'posted' message model follows it."""
 
     @property
     def available(self) -> bool:
@@ -151,6 +155,7 @@ SCHEDULES: dict[str, ScheduleSpec] = {
             "Schedule1F1B",
             "one forward, one backward (PipeDream-flush); needs m >= stages",
             microbatches_per_rank=1,
+            waits_each_send=True,
         ),
         ScheduleSpec(
             "interleaved-1f1b",

@@ -51,10 +51,6 @@ __all__ = [
 
 
 MESSAGE_MODELS = ("eager", "posted")
-# Schedules whose torch implementation waits for a stage's sends before its next action
-# (Schedule1F1B fuses them with the next receive and waits for both); the others wait for
-# their sends at the end of the step.
-_WAITS_EACH_SEND = frozenset({"1f1b"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +311,7 @@ def simulate(
 
     posted = times.messages == "posted"
     latency = times.link_latency_s
-    waits_each_send = posted and schedule in _WAITS_EACH_SEND
+    waits_each_send = posted and spec.waits_each_send
     done: dict[tuple[str, int, int], float] = {}
     free = [0.0] * k
     sent = [0.0] * k  # when this device's last send completes (posted messages)
