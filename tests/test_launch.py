@@ -452,3 +452,34 @@ def test_run_distributed_under_real_torchrun(tmp_path: Path) -> None:
         assert reports == [f"False 3.0 [{TWO_CORES[0]}]", f"False 3.0 [{TWO_CORES[1]}]"]
     else:
         assert [report.split()[:2] for report in reports] == [["False", "3.0"]] * 2
+
+
+@pytest.mark.timeout(120)
+def test_a_warning_in_a_rank_is_one_parnn_line(tmp_path: Path) -> None:
+    """A warning raised inside a rank prints as the CLI's do: one ``parnn: warning:`` line,
+    not Python's two lines with a source path."""
+    script = tmp_path / "warn.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import warnings
+            from parnn.launch import LaunchConfig, launch
+
+            def fn(rank, world_size):
+                warnings.warn(f"rank {rank} says\\nmind the gap", UserWarning, stacklevel=1)
+                return rank
+
+            if __name__ == "__main__":
+                print(launch(fn, LaunchConfig(num_processes=2, init_process_group=False)))
+            """
+        )
+    )
+    completed = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=100, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert sorted(lines) == [
+        "parnn: warning: rank 0 says mind the gap",
+        "parnn: warning: rank 1 says mind the gap",
+    ], completed.stderr

@@ -18,9 +18,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from parnn.data_parallel.compare import comparison_configs, parse_compare_list, run_comparison
+from parnn.bench.data_parallel_plots import plot_cpu, plot_loss, plot_throughput
+from parnn.bench.studies.compare import comparison_configs, parse_compare_list, run_comparison
 from parnn.data_parallel.config import DataParallelConfig
-from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
 from parnn.results import machine_facts, write_json
 from parnn.train import OptimizerConfig
 from parnn.train.setup import setup_training

@@ -8,6 +8,10 @@ prints that line and exits with :attr:`ParnnError.exit_code`; there is no traceb
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from typing import TextIO
+
 __all__ = [
     "ParnnError",
     "ConfigError",
@@ -19,6 +23,7 @@ __all__ = [
     "RankFailedError",
     "ParnnWarning",
     "Terminated",
+    "show_warning_line",
 ]
 
 
@@ -83,3 +88,21 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: raised in the main thread like Ctrl-C's KeyboardInterrupt, so that
     every ``finally`` and launcher stops its processes the same way; the CLI then prints
     ``parnn: terminated`` and exits 143 (128 + SIGTERM)."""
+
+
+def show_warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A ``warnings.showwarning`` that prints one ``parnn: warning: ...`` line (not Python's
+    two lines with a source path). The CLI installs it while a command runs, and every
+    process parnn starts (ranks, pool workers) installs it for good."""
+    text = " ".join(str(message).split())
+    stream = file if file is not None else sys.stderr
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # nowhere to warn
+        stream.write(f"parnn: warning: {text}\n")
+        stream.flush()

@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "append_jsonl",
+    "settings_differences",
     "atomic_write_bytes",
     "atomic_write_text",
     "machine_facts",
@@ -137,3 +138,39 @@ def machine_facts() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = _as_json(value)
+    return flat
+
+
+def _as_json(value: Any) -> Any:
+    """JSON round-trips tuples as lists: compare them alike."""
+    if isinstance(value, tuple | list):
+        return [_as_json(item) for item in value]
+    return value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return "(unset)" if value is None else str(value)
+
+
+def settings_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """'folds 5 -> 3' for every setting that differs (nested keys joined by dots): the
+    one check by which every resumable run (a study, a k-fold run) refuses other
+    settings."""
+    old, new = _flatten(saved), _flatten(wanted)
+    return [
+        f"{key} {_show(old.get(key))} -> {_show(new.get(key))}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]

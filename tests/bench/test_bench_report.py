@@ -15,20 +15,13 @@ import numpy as np
 import pytest
 
 from parnn.bench.cells import Cell, StudyStore
-from parnn.bench.report import (
-    Report,
-    Section,
-    StudyData,
-    Table,
-    register_report,
-    render_report,
-)
+from parnn.bench.render import render_report
+from parnn.bench.report import Report, Section, StudyData, Table, render_study
 from parnn.errors import CheckpointError
 
 PLOT_BLUE = (0x1F, 0x77, 0xB4)  # matplotlib's first line colour
 
 
-@register_report("toy-report")
 def _toy_report(data: StudyData) -> Report:
     xs = [r["key"]["batch_size"] for r in data.records]
     ys = [r["time_s"] for r in data.records]
@@ -60,7 +53,7 @@ def _toy_study(directory: Path) -> None:
 
 def test_markdown_and_html_render_from_results_alone(tmp_path: Path) -> None:
     _toy_study(tmp_path)
-    markdown_path, html_path = render_report(tmp_path)
+    markdown_path, html_path = render_study(tmp_path, _toy_report)
     markdown = markdown_path.read_text()
     assert markdown.startswith("# Toy study")
     assert "| batch size | time (s) |" in markdown
@@ -86,7 +79,7 @@ def test_the_html_page_shows_its_headings_and_plots_in_a_real_browser(tmp_path: 
     if browser is None:
         pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it")
     _toy_study(tmp_path)
-    _, html_path = render_report(tmp_path)
+    _, html_path = render_study(tmp_path, _toy_report)
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     dom = subprocess.run(
         [*common, "--dump-dom", html_path.as_uri()],

@@ -99,7 +99,7 @@ def test_schemes_prints_one_json_object_and_resumes(
 
     code, _, err = _run([*args[:-2], "--repeats", "3", "--out", str(tmp_path)])
     assert code == 2
-    assert err.strip().startswith("parnn: error:") and "repeats: 2 there, 3 now" in err
+    assert err.strip().startswith("parnn: error:") and "repeats 2 -> 3" in err
     assert len(err.strip().splitlines()) == 1
 
 

@@ -102,7 +102,7 @@ def test_the_study_records_every_cell_and_resumes(tmp_path: Path) -> None:
     again = FakePipeline()
     resumed = run_schemes_study(settings, tmp_path, measure=again, quiet=True)
     assert again.calls == [] and resumed.measured_now == 0 and resumed.resumed == 16
-    with pytest.raises(CheckpointError, match="repeats: 3 there, 5 now"):
+    with pytest.raises(CheckpointError, match="repeats 3 -> 5"):
         run_schemes_study(_settings(repeats=5), tmp_path, measure=again, quiet=True)
 
 

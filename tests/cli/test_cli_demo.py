@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from parnn.bench.cells import StudyStore
+from parnn.bench.studies.demo import DemoSettings
 from parnn.cli import cli
-from parnn.cli.demo import _render
+from parnn.cli import demo as cli_demo
+from parnn.cli.demo import render_demo
 from parnn.partition import SCHEMES
 
 
@@ -36,6 +39,17 @@ def test_demo_measures_every_scheme_and_auto_and_saves_a_plot(tmp_path: Path) ->
     saved = json.loads(Path(payload["results_path"]).read_text())
     assert saved["runs"] == payload["runs"] and saved["machine"]["torch"]
     assert len(list(tmp_path.glob("partition-*/trace.json"))) == len(by_partition)
+    # The demo is a study: its cells are in the store, and `parnn report` re-renders it.
+    assert len(StudyStore(tmp_path).records()) == 1 + len(by_partition)
+    (tmp_path / "report.md").unlink()
+    rendered = CliRunner().invoke(cli, ["report", str(tmp_path), "--json"])
+    assert rendered.exit_code == 0, rendered.output
+    report = (tmp_path / "report.md").read_text()
+    assert f"Fastest: {payload['best_scheme']}" in report and "![demo](demo.png)" in report
+
+
+def test_the_cli_default_epochs_are_the_demo_study_s() -> None:
+    assert cli_demo.EPOCHS == DemoSettings().epochs
 
 
 def test_demo_table_names_the_fastest_scheme_and_the_plot(
@@ -52,7 +66,7 @@ def test_demo_table_names_the_fastest_scheme_and_the_plot(
         "speedup_vs_reference": 1.25,
         "stage_compute_s": [0.008, 0.004],
     }
-    _render(
+    render_demo(
         {
             "epochs": 3,
             "reference": {"samples_per_s": 1600.0, "val_accuracy": 0.91},

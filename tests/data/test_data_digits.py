@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -132,3 +133,17 @@ def test_ignored_data_dir_is_warned(caplog: pytest.LogCaptureFixture, tmp_path: 
     with caplog.at_level(logging.WARNING, logger="parnn.data"):
         load_dataset("digits", data_dir=str(tmp_path), num_samples=4)
     assert "ignored" in caplog.text
+
+
+def test_the_digits_file_read_without_scikit_learn_equals_load_digits() -> None:
+    """parnn reads scikit-learn's digits.csv.gz itself (importing scikit-learn costs ~0.6 s
+    of every short run's start-up); the arrays are exactly what load_digits returns."""
+    from sklearn.datasets import load_digits
+
+    from parnn.data.digits import read_digits_file
+
+    found = read_digits_file()
+    assert found is not None
+    bunch = load_digits()
+    np.testing.assert_array_equal(found[0], bunch.images)
+    np.testing.assert_array_equal(found[1], bunch.target)

@@ -247,3 +247,15 @@ def test_label_out_of_range(tmp_path: Path) -> None:
     labels.write_bytes(idx_bytes(np.array([1, 12, 3], dtype=np.uint8), LABELS_MAGIC))
     with pytest.raises(DataError, match="bad label 12"):
         load_dataset("mnist", data_dir=tmp_path, split="test")
+
+
+def test_dataset_length_reads_the_header_not_the_data(mnist_dir: Path) -> None:
+    from parnn.data.registry import dataset_length, load_dataset
+
+    assert dataset_length("mnist", data_dir=mnist_dir) == len(
+        load_dataset("mnist", data_dir=mnist_dir)
+    )
+    assert dataset_length("mnist", data_dir=mnist_dir, num_samples=123) == 123
+    assert dataset_length("digits") == len(load_dataset("digits"))
+    assert dataset_length("synthetic", num_samples=77) == 77
+    assert dataset_length("mnist", data_dir=mnist_dir / "nowhere") is None  # loading says why

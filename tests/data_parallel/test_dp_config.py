@@ -6,9 +6,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from parnn.bench.studies.compare import comparison_configs, parse_compare_list
 from parnn.cli import cli
 from parnn.data_parallel import mpi as mpi_module
-from parnn.data_parallel.compare import comparison_configs, parse_compare_list
 from parnn.data_parallel.config import DataParallelConfig, FailurePlan
 from parnn.data_parallel.loop import StepLog
 from parnn.data_parallel.result import merge_logs

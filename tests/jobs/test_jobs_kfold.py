@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from parnn.bench.kfold_plots import save_kfold_plots
 from parnn.data import ArrayDataset, load_dataset
 from parnn.errors import ConfigError, ModelError
 from parnn.jobs import AsyncKFold
@@ -60,6 +61,7 @@ def test_parallel_equals_serial_per_job_and_longest_jobs_start_first(
     timing = results.timing()
     assert timing["speedup"] is not None
     assert timing["parallel"]["workers"] == 2 and timing["serial"]["workers"] == 1
+    save_kfold_plots(results)  # the plots are drawn above the engine, from its results
     for kind in ("results_json", "results_csv", "cpu_plot", "timeline_plot"):
         assert Path(results.files[kind]).stat().st_size > 0
     with open(results.files["results_csv"], encoding="utf-8") as handle:

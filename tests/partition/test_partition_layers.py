@@ -25,6 +25,7 @@ PURE = (
     "simulate",
     "simulate_async",
     "solver",
+    "timeline",
 )
 
 

@@ -4,7 +4,8 @@ no traceback, and no file created or changed (table-driven, in process with CliR
 Each case is refused before any process starts; most before torch does any work.
 Placeholders in the arguments: {file} an existing regular file, {full} a directory holding
 an earlier run, {empty} an existing empty directory, {missing} a path that does not exist,
-{wrong} a user model whose forward fails (a Linear of the wrong width).
+{wrong} a user model whose forward fails (a Linear of the wrong width), {mnist} a directory
+of MNIST IDX files holding 100 images.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ CASES: list[tuple[str, str, str]] = [
     ("dp-compare", "dp --compare nosuch", "nosuch"),
     ("dp-processes-zero", "dp --processes 0", "0"),
     ("dp-batch-too-big", "dp --batch-size 100000 --steps 1", "largest valid value"),
+    ("pipeline-batch-too-big", "pipeline --batch-size 100000 --steps 1", "largest valid value"),
+    (
+        "pipeline-mnist-batch-too-big",
+        "pipeline --data mnist --data-dir {mnist} --batch-size 96 --steps 1",
+        "80 training samples",
+    ),
     ("dp-hogwild-batch-too-big", "dp --engine hogwild --batch-size 1000", "719"),
     ("dp-val-fraction", "dp --val-fraction 2", "2"),
     ("dp-processes-text", "dp --processes abc", "--processes"),
@@ -148,7 +155,13 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     (tmp_path / "full" / "result.json").write_text("{}\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "wrong.py").write_text(WRONG_MODEL)
+    (tmp_path / "mnist").mkdir()  # IDX files: magic, count (and rows, columns), then bytes
+    header = (2051).to_bytes(4, "big") + (100).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (tmp_path / "mnist" / "t10k-images-idx3-ubyte").write_bytes(header + bytes(100 * 28 * 28))
+    labels = (2049).to_bytes(4, "big") + (100).to_bytes(4, "big") + bytes(100)
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(labels)
     return {
+        "mnist": str(tmp_path / "mnist"),
         "file": str(tmp_path / "a-file"),
         "full": str(tmp_path / "full"),
         "empty": str(tmp_path / "empty"),

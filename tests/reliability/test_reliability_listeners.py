@@ -3,9 +3,14 @@ rendezvous store and gloo's pairs in every rank (psutil, by the run's pids)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -59,3 +64,47 @@ def test_every_listener_of_a_run_is_on_loopback(init_here: bool) -> None:
     assert all(_is_loopback(address) for addresses in found.values() for address in addresses), (
         found
     )
+
+
+def _tree_listeners(root: psutil.Process) -> set[str]:
+    found: set[str] = set()
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            found.update(
+                f"{process.name()} {connection.laddr.ip}"
+                for connection in process.net_connections(kind="inet")
+                if connection.status == psutil.CONN_LISTEN
+            )
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("engine", ["mpi", "ddp"])
+def test_every_listener_of_an_mpi_run_is_on_loopback(engine: str, tmp_path: Path) -> None:
+    """parnn's own MPI launch (the ranks, their launcher, the gloo group beside MPI) listens
+    on loopback only: no launcher control port on every interface."""
+    pytest.importorskip("mpi4py")
+    command = [
+        sys.executable, "-m", "parnn.cli", "dp", "--engine", engine, "--transport", "mpi",
+        "--processes", "2", "--steps", "60", "--batch-size", "16", "--quiet", "--json",
+        "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    root = psutil.Process(process.pid)
+    seen: set[str] = set()
+    ranks_seen = 0
+    while process.poll() is None:
+        seen |= _tree_listeners(root)
+        with contextlib.suppress(psutil.Error):
+            ranks_seen = max(
+                ranks_seen,
+                sum("mpi_rank" in " ".join(child.cmdline()) for child in root.children(True)),
+            )
+        time.sleep(0.05)
+    _, stderr = process.communicate()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert ranks_seen >= 2, "the ranks were never seen running"
+    outside = sorted(entry for entry in seen if not _is_loopback(entry.rsplit(" ", 1)[1]))
+    assert not outside, outside

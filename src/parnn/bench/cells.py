@@ -6,21 +6,42 @@ A results directory holds ``study.json`` (the kind of study, its settings and th
 facts) and ``cells.jsonl`` (one record per finished cell: its key, its measurements).
 Re-running with different settings in the same directory is refused, naming what differs,
 and nothing is overwritten.
+
+Where the cells run is the executor's to decide: one after the other in this process
+(:func:`run_here`, the default), or one Dask task each on a cluster
+(:class:`parnn.bench.cluster.DaskCells`). Either way each record is appended here, in this
+process, as soon as its cell finishes, and is the same record whichever ran it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from parnn.errors import CheckpointError
 from parnn.progress import progress_bar
-from parnn.results import append_jsonl, machine_facts, read_json, read_jsonl, write_json
+from parnn.results import (
+    append_jsonl,
+    machine_facts,
+    read_json,
+    read_jsonl,
+    settings_differences,
+    write_json,
+)
 
-__all__ = ["CELLS_FILE", "STUDY_FILE", "Cell", "StudyStore", "cell_id"]
+__all__ = [
+    "CELLS_FILE",
+    "STUDY_FILE",
+    "Cell",
+    "CellExecutor",
+    "StudyStore",
+    "cell_id",
+    "measure_timed",
+    "run_here",
+]
 
 STUDY_FILE = "study.json"
 CELLS_FILE = "cells.jsonl"
@@ -40,6 +61,32 @@ class Cell:
     @property
     def id(self) -> str:
         return cell_id(self.key)
+
+
+Measure = Callable[[Cell], Mapping[str, Any]]
+
+
+def measure_timed(measure: Measure, cell: Cell) -> dict[str, Any]:
+    """``measure(cell)`` plus ``cell_wall_s``, the seconds it took (where it ran)."""
+    started = time.perf_counter()
+    measured = dict(measure(cell))
+    return {**measured, "cell_wall_s": time.perf_counter() - started}
+
+
+Done = Callable[[Cell, dict[str, Any]], None]
+
+
+class CellExecutor(Protocol):
+    """Runs cells somewhere and calls ``done(cell, measure_timed(measure, cell))`` in this
+    process as soon as each finishes (in any order)."""
+
+    def __call__(self, cells: Sequence[Cell], measure: Measure, done: Done) -> None: ...
+
+
+def run_here(cells: Sequence[Cell], measure: Measure, done: Done) -> None:
+    """The default executor: every cell in this process, one after the other."""
+    for cell in cells:
+        done(cell, measure_timed(measure, cell))
 
 
 class StudyStore:
@@ -65,7 +112,7 @@ class StudyStore:
         settings = dict(settings)
         if self.study_path.exists():
             header = read_json(self.study_path)
-            differences = _differences(
+            differences = settings_differences(
                 {"kind": header.get("kind"), **header.get("settings", {})},
                 {"kind": kind, **settings},
             )
@@ -84,6 +131,11 @@ class StudyStore:
         write_json(self.study_path, header)
         return header
 
+    def clear(self) -> None:
+        """Forget the study here (``study.json`` and ``cells.jsonl``): a fresh start."""
+        self.cells_path.unlink(missing_ok=True)
+        self.study_path.unlink(missing_ok=True)
+
     def header(self) -> dict[str, Any]:
         if not self.study_path.exists():
             raise CheckpointError(
@@ -96,18 +148,26 @@ class StudyStore:
         """Every finished cell's record, in the order they finished."""
         return list(read_jsonl(self.cells_path))
 
+    def add(self, cell: Cell, measured: Mapping[str, Any]) -> dict[str, Any]:
+        """Append the record of a finished ``cell`` at once; return it."""
+        record = {"cell": cell.id, "key": dict(cell.key), **measured}
+        append_jsonl(self.cells_path, record)
+        return record
+
     def finished_ids(self) -> set[str]:
         return {str(record["cell"]) for record in self.records() if "cell" in record}
 
     def run(
         self,
         cells: Sequence[Cell],
-        measure: Callable[[Cell], Mapping[str, Any]],
+        measure: Measure,
         *,
         description: str = "cells",
         quiet: bool = False,
+        executor: CellExecutor = run_here,
     ) -> list[dict[str, Any]]:
-        """Measure every unfinished cell, appending each record as soon as it is done.
+        """Measure every unfinished cell with ``executor``, appending each record as soon
+        as it is done.
 
         Returns the records of all cells (finished earlier or now), in ``cells`` order.
         """
@@ -117,32 +177,11 @@ class StudyStore:
             bar.advance(len(cells) - len(todo))
             if todo and len(todo) < len(cells):
                 bar.set_postfix(f"resumed: {len(cells) - len(todo)} cells already done")
-            for cell in todo:
-                started = time.perf_counter()
-                measured = dict(measure(cell))
-                record = {
-                    "cell": cell.id,
-                    "key": dict(cell.key),
-                    **measured,
-                    "cell_wall_s": time.perf_counter() - started,
-                }
-                append_jsonl(self.cells_path, record)
-                done[cell.id] = record
+
+            def finished(cell: Cell, measured: dict[str, Any]) -> None:
+                done[cell.id] = self.add(cell, measured)
                 bar.advance()
+
+            if todo:
+                executor(todo, measure, finished)
         return [done[cell.id] for cell in cells if cell.id in done]
-
-
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    names: Iterable[str] = sorted(set(old) | set(new))
-    return [
-        f"{name}: {old.get(name)!r} there, {new.get(name)!r} now"
-        for name in names
-        if _normal(old.get(name)) != _normal(new.get(name))
-    ]
-
-
-def _normal(value: Any) -> Any:
-    """JSON round-trips tuples as lists: compare them alike."""
-    if isinstance(value, tuple | list):
-        return [_normal(v) for v in value]
-    return value

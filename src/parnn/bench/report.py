@@ -1,10 +1,11 @@
 """Reports rendered from results alone: a self-contained Markdown file and an HTML page
 with the plots embedded, so that re-rendering never needs a re-run.
 
-A study kind registers a builder that turns its results directory (``study.json`` and
-``cells.jsonl``, see :mod:`parnn.bench.cells`) into a :class:`Report` of sections: prose,
-tables and images (PNG files it may draw into the directory). The machine facts close
-every report.
+A study's builder turns its results directory (``study.json`` and ``cells.jsonl``, see
+:mod:`parnn.bench.cells`) into a :class:`Report` of sections: prose, tables and images (PNG
+files it may draw into the directory); :func:`render_study` writes it. The machine facts
+close every report. Which builder a directory needs is :mod:`parnn.bench.render`'s to
+know (it sits above the studies; this module knows none of them).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ __all__ = [
     "Section",
     "StudyData",
     "Table",
-    "register_report",
-    "render_report",
-    "report_kinds",
+    "ReportBuilder",
+    "render_study",
     "to_html",
     "to_markdown",
+    "write_report",
 ]
 
 
@@ -73,50 +74,31 @@ class StudyData:
 
 
 ReportBuilder = Callable[[StudyData], Report]
-_BUILDERS: dict[str, ReportBuilder] = {}
 
 
-def register_report(kind: str) -> Callable[[ReportBuilder], ReportBuilder]:
-    """Register the report builder of study ``kind``."""
-
-    def decorate(builder: ReportBuilder) -> ReportBuilder:
-        _BUILDERS[kind] = builder
-        return builder
-
-    return decorate
-
-
-def report_kinds() -> tuple[str, ...]:
-    _load_builders()
-    return tuple(sorted(_BUILDERS))
-
-
-def _load_builders() -> None:
-    # The study modules register their builders on import.
-    import parnn.bench.studies  # noqa: F401
-
-
-def render_report(directory: str | Path) -> tuple[Path, Path]:
-    """Render ``report.md`` and ``report.html`` in a study's results directory."""
+def render_study(directory: str | Path, builder: ReportBuilder) -> tuple[Path, Path]:
+    """Render ``report.md`` and ``report.html`` of the study in ``directory`` with
+    ``builder``, from its results alone."""
     store = StudyStore(directory)
     header = store.header()
     records = store.records()
-    _load_builders()
-    kind = str(header.get("kind"))
-    if kind not in _BUILDERS:
-        raise CheckpointError(
-            f"{store.directory} holds a study of kind {kind!r} that has no report; "
-            f"known kinds: {', '.join(sorted(_BUILDERS))}"
-        )
     if not records:
         raise CheckpointError(
             f"{store.directory} holds no finished cell yet: run the study first (or let it "
             "finish at least one cell)"
         )
-    report = _BUILDERS[kind](StudyData(store.directory, header, records))
-    report = Report(report.title, report.sections, header.get("machine", {}))
-    markdown_path = atomic_write_text(store.directory / "report.md", to_markdown(report))
-    html_path = atomic_write_text(store.directory / "report.html", to_html(report, store.directory))
+    report = builder(StudyData(store.directory, header, records))
+    return write_report(store.directory, report, header.get("machine", {}))
+
+
+def write_report(
+    directory: Path, report: Report, machine: Mapping[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write ``report`` (closed by the ``machine`` facts) as ``report.md`` and
+    ``report.html`` in ``directory``."""
+    report = Report(report.title, report.sections, machine or report.machine)
+    markdown_path = atomic_write_text(directory / "report.md", to_markdown(report))
+    html_path = atomic_write_text(directory / "report.html", to_html(report, directory))
     return markdown_path, html_path
 
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
-from parnn.errors import Terminated
+from parnn.errors import Terminated, show_warning_line
 
 __all__ = ["Terminated", "one_line_warnings", "sigterm_as_interrupt", "usage_error_line"]
 
@@ -39,26 +38,11 @@ def usage_error_line(error: click.UsageError) -> str:
     return f"parnn: error: {command + ': ' if command else ''}{message}; {hint}"
 
 
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    text = " ".join(str(message).split())
-    stream = file if file is not None else sys.stderr
-    with contextlib.suppress(OSError, ValueError):  # a closed stream: nowhere to warn
-        stream.write(f"parnn: warning: {text}\n")
-        stream.flush()
-
-
 @contextlib.contextmanager
 def one_line_warnings() -> Iterator[None]:
     """Warnings raised while a command runs print as one ``parnn: warning:`` line."""
     saved = warnings.showwarning
-    warnings.showwarning = _show_warning
+    warnings.showwarning = show_warning_line
     try:
         yield
     finally:

@@ -22,6 +22,7 @@ peak_rss_mib), runs, files, machine.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
+from parnn.bench.studies.compare import COMPARE_NAMES, parse_compare_list
 from parnn.cli._options import (
     batch_size_option,
     data_dir_option,
@@ -45,7 +47,6 @@ from parnn.cli._options import (
     steps_option,
     threads_option,
 )
-from parnn.data_parallel.compare import COMPARE_NAMES, parse_compare_list
 from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig, engine_optimizer
 from parnn.errors import ConfigError
 from parnn.outdir import check_out_dir
@@ -55,7 +56,7 @@ from parnn.results import machine_facts, write_json
 if TYPE_CHECKING:  # torch and the engines are imported when a command runs, not at --help
     import torch
 
-    from parnn.data_parallel.compare import Comparison
+    from parnn.bench.studies.compare import Comparison
     from parnn.data_parallel.result import DataParallelResult
     from parnn.train.setup import TrainingSetup
 
@@ -140,7 +141,7 @@ def _write_run_files(
 ) -> dict[str, str]:
     import torch
 
-    from parnn.data_parallel.plots import plot_cpu, plot_loss
+    from parnn.bench.data_parallel_plots import plot_cpu, plot_loss
 
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -157,7 +158,7 @@ def _write_run_files(
 def _write_comparison_files(
     comparison: Comparison, payload: dict[str, Any], out: Path
 ) -> dict[str, str]:
-    from parnn.data_parallel.plots import plot_cpu, plot_loss, plot_throughput
+    from parnn.bench.data_parallel_plots import plot_cpu, plot_loss, plot_throughput
 
     out.mkdir(parents=True, exist_ok=True)
     runs = comparison.runs
@@ -275,7 +276,7 @@ def dp(
     """Train data-parallel on the cores of this machine (or under torchrun / mpirun)."""
     from parnn.launch.forkserver import start_forkserver
 
-    if (engine or "").lower() != "mpi":  # mpirun starts its own ranks
+    if not _likely_mpiexec(engine, transport, compare):  # mpiexec starts its own ranks
         # The ranks' fork server imports torch and the engines while this process loads data.
         start_forkserver(["parnn.data_parallel.runner"], threads=threads)
     from parnn.data_parallel.runner import run_data_parallel
@@ -342,6 +343,23 @@ def dp(
     emit(payload, as_json=as_json, render=lambda: _render_run(payload))
 
 
+def _likely_mpiexec(engine: str | None, transport: str, compare: str | None) -> bool:
+    """Whether the ranks will come from mpiexec, not from the fork server, judged without
+    importing torch: then starting the server would only take a core from this process
+    (~1 s of torch imports) while it loads the data. A wrong guess costs only that overlap:
+    a launch starts the server itself when it needs it."""
+    import importlib.util
+
+    name = (engine or "ddp").lower()
+    if name == "mpi":
+        return True
+    if compare is not None or name not in ("ddp", "local-sgd") or transport == "gloo":
+        return False
+    return (
+        importlib.util.find_spec("mpi4py") is not None and "TORCHELASTIC_RUN_ID" not in os.environ
+    )
+
+
 def _launcher_world_size() -> int | None:
     """The world size set by torchrun or mpirun, when one of them started this process."""
     from parnn.data_parallel.mpi import mpi_env
@@ -375,7 +393,7 @@ def _compare(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    from parnn.data_parallel.compare import comparison_configs, run_comparison
+    from parnn.bench.studies.compare import comparison_configs, run_comparison
 
     configs = comparison_configs(base, names, average_every=average_every)
     initial = copy.deepcopy(setup.model)

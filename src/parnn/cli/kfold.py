@@ -314,6 +314,7 @@ def kfold_command(
             config,
             root_dir=out_dir,
             get_optimizer=OptimizerFactory(optimizer_config),
+            late_imports=("parnn.bench.kfold_plots",),  # drawn below
         )
     except KeyboardInterrupt as interrupt:
         store = RunStore(out_dir)
@@ -325,6 +326,9 @@ def kfold_command(
             err=True,
         )
         raise click.exceptions.Exit(143 if terminated else 130) from None
+    from parnn.bench.kfold_plots import save_kfold_plots
+
+    save_kfold_plots(results)
     payload = {
         "command": "kfold",
         "out_dir": str(out_dir),

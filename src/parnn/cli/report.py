@@ -1,5 +1,5 @@
 """`parnn report RESULTS_DIR`: render a study's Markdown report and HTML page from its
-results alone (no re-run)."""
+results alone (no re-run); the study is read from the directory's stored settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from parnn.bench.report import render_report
+from parnn.bench.render import render_report
 from parnn.cli._options import emit, json_option
 from parnn.progress import stdout_console
 

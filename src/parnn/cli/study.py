@@ -12,7 +12,7 @@ target_accuracy, max_epochs, optimizer, momentum, seed, eval_growth, patience), 
 batch_size, best_lr, steps, epochs, samples, trials), regimes (rows: regime, from_batch,
 to_batch, slopes), trials (rows: batch_size, lr, steps_to_target, steps_run,
 best_accuracy, evaluations, stopped: target, budget, stalled, pruned or diverged,
-elapsed_s), files, machine.
+elapsed_s), files (plot, result, trials, report, page), machine.
 
 ``axes --json`` prints one object (stable keys): command ("study axes"), model, data,
 train_samples, val_samples, parameters, settings (the AxesConfig: model, data, data_dir,
@@ -22,7 +22,7 @@ label, axis, processes, threads_per_process, samples_per_s (median step after wa
 speedup_vs_serial, efficiency, mean_samples_per_s (null for the pipeline), accuracy,
 accuracy_delta_points, peak_rss_mib, peak_rss_mib_per_process, total_rss_mib, steps,
 samples, wall_s, bubble_fraction (pipeline only)), conclusion (sentences), files (result,
-plot), machine. The result file adds runs: each engine's full result by variant.
+plot, report, page), machine. The result file adds runs: each engine's full result by variant.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ import click
 from rich import box
 from rich.table import Table
 
+from parnn.bench.studies.axes import (
+    DEFAULT_VARIANTS,
+    VARIANTS,
+    AxesConfig,
+    parse_variants,
+)
 from parnn.cli._options import (
     batch_size_option,
     data_dir_option,
@@ -55,12 +61,6 @@ from parnn.cli._options import (
 )
 from parnn.cli.study_pipedream import pipedream as pipedream_study
 from parnn.cli.study_pipeline import STUDY_COMMANDS
-from parnn.data_parallel.axes import (
-    DEFAULT_VARIANTS,
-    VARIANTS,
-    AxesConfig,
-    parse_variants,
-)
 from parnn.errors import ConfigError
 from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stderr_console, stdout_console
@@ -69,8 +69,8 @@ from parnn.train import SCHEDULES as LR_SCHEDULES
 from parnn.train import OptimizerConfig
 
 if TYPE_CHECKING:  # torch and the engines are imported when a study runs, not at --help
-    from parnn.data_parallel.axes import VariantRun
-    from parnn.data_parallel.scaling import Trial
+    from parnn.bench.studies.axes import VariantRun
+    from parnn.bench.studies.batch_scaling import Trial
 
 __all__ = ["COMMANDS", "study"]
 
@@ -190,12 +190,13 @@ def batch_scaling(
     """Steps to a target accuracy against batch size: the three regimes of data parallelism."""
     import torch
 
-    from parnn.data_parallel.plots import plot_batch_scaling
-    from parnn.data_parallel.scaling import (
+    from parnn.bench.report import render_study
+    from parnn.bench.studies.batch_scaling import (
         BatchScalingConfig,
         parse_batch_sizes,
         run_batch_scaling,
     )
+    from parnn.bench.studies.batch_scaling_report import PLOT_FILE, build_batch_scaling_report
     from parnn.train.setup import setup_training
 
     config = BatchScalingConfig(
@@ -234,14 +235,13 @@ def batch_scaling(
                                    "train_samples": len(setup.train_data)},
         on_trial=announce,
     )  # fmt: skip
+    markdown, html = render_study(out_dir, build_batch_scaling_report)  # draws the plot
     files = {
-        "plot": str(
-            plot_batch_scaling(
-                result, out_dir / "steps_vs_batch.png", title=f"{model} on {setup.data_name}"
-            )
-        ),  # fmt: skip
+        "plot": str(out_dir / PLOT_FILE),
         "result": str(out_dir / "batch_scaling.json"),
-        "trials": str(out_dir / "trials.jsonl"),
+        "trials": str(out_dir / "cells.jsonl"),
+        "report": str(markdown),
+        "page": str(html),
     }
     payload: dict[str, Any] = {
         "command": "study batch-scaling",
@@ -361,8 +361,10 @@ def axes(
 ) -> None:  # fmt: skip
     """Serial, data-parallel and pipeline-parallel training of one model on the same cores:
     samples/s, accuracy and peak memory per process, and the conclusion they support."""
-    from parnn.data_parallel.axes import run_axes
-    from parnn.data_parallel.axes_report import conclude, plot_axes
+    from parnn.bench.cells import StudyStore
+    from parnn.bench.report import render_study
+    from parnn.bench.studies.axes import run_axes
+    from parnn.bench.studies.axes_report import PLOT_FILE, build_axes_report, conclude
 
     config = AxesConfig(
         model=model, data=data, data_dir=data_dir, input_shape=parse_input_shape(input_shape),
@@ -383,10 +385,15 @@ def axes(
                 f"peak RSS {max(run.peak_rss_mib_per_process):.0f} MiB"
             )
 
-    result = run_axes(config, quiet=quiet or as_json, on_run=announce)
+    if overwrite:
+        StudyStore(out_dir).clear()
+    result = run_axes(config, quiet=quiet or as_json, on_run=announce, out=out_dir)
+    markdown, html = render_study(out_dir, build_axes_report)  # draws the plot
     files = {
         "result": str(out_dir / "axes.json"),
-        "plot": str(plot_axes(result, out_dir / "throughput.png")),
+        "plot": str(out_dir / PLOT_FILE),
+        "report": str(markdown),
+        "page": str(html),
     }
     summary = result.to_dict()
     payload: dict[str, Any] = {

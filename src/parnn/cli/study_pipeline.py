@@ -121,6 +121,14 @@ def _run_options(*, schedule: str, repeats: int = 3, steps: int = 2) -> Callable
             default=None,
             help="Where profiles and the comm model are cached (default OUT/profiles).",
         ),
+        click.option(
+            "--cluster",
+            default=None,
+            metavar="ADDRESS|local[:N]|FILE.json",
+            help="Run each cell as one Dask task (needing a core per stage) on this "
+            "scheduler; local[:N] starts a LocalCluster here. A remote cluster needs an "
+            "absolute --out on storage every worker reaches.",
+        ),
         json_option,
         quiet_option,
     ]
@@ -148,6 +156,19 @@ def _common(options: Mapping[str, Any]) -> dict[str, Any]:
         "predict": not options["no_predict"],
         "isolate_repeats": options["isolate_repeats"],
     }
+
+
+def _check_cluster(options: Mapping[str, Any], out: Path) -> Any:
+    """The --cluster of a study, checked before anything runs (Dask installed; a remote
+    cluster's --out and cache absolute: its workers write the profiles there)."""
+    cluster = options["cluster"]
+    if cluster is not None:
+        from parnn.jobs.dask_executor import check_cluster_run
+
+        check_cluster_run(cluster, out)
+        if options["cache_dir"] is not None:
+            check_cluster_run(cluster, options["cache_dir"])
+    return cluster
 
 
 def _engines(out: Path, cache_dir: Path | None) -> tuple[Any, Any]:
@@ -280,10 +301,16 @@ def schemes(**options: Any) -> None:
         **_common(options),
     )
     out = options["out"] or Path("results") / "schemes"
+    cluster = _check_cluster(options, out)
     check_out_dir(out, resumes=Resumes.RERUN)  # re-running resumes the study
     measure, predict = _engines(out, options["cache_dir"])
     outcome = run_schemes_study(
-        settings, out, measure=measure, predict=predict, quiet=options["quiet"]
+        settings,
+        out,
+        measure=measure,
+        predict=predict,
+        quiet=options["quiet"],
+        cluster=cluster,
     )
     payload = outcome_payload(outcome)
     payload["best"] = [
@@ -354,6 +381,7 @@ def microbatches(**options: Any) -> None:
         **_common(options),
     )
     out = options["out"] or Path("results") / "microbatches"
+    cluster = _check_cluster(options, out)
     check_out_dir(out, resumes=Resumes.RERUN)  # re-running resumes the study
     measure, predict = _engines(out, options["cache_dir"])
     outcome = run_microbatches_study(
@@ -363,6 +391,7 @@ def microbatches(**options: Any) -> None:
         predict=predict,
         resolve=_resolver(out, options["cache_dir"]),
         quiet=options["quiet"],
+        cluster=cluster,
     )
     payload = outcome_payload(outcome)
     payload["optimum"] = []
@@ -425,10 +454,16 @@ def scaling(**options: Any) -> None:
         **_common(options),
     )
     out = options["out"] or Path("results") / "scaling"
+    cluster = _check_cluster(options, out)
     check_out_dir(out, resumes=Resumes.RERUN)  # re-running resumes the study
     measure, predict = _engines(out, options["cache_dir"])
     outcome = run_scaling_study(
-        settings, out, measure=measure, predict=predict, quiet=options["quiet"]
+        settings,
+        out,
+        measure=measure,
+        predict=predict,
+        quiet=options["quiet"],
+        cluster=cluster,
     )
     payload = outcome_payload(outcome)
     machine = outcome.header.get("machine", {})

@@ -27,6 +27,7 @@ from parnn.errors import DataError
 
 __all__ = [
     "IMAGES_MAGIC",
+    "mnist_length",
     "LABELS_MAGIC",
     "MNIST_MEAN",
     "MNIST_NUM_CLASSES",
@@ -153,6 +154,29 @@ def find_mnist_files(data_dir: Path | None, split: str) -> tuple[Path, Path, str
         f"mnist {split} files not found in {layouts}: looked for {looked_for}"
         + (" (and the t10k-* test files as a fallback)" if split == "train" else "")
     )
+
+
+def mnist_length(data_dir: Path | None, split: str) -> int | None:
+    """How many samples ``load_mnist_arrays`` would return (the labels file's header, not
+    the data), or None where the files are missing or unreadable (loading says why)."""
+    if data_dir is None or not Path(data_dir).expanduser().is_dir():
+        return None
+    directory = Path(data_dir).expanduser()
+    pair = _find_pair(directory, _PREFIXES[split])
+    if pair is None and split == "train":
+        pair = _find_pair(directory, _PREFIXES["test"])
+    if pair is None:
+        return None
+    labels_path = pair[1]
+    try:
+        opener = gzip.open if labels_path.suffix == ".gz" else open
+        with opener(labels_path, "rb") as stream:
+            header = stream.read(8)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(header) < 8 or int.from_bytes(header[:4], "big") != LABELS_MAGIC:
+        return None
+    return int.from_bytes(header[4:8], "big")
 
 
 def load_mnist_arrays(data_dir: Path | None, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:

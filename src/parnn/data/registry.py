@@ -10,8 +10,8 @@ import torch
 
 from parnn.data.cifar10 import CIFAR10_NUM_CLASSES, load_cifar10_arrays
 from parnn.data.dataset import ArrayDataset
-from parnn.data.digits import DIGITS_NUM_CLASSES, load_digits_arrays
-from parnn.data.mnist import MNIST_NUM_CLASSES, load_mnist_arrays
+from parnn.data.digits import DIGITS_NUM_CLASSES, DIGITS_NUM_SAMPLES, load_digits_arrays
+from parnn.data.mnist import MNIST_NUM_CLASSES, load_mnist_arrays, mnist_length
 from parnn.data.synthetic import (
     SYNTHETIC_INPUT_SHAPE,
     SYNTHETIC_NUM_CLASSES,
@@ -21,7 +21,7 @@ from parnn.data.synthetic import (
 from parnn.data.transforms import check_input_shape, resize_images
 from parnn.errors import DataError
 
-__all__ = ["DATASETS", "SPLITS", "dataset_names", "load_dataset"]
+__all__ = ["DATASETS", "SPLITS", "dataset_length", "dataset_names", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,31 @@ _TRUE_NUM_CLASSES = {
 def dataset_names() -> tuple[str, ...]:
     """The names ``load_dataset`` accepts."""
     return tuple(DATASETS)
+
+
+def dataset_length(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    num_samples: int | None = None,
+    split: str = "train",
+) -> int | None:
+    """How many samples ``load_dataset`` would return, found without loading the data (a
+    file header at most), so that a parent process can check a batch size before it starts
+    the ranks that load it; None where that is not known cheaply (cifar10, missing files)."""
+    key = str(name).strip().lower()
+    length: int | None
+    if key == "digits":
+        length = DIGITS_NUM_SAMPLES
+    elif key == "synthetic":
+        length = SYNTHETIC_NUM_SAMPLES if num_samples is None else num_samples
+    elif key == "mnist":
+        length = mnist_length(None if data_dir is None else Path(data_dir), split)
+    else:
+        length = None
+    if length is not None and num_samples is not None:
+        length = min(length, num_samples)
+    return length
 
 
 def _load_synthetic(

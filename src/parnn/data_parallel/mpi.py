@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,10 @@ from parnn.data_parallel.averaging import train_replica
 from parnn.data_parallel.ddp import train_ddp
 from parnn.data_parallel.job import TrainJob
 from parnn.data_parallel.loop import WorkerOutput, numpy_state
-from parnn.errors import ConfigError, RankFailedError
+from parnn.errors import ConfigError, RankFailedError, show_warning_line
 from parnn.launch import pin_current_process, plan_cores, usable_cores
-from parnn.launch.supervisor import is_peer_symptom
-from parnn.launch.worker import loopback_interface
+from parnn.launch.supervisor import is_peer_symptom, listening_store
+from parnn.launch.worker import is_loopback, loopback_interface
 from parnn.results import atomic_write_bytes, atomic_write_text
 
 __all__ = [
@@ -94,14 +95,27 @@ def require_mpi() -> None:
         )
 
 
-def find_mpiexec() -> str:
-    """``mpiexec`` (or ``mpirun``) beside this Python (a venv with PyPI's mpich), else on PATH.
+MPIEXEC_ENV = "PARNN_MPIEXEC"
+"""The launcher parnn starts its MPI ranks with, when set (a path or a name on PATH)."""
 
-    MPICH's Hydra ``mpiexec`` listens on a control port on every interface (no option binds
-    it to loopback); ``mpiexec.gforker`` opens none but started the ranks ~1.5x slower on a
-    loaded 2-core machine, so Hydra stays the default (see docs/failure-model.md)."""
+
+def find_mpiexec() -> str:
+    """The launcher for the ranks parnn starts on this machine: ``$PARNN_MPIEXEC`` when
+    set; else MPICH's ``mpiexec.gforker`` beside this Python (a venv with PyPI's mpich),
+    which forks the ranks and opens no port (Hydra's ``mpiexec`` listens on a control port
+    on every interface, and no option binds it to loopback); else ``mpiexec`` or
+    ``mpirun`` beside this Python or on PATH (see docs/failure-model.md)."""
+    chosen = os.environ.get(MPIEXEC_ENV, "").strip()
+    if chosen:
+        found = shutil.which(chosen)
+        if found is None:
+            raise ConfigError(
+                f"{MPIEXEC_ENV}={chosen} is not an executable launcher: unset it or name one "
+                "(e.g. mpiexec)"
+            )
+        return found
     beside = Path(sys.executable).parent
-    for name in ("mpiexec", "mpirun"):
+    for name in ("mpiexec.gforker", "mpiexec", "mpirun"):
         candidate = beside / name
         if candidate.exists() and os.access(candidate, os.X_OK):
             return str(candidate)
@@ -184,9 +198,13 @@ def _gloo_group(comm: Any, local_size: int, timeout_s: float) -> Any:
             )
         address = "127.0.0.1"
     timeout = datetime.timedelta(seconds=timeout_s)
+    if "GLOO_SOCKET_IFNAME" not in os.environ and is_loopback(address):
+        interface = loopback_interface()
+        if interface is not None:  # gloo's pairs listen on loopback too
+            os.environ["GLOO_SOCKET_IFNAME"] = interface
     store = None
-    if rank == 0:
-        store = dist.TCPStore(address, 0, size, True, timeout=timeout, wait_for_workers=False)
+    if rank == 0:  # bound to ``address`` only, not every interface
+        store = listening_store(address, 0, timeout_s=timeout_s, world_size=size)
     port = comm.bcast(store.port if store is not None else None, root=0)
     if store is None:
         store = dist.TCPStore(address, port, size, False, timeout=timeout)
@@ -264,6 +282,35 @@ def _stop_tree(process: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
             member.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
+
+
+def _stop_group(pgid: int, grace_s: float = 2.0) -> None:
+    """Stop whatever of the job's process group outlived its launcher (a launcher that
+    exits on a rank's abort may leave the other ranks, their supervisors and watchers
+    behind, reparented to init): SIGTERM, then SIGKILL after ``grace_s``."""
+    deadline = time.monotonic() + grace_s
+    how = signal.SIGTERM
+    while True:
+        try:
+            os.killpg(pgid, how)
+        except (ProcessLookupError, PermissionError):
+            return
+        if how == signal.SIGKILL:
+            return
+        time.sleep(0.02)
+        if not _group_alive(pgid):
+            return
+        if time.monotonic() > deadline:
+            how = signal.SIGKILL
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process of this user is in process group ``pgid``."""
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error):
+            if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == pgid:
+                return True
+    return False
 
 
 def loopback_environ(environ: Mapping[str, str]) -> dict[str, str]:
@@ -468,6 +515,7 @@ def _run_mpiexec(
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
             env=_rank_environ(),
+            start_new_session=True,  # the job's own process group: see _stop_group
         )
         try:
             first_failure: float | None = None
@@ -483,6 +531,7 @@ def _run_mpiexec(
         finally:
             if process.poll() is None:
                 _stop_tree(process)
+            _stop_group(process.pid)
     failures = _read_failures(directory)
     causes = [failure for failure in failures if not is_peer_symptom(str(failure["detail"]))]
     if failures and not causes:
@@ -518,6 +567,12 @@ def _supervise(directory: Path, rank: int) -> None:
     written before mpiexec learns of the death, so the first failed record is the cause.
     A second child, idle, writes the record when this supervisor itself is killed (the
     rank, maybe stuck in native code, just dies with it: PDEATHSIG SIGKILL)."""
+    # The supervisor goes when its launcher does (mpiexec killed, say), and its rank with
+    # it: no rank is left spinning in a collective, reparented to init.
+    launcher = os.getppid()
+    _die_with_parent(signal.SIGTERM)
+    if os.getppid() != launcher:
+        os._exit(1)
     supervisor = os.getpid()
     child = os.fork()
     if child == 0:
@@ -559,6 +614,7 @@ def _watch_supervisor(directory: Path, rank: int, supervisor: int) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """Each rank started by :func:`launch_mpi` (``python -m parnn.data_parallel.mpi_rank DIR``)."""
+    warnings.showwarning = show_warning_line  # one line, as in the CLI
     directory = Path(argv[0])
     env = mpi_env()
     if env is not None:

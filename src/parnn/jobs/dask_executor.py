@@ -158,10 +158,12 @@ class DaskConnection:
         threads_per_job: int = 1,
         preload: Sequence[str] = (),
         wait_s: float = 60.0,
+        worker_children: bool = False,
     ) -> None:
         check_cluster(cluster)
         self.cluster = cluster
         self.threads_per_job = threads_per_job
+        self.worker_children = worker_children
         self.preload = tuple(preload)
         self.wait_s = wait_s
         self.remote = not is_local_cluster(cluster)
@@ -201,7 +203,10 @@ class DaskConnection:
             # jobs' modules loaded (as the pinned pool's do), not a fresh spawn each.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([*self.preload, "distributed"])
-            with dask.config.set(_LOCAL_CONFIG):
+            config = dict(_LOCAL_CONFIG)
+            if self.worker_children:  # a job that starts processes (a pipeline's ranks)
+                config["distributed.worker.daemon"] = False
+            with dask.config.set(config):
                 local = distributed.LocalCluster(
                     n_workers=count,
                     threads_per_worker=1,
@@ -272,7 +277,11 @@ class DaskConnection:
 class DaskPool:
     """Runs jobs on a Dask cluster, with :class:`~parnn.jobs.pool.WorkerPool`'s interface:
     ``prepare()``, then ``run(jobs, on_event)`` with the same :class:`PoolEvent` s (the
-    event's ``worker`` is the Dask worker's index, its ``host`` the worker's host)."""
+    event's ``worker`` is the Dask worker's index, its ``host`` the worker's host).
+
+    ``threads_of(payload)``, when given, is the cores one job needs (``threads`` is then
+    the most any job needs); ``worker_children`` lets the jobs start processes (a
+    LocalCluster's workers are then not daemonic)."""
 
     def __init__(
         self,
@@ -282,11 +291,16 @@ class DaskPool:
         *,
         threads: int = 1,
         preload: Sequence[str] = (),
+        threads_of: Callable[[Any], int] | None = None,
+        worker_children: bool = False,
     ) -> None:
         self.job_fn = job_fn
         self.context = context
-        self.connection = DaskConnection(cluster, threads_per_job=threads, preload=preload)
+        self.connection = DaskConnection(
+            cluster, threads_per_job=threads, preload=preload, worker_children=worker_children
+        )
         self.threads = threads
+        self.threads_of = threads_of
         self._slots: dict[str, int] = {}  # worker address -> index (the event's worker)
         self._hosts: dict[str, str] = {}  # worker address -> host name
         self._started_wall = time.time()
@@ -347,16 +361,17 @@ class DaskPool:
         def submit(capacity: int) -> None:
             while pending and len(futures) < max(1, capacity):
                 index, (key, payload) = pending.popleft()
+                threads = self.threads_of(payload) if self.threads_of else self.threads
                 future = client.submit(
                     dask_task.run_task,
                     self.job_fn,
                     context,
                     key,
                     payload,
-                    self.threads,
+                    threads,
                     topic,
                     key=f"parnn-job-{topic[11:]}-{index}",
-                    resources={"cores": self.threads},
+                    resources={"cores": threads},
                     priority=len(jobs) - index,  # higher first: the given order
                     pure=False,
                 )

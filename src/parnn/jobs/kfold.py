@@ -113,10 +113,12 @@ def run_kfold(
     root_dir: str | Path,
     criterion: nn.Module | None = None,
     get_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+    late_imports: Sequence[str] = (),
 ) -> KFoldResults:
     """Run (or resume) the k-fold study; see the module docstring. Failed jobs are in the
     results (``results.failed``); Ctrl-C stops every worker and raises KeyboardInterrupt
-    with everything finished so far recorded."""
+    with everything finished so far recorded. ``late_imports``: modules the caller uses
+    once the run ends (its plots), imported on the first core that goes idle."""
     inputs, targets = dataset_tensors(dataset)  # (N, C, H, W), (N,)
     num_samples = int(targets.shape[0])
     if config.folds > num_samples:
@@ -205,6 +207,7 @@ def run_kfold(
             monitor_interval_s=config.monitor_interval_s,
             quiet=config.quiet,
             cluster=config.cluster if mode == "parallel" else None,
+            late_imports=late_imports,
         )
         run_session(plan, todo, context, store)
     results = KFoldResults.load(

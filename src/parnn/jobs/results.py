@@ -306,9 +306,11 @@ class KFoldResults:
                 writer.writerow(["" if record[c] is None else record[c] for c in CSV_COLUMNS])
         return buffer.getvalue()
 
-    def save(self, directory: str | Path | None = None, *, plots: bool = True) -> dict[str, str]:
-        """Write results.json, results.csv and (``plots``) cpu.png and timeline.png into
-        ``directory`` (default: the run's directory); return their paths by kind."""
+    def save(self, directory: str | Path | None = None) -> dict[str, str]:
+        """Write results.json and results.csv into ``directory`` (default: the run's
+        directory); return their paths by kind. The plots are drawn above the engine:
+        :func:`parnn.bench.kfold_plots.save_kfold_plots` (``parnn kfold`` and
+        ``parnn report DIR`` call it)."""
         target = Path(directory) if directory is not None else self.out_dir
         if target is None:
             raise ValueError("no directory to save to: pass one")
@@ -319,11 +321,6 @@ class KFoldResults:
         }
         write_json(files["results_json"], self.to_dict(include_history=True))
         atomic_write_text(files["results_csv"], self.to_csv())
-        if plots:
-            from parnn.jobs.plots import plot_cpu, plot_timeline
-
-            files["cpu_plot"] = plot_cpu(self, target / "cpu.png")
-            files["timeline_plot"] = plot_timeline(self, target / "timeline.png")
         self.files = {kind: str(path) for kind, path in files.items()}
         return dict(self.files)
 

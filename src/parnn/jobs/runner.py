@@ -32,11 +32,6 @@ from parnn.results import machine_facts
 __all__ = ["SessionPlan", "run_session"]
 
 
-# Imported on a spare core once fewer jobs remain than workers, so that the plots drawn
-# after the results are written do not wait for matplotlib (~1 s).
-_LATE_IMPORTS = ("parnn.jobs.plots",)
-
-
 def _import_in_background(modules: Sequence[str]) -> None:
     missing = [name for name in modules if name not in sys.modules]
     if missing:
@@ -59,6 +54,9 @@ class SessionPlan:
     monitor_interval_s: float = 0.5  # CPU sampling period; 0: off
     quiet: bool = False
     cluster: Any = None  # None: the pinned pool; else a Dask cluster (KFoldConfig.cluster)
+    late_imports: Sequence[str] = ()
+    """Modules the caller needs after the run (its plots): imported on a spare core once
+    fewer jobs remain than workers, so that what follows the run does not wait for them."""
 
 
 def run_session(
@@ -86,7 +84,7 @@ def run_session(
             return
         counts[event.kind] += 1
         if len(jobs) - counts["finished"] - counts["failed"] == plan.num_workers - 1:
-            _import_in_background(_LATE_IMPORTS)  # a core has just gone idle for good
+            _import_in_background(plan.late_imports)  # a core has just gone idle for good
         start = started_at.get(event.key, event.time)
         numbers = dict(event.result or {})
         result = JobResult(

@@ -17,7 +17,14 @@ from typing import Any
 
 from parnn.errors import CheckpointError
 from parnn.jobs.spec import JobResult
-from parnn.results import append_jsonl, machine_facts, read_json, read_jsonl, write_json
+from parnn.results import (
+    append_jsonl,
+    machine_facts,
+    read_json,
+    read_jsonl,
+    settings_differences,
+    write_json,
+)
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -34,33 +41,6 @@ RUN_FILE = "kfold.json"
 JOBS_FILE = "jobs.jsonl"
 SESSIONS_FILE = "sessions.jsonl"
 CHECKPOINT_DIR = "checkpoints"
-
-
-def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in settings.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ",".join(str(item) for item in value)
-    return "(unset)" if value is None else str(value)
-
-
-def settings_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """'folds 5 -> 3' for every setting that differs (nested keys joined by dots)."""
-    old, new = _flatten(saved), _flatten(wanted)
-    return [
-        f"{key} {_show(old.get(key))} -> {_show(new.get(key))}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
 
 
 class RunStore:

@@ -20,10 +20,12 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from parnn.errors import show_warning_line
 from parnn.launch import pin_current_process
 
 __all__ = ["JobFunction", "JobReporter", "do_nothing", "one_line", "send", "worker_main"]
@@ -94,6 +96,7 @@ def worker_main(
     job_fn: JobFunction,
     context: Any,
 ) -> None:
+    warnings.showwarning = show_warning_line  # one line, as in the CLI
     _die_with_parent(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, _raise_system_exit)  # unwind: temporary files removed

@@ -29,7 +29,7 @@ from parnn.launch.placement import THREAD_ENV_VARS, plan_cores, warn_if_oversubs
 from parnn.launch.worker import child_main, one_line
 from parnn.transport import remove_segments_of
 
-__all__ = ["is_peer_symptom", "launch", "leftover_processes"]
+__all__ = ["is_peer_symptom", "launch", "leftover_processes", "listening_store"]
 
 T = TypeVar("T")
 
@@ -95,35 +95,42 @@ def launch(fn: Callable[..., T], config: LaunchConfig, *args: Any) -> list[T]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _host_store(config: LaunchConfig) -> dist.TCPStore:
-    # The parent hosts the rendezvous store: the kernel picks a free port atomically
-    # (port 0), and the store outlives any one rank. It listens on a socket bound here to
-    # master_addr only (127.0.0.1 by default): torch's own would listen on every interface.
+def listening_store(
+    host: str, port: int, *, timeout_s: float, world_size: int | None = None
+) -> dist.TCPStore:
+    """A TCPStore server listening on ``host:port`` only (port 0: a free one, picked by the
+    kernel atomically): torch's own server listens on every interface. Its port is
+    ``store.port``; OSError or RuntimeError when it cannot listen there."""
+    listener = _listen(host, port)
+    bound_port = int(listener.getsockname()[1])
+    fd = listener.detach()  # the store owns the socket from here on
     try:
-        listener = _listen(config.master_addr, config.master_port or 0)
-    except OSError as exc:
+        return dist.TCPStore(
+            host,
+            bound_port,
+            world_size,
+            True,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            wait_for_workers=False,
+            master_listen_fd=fd,
+        )
+    except (RuntimeError, OSError):
+        os.close(fd)
+        raise
+
+
+def _host_store(config: LaunchConfig) -> dist.TCPStore:
+    # The parent hosts the rendezvous store, bound to master_addr only (127.0.0.1 by
+    # default); the store outlives any one rank.
+    try:
+        return listening_store(
+            config.master_addr, config.master_port or 0, timeout_s=config.failure_timeout_s
+        )
+    except (RuntimeError, OSError) as exc:
         raise ConfigError(
             f"master_addr={config.master_addr!r} master_port={config.master_port}: cannot "
             f"listen there ({exc}); leave master_port unset to get a free port, and give an "
             "address of this machine (127.0.0.1 on one machine)"
-        ) from exc
-    port = listener.getsockname()[1]
-    fd = listener.detach()  # the store owns the socket from here on
-    try:
-        return dist.TCPStore(
-            config.master_addr,
-            port,
-            None,
-            True,
-            timeout=datetime.timedelta(seconds=config.failure_timeout_s),
-            wait_for_workers=False,
-            master_listen_fd=fd,
-        )
-    except (RuntimeError, OSError) as exc:
-        os.close(fd)
-        raise ConfigError(
-            f"master_addr={config.master_addr!r} master_port={config.master_port}: cannot "
-            f"listen there ({exc}); leave master_port unset to get a free port"
         ) from exc
 
 

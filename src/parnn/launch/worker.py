@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import psutil
 import torch.distributed as dist
 
+from parnn.errors import show_warning_line
 from parnn.launch.config import LaunchConfig
 from parnn.launch.placement import pin_current_process
 
@@ -97,6 +99,7 @@ def child_main(
 ) -> None:
     """One rank: report ("started"), then ("ok", result) or ("error", detail, traceback,
     time.monotonic()) on the pipe to the parent."""
+    warnings.showwarning = show_warning_line  # one line, as in the CLI
     _die_with_launcher(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     world_size = config.num_processes

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from parnn.clock import startup_s
+from parnn.data.registry import dataset_length
 from parnn.errors import PartitionError
 from parnn.launch import LaunchConfig, run_distributed
 from parnn.launch.forkserver import start_forkserver
@@ -31,6 +32,7 @@ from parnn.pipeline.result import (
 from parnn.pipeline.schedules import check_schedule, get_schedule
 from parnn.results import machine_facts, write_json
 from parnn.trace import TraceRecorder, write_chrome_trace
+from parnn.train.setup import check_batch_size
 
 __all__ = ["PipelinePlan", "plan_pipeline_run", "run_pipeline"]
 
@@ -109,12 +111,22 @@ def plan_pipeline_run(
     return PipelinePlan(partition, shapes, names, parameters, sample_shape)
 
 
+def check_batch_fits_data(config: PipelineConfig) -> None:
+    """Refuse, before any rank starts, a batch larger than the training set (rank 0 loads
+    the data; the size is read here from the dataset's header where that is cheap)."""
+    total = dataset_length(config.data, data_dir=config.data_dir, num_samples=config.num_samples)
+    if total is None or total < 2:
+        return  # not known without loading it: rank 0 checks
+    check_batch_size(config.batch_size, total - round(total * config.val_fraction))
+
+
 def run_pipeline(
     config: PipelineConfig, *, quiet: bool = False, profile_cache_dir: Path | None = None
 ) -> PipelineResult | None:
     """Train with the pipeline; returns the result on the master (None on other torchrun
     ranks). Raises :class:`~parnn.errors.RankFailedError` when a rank fails."""
     started = time.perf_counter()
+    check_batch_fits_data(config)
     # Ranks fork from a server that has imported the pipeline once (no-op when running).
     start_forkserver([_WORKER_MODULE], threads=config.threads_per_stage)
     plan = plan_pipeline_run(config, profile_cache_dir=profile_cache_dir)

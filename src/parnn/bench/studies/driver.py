@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parnn.bench.cells import Cell, StudyStore
+from parnn.bench.cells import Cell, CellExecutor, StudyStore, run_here
+from parnn.bench.report import ReportBuilder, render_study
 from parnn.bench.studies.runs import Measure, Predict, RunSpec, measure_cell
 from parnn.bench.studies.settings import RunSettings
 
@@ -56,19 +57,22 @@ def run_study(
     predict: Predict | None = None,
     quiet: bool = False,
     render: bool = True,
+    report: ReportBuilder | None = None,
+    cluster: Any = None,
 ) -> StudyOutcome:
     """Measure every cell of ``cells`` not yet in ``directory`` and render the report.
 
     Re-running in the same directory with the same settings skips the finished cells;
-    other settings are refused (see :class:`~parnn.bench.cells.StudyStore`).
+    other settings are refused (see :class:`~parnn.bench.cells.StudyStore`). With a
+    ``cluster`` (see :class:`~parnn.bench.cluster.DaskCells`) every cell is one Dask task
+    needing a core per stage and thread; the records are the same as here.
     """
     store = StudyStore(directory)
     header = store.open(kind, settings.to_dict())
-    measured: list[str] = []
+    todo = {cell.id for cell in cells} - store.finished_ids()
     chosen_predict = predict if settings.predict else None
 
     def measure_one(cell: Cell) -> dict[str, Any]:
-        measured.append(cell.id)
         return measure_cell(
             spec_of(cell),
             measure,
@@ -77,18 +81,28 @@ def run_study(
             predict=chosen_predict,
         )
 
-    records = store.run(cells, measure_one, description=f"study {kind}", quiet=quiet)
-    markdown = html = None
-    if render and records:
-        from parnn.bench.report import render_report
+    executor: CellExecutor = run_here
+    if cluster is not None:
+        from parnn.bench.cluster import DaskCells
 
-        markdown, html = render_report(store.directory)
+        def cores(cell: Cell) -> int:
+            spec = spec_of(cell)
+            return spec.num_stages * spec.threads
+
+        executor = DaskCells(cluster, cores=cores)
+    records = store.run(
+        cells, measure_one, description=f"study {kind}", quiet=quiet, executor=executor
+    )
+    measured_now = sum(1 for record in records if record["cell"] in todo)
+    markdown = html = None
+    if render and records and report is not None:
+        markdown, html = render_study(store.directory, report)
     return StudyOutcome(
         kind=kind,
         directory=store.directory,
         header=header,
         records=records,
-        measured_now=len(measured),
+        measured_now=measured_now,
         report_markdown=markdown,
         report_html=html,
     )

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from parnn.bench.cells import Cell
 from parnn.bench.studies.driver import StudyOutcome, run_study
@@ -130,6 +131,7 @@ def run_microbatches_study(
     resolve: Resolve | None = None,
     quiet: bool = False,
     render: bool = True,
+    cluster: Any = None,
 ) -> StudyOutcome:
     """Run (or resume) the micro-batches study in ``directory`` and render its report.
 
@@ -137,7 +139,7 @@ def run_microbatches_study(
     partition is resolved once per number of stages at the smallest m and every cell of
     that number of stages runs those boundaries.
     """
-    from parnn.bench.studies import microbatches_report  # noqa: F401  (registers the report)
+    from parnn.bench.studies.microbatches_report import build_microbatches_report
 
     units = model_units(settings.model, settings.input_shape, SYNTHETIC_CLASSES)
     check_stages_fit(settings.model, settings.num_stages, units)
@@ -161,4 +163,6 @@ def run_microbatches_study(
         predict=predict,
         quiet=quiet,
         render=render,
+        report=build_microbatches_report,
+        cluster=cluster,
     )

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from parnn.bench.report import Report, Section, StudyData, Table, register_report
+from parnn.bench.report import Report, Section, StudyData, Table
 from parnn.bench.studies.formatting import (
     counts_text,
     mean_s,
@@ -233,7 +233,6 @@ def _efficiency_tables(records: Sequence[Record]) -> list[Table]:
     return tables
 
 
-@register_report("microbatches")
 def build_microbatches_report(data: StudyData) -> Report:
     settings = data.settings
     records = list(data.records)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from parnn.bench.cells import Cell
 from parnn.bench.studies.driver import StudyOutcome, run_study
@@ -109,9 +110,10 @@ def run_scaling_study(
     predict: Predict | None = None,
     quiet: bool = False,
     render: bool = True,
+    cluster: Any = None,
 ) -> StudyOutcome:
     """Run (or resume) the scaling study in ``directory`` and render its report."""
-    from parnn.bench.studies import scaling_report  # noqa: F401  (registers the report)
+    from parnn.bench.studies.scaling_report import build_scaling_report
 
     units = model_units(settings.model, settings.input_shape, SYNTHETIC_CLASSES)
     check_stages_fit(settings.model, settings.num_stages, units)
@@ -125,4 +127,6 @@ def run_scaling_study(
         predict=predict,
         quiet=quiet,
         render=render,
+        report=build_scaling_report,
+        cluster=cluster,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parnn.bench.report import Report, Section, StudyData, Table, register_report
+from parnn.bench.report import Report, Section, StudyData, Table
 from parnn.bench.studies.formatting import (
     counts_text,
     mean_s,
@@ -260,7 +260,6 @@ def _conclusions(points: Sequence[ScalingPoint], cores: int) -> list[str]:
     return lines
 
 
-@register_report("scaling")
 def build_scaling_report(data: StudyData) -> Report:
     settings = data.settings
     records = list(data.records)

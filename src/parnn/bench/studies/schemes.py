@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from parnn.bench.cells import Cell
 from parnn.bench.studies.driver import StudyOutcome, run_study
@@ -129,9 +130,10 @@ def run_schemes_study(
     predict: Predict | None = None,
     quiet: bool = False,
     render: bool = True,
+    cluster: Any = None,
 ) -> StudyOutcome:
     """Run (or resume) the schemes study in ``directory`` and render its report."""
-    from parnn.bench.studies import schemes_report  # noqa: F401  (registers the report)
+    from parnn.bench.studies.schemes_report import build_schemes_report
 
     for model in settings.models:
         units = model_units(model, settings.input_shape, SYNTHETIC_CLASSES)
@@ -146,4 +148,6 @@ def run_schemes_study(
         predict=predict,
         quiet=quiet,
         render=render,
+        report=build_schemes_report,
+        cluster=cluster,
     )

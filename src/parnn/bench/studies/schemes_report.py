@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from parnn.bench.report import Report, Section, StudyData, Table, register_report
+from parnn.bench.report import Report, Section, StudyData, Table
 from parnn.bench.studies.formatting import (
     counts_text,
     mean_s,
@@ -405,7 +405,6 @@ def _efficiency_table(model: str, records: Sequence[Record], schemes: Sequence[s
     )
 
 
-@register_report("schemes")
 def build_schemes_report(data: StudyData) -> Report:
     settings = data.settings
     records = list(data.records)

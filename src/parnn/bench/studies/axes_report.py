@@ -1,14 +1,25 @@
 """What a comparison of the axes of parallelism shows: the conclusion its numbers support
-(derived from the table, never canned) and a bar plot of throughput."""
+(derived from the table, never canned), a bar plot of throughput, and the study's report
+(``parnn report DIR``) rendered from its store alone."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from parnn.data_parallel.axes import WARMUP_STEPS, AxesResult
+from parnn.bench.report import Report, Section, StudyData, Table
+from parnn.bench.studies.axes import WARMUP_STEPS, AxesResult, axes_result
 
-__all__ = ["ACCURACY_TOLERANCE_POINTS", "TOO_CLOSE", "conclude", "plot_axes"]
+__all__ = [
+    "ACCURACY_TOLERANCE_POINTS",
+    "PLOT_FILE",
+    "TOO_CLOSE",
+    "build_axes_report",
+    "conclude",
+    "plot_axes",
+]
+
+PLOT_FILE = "throughput.png"
 
 ACCURACY_TOLERANCE_POINTS = 1.0
 """A variant preserves accuracy when it is within this many points of serial's."""
@@ -174,3 +185,58 @@ def plot_axes(result: AxesResult, path: Path) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def build_axes_report(data: StudyData) -> Report:
+    """The table of every variant, the conclusion and the throughput plot."""
+    result = axes_result(data.settings, data.records, data.header.get("machine", {}))
+    plot_axes(result, data.directory / PLOT_FILE)
+    rows = [
+        (
+            row["label"],
+            row["axis"],
+            f"{row['processes']} x {row['threads_per_process']}",
+            f"{row['samples_per_s']:,.0f}",
+            f"{row['speedup_vs_serial']:.2f}x" if row["speedup_vs_serial"] is not None else "-",
+            f"{100 * row['accuracy']:.2f}%" if row["accuracy"] is not None else "-",
+            f"{row['accuracy_delta_points']:+.2f}"
+            if row["accuracy_delta_points"] is not None
+            else "-",
+            "/".join(f"{value:.0f}" for value in row["peak_rss_mib_per_process"]),
+        )
+        for row in result.rows()
+    ]
+    config = result.config
+    return Report(
+        f"Axes of parallelism: {config.model} on {config.data}",
+        [
+            Section(
+                "Every variant on the same cores",
+                paragraphs=[
+                    f"{result.train_samples:,} training and {result.val_samples:,} validation "
+                    f"samples, batch {config.batch_size}, the same seed and data for every "
+                    f"row; pipeline: {config.schedule} schedule, {config.num_microbatches} "
+                    f"micro-batches, partition {config.partition}. samples/s: the median "
+                    "step after the warm-up steps; P x T: processes x threads; +-pts: "
+                    "accuracy points vs serial; RSS: peak per process (MiB)."
+                ],
+                tables=[
+                    Table(
+                        (
+                            "variant",
+                            "axis",
+                            "P x T",
+                            "samples/s",
+                            "speedup",
+                            "val acc",
+                            "+-pts",
+                            "RSS MiB",
+                        ),
+                        rows,
+                    )  # fmt: skip
+                ],
+                images=[Path(PLOT_FILE)],
+            ),
+            Section("Conclusion", paragraphs=conclude(result)),
+        ],
+    )

@@ -1,7 +1,7 @@
 """The axes of parallelism side by side: one model, one dataset, the same cores and the same
 training (seed, initial weights, data order, optimizer, epochs), run serially, data-parallel
 and pipeline-parallel, then one table (:class:`AxesResult`);
-:mod:`parnn.data_parallel.axes_report` draws the conclusion its numbers support and the
+:mod:`parnn.bench.studies.axes_report` draws the conclusion its numbers support and the
 throughput plot.
 
 Every variant runs on an existing engine: serial, ddp, hogwild, local-sgd and mpi through
@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import copy
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from parnn.bench.cells import Cell, StudyStore
 from parnn.data_parallel.config import DataParallelConfig
 from parnn.errors import ConfigError
 from parnn.results import machine_facts
@@ -43,7 +44,9 @@ __all__ = [
     "VARIANTS",
     "AxesConfig",
     "AxesResult",
+    "KIND",
     "VariantRun",
+    "axes_result",
     "median_step_rate",
     "parse_variants",
     "run_axes",
@@ -177,6 +180,16 @@ class AxesConfig:
             measure_warmup_steps=WARMUP_STEPS,
         )
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> AxesConfig:
+        """The config of :meth:`to_dict` (as a study's stored settings hold it)."""
+        known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
+        known["optimizer"] = OptimizerConfig(**known["optimizer"])
+        known["variants"] = tuple(known["variants"])
+        if known.get("input_shape") is not None:
+            known["input_shape"] = tuple(known["input_shape"])
+        return cls(**known)
+
     def to_dict(self) -> dict[str, Any]:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
         values["variants"] = list(self.variants)
@@ -223,6 +236,11 @@ class VariantRun:
     @property
     def cores(self) -> int:
         return self.processes * self.threads_per_process
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> VariantRun:
+        """The run of a study record (its fields, as :func:`run_axes` stores them)."""
+        return cls(**{item.name: record[item.name] for item in fields(cls)})
 
     @classmethod
     def from_data_parallel(cls, variant: str, result: DataParallelResult) -> VariantRun:
@@ -337,13 +355,21 @@ class AxesResult:
         return payload
 
 
+KIND = "axes"
+
+
 def run_axes(
     config: AxesConfig,
     *,
     quiet: bool = False,
     on_run: Callable[[VariantRun], None] | None = None,
+    out: str | Path | None = None,
 ) -> AxesResult:
-    """Run every variant of ``config`` one after the other (each on all its cores)."""
+    """Run every variant of ``config`` one after the other (each on all its cores).
+
+    With ``out``, each variant is a cell of the study's store there (``study.json``,
+    ``cells.jsonl``), recorded as soon as it finishes; a variant already recorded with the
+    same settings is not run again, and ``parnn report DIR`` renders the study."""
     from parnn.data_parallel.runner import run_data_parallel
     from parnn.pipeline import plan_pipeline_run, run_pipeline
     from parnn.train.setup import setup_training
@@ -361,9 +387,16 @@ def run_axes(
         config.model, config.data, data_dir=config.data_dir, input_shape=config.input_shape,
         seed=config.seed, val_fraction=config.val_fraction,
     )  # fmt: skip
+    store = StudyStore(out) if out is not None else None
+    finished: dict[str, VariantRun] = {}
+    if store is not None:
+        store.open(KIND, {**config.to_dict(), **_data_facts(setup)})
+        finished = {r["key"]["variant"]: VariantRun.from_record(r) for r in store.records()}
     runs: list[VariantRun] = []
     for variant in config.variants:
-        if variant == "pipeline":
+        if variant in finished:
+            run = finished[variant]
+        elif variant == "pipeline":
             assert pipeline_config is not None
             # The pipeline's rank 0 loads the same data and seeds the same initial weights.
             pipeline_result = run_pipeline(pipeline_config, quiet=quiet)
@@ -379,13 +412,32 @@ def run_axes(
             if result is None:  # pragma: no cover - only under an external launcher
                 raise ConfigError("study axes starts its own processes: run it without mpirun")
             run = VariantRun.from_data_parallel(variant, result)
+        if store is not None and variant not in finished:
+            store.add(Cell({"variant": variant}), asdict(run))
         runs.append(run)
         if on_run is not None:
             on_run(run)
+    return AxesResult(config=config, runs=runs, **_data_facts(setup))
+
+
+def _data_facts(setup: Any) -> dict[str, Any]:
+    return {
+        "train_samples": len(setup.train_data),
+        "val_samples": len(setup.val_data),
+        "parameters": setup.num_parameters,
+    }
+
+
+def axes_result(settings: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+                machine: Mapping[str, Any]) -> AxesResult:  # fmt: skip
+    """The comparison of a study's stored settings and records (variants in run order)."""
+    config = AxesConfig.from_dict(settings)
+    by_variant = {r["key"]["variant"]: VariantRun.from_record(r) for r in records}
     return AxesResult(
         config=config,
-        runs=runs,
-        train_samples=len(setup.train_data),
-        val_samples=len(setup.val_data),
-        parameters=setup.num_parameters,
+        runs=[by_variant[v] for v in config.variants if v in by_variant],
+        train_samples=int(settings["train_samples"]),
+        val_samples=int(settings["val_samples"]),
+        parameters=int(settings["parameters"]),
+        machine=dict(machine),
     )

@@ -3,7 +3,8 @@ Parallelism on Neural Network Training"): how many optimizer steps does training
 reach a target validation accuracy, as a function of the batch size?
 
 Data parallelism buys a larger batch per step; it pays only while a larger batch cuts the
-steps. Steps are hardware-independent, so the study runs the reference loop in one process.
+steps. Steps are hardware-independent, so the study runs the one training loop
+(:func:`parnn.train.train_loop`) in one process, its stop rules a hook.
 For each batch size the learning rate is tuned over a small grid (a hill climb from the
 previous batch size's best rate, which grows with the batch), and the best steps count.
 On a log-log plot the curve shows three regimes::
@@ -15,44 +16,54 @@ On a log-log plot the curve shows three regimes::
       |      `-----  maximal data parallelism: slope ~ 0 (a larger batch buys nothing)
       +-------------- log batch size
 
-Each finished trial is appended to ``trials.jsonl`` in the output directory, so an
-interrupted study resumes where it stopped.
+Each finished trial is one cell of the study's store (``cells.jsonl`` in the output
+directory, :class:`~parnn.bench.cells.StudyStore`), so an interrupted study resumes where
+it stopped; :mod:`.batch_scaling_report` renders it (``parnn report DIR``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from parnn.bench.cells import Cell, StudyStore
 from parnn.data import ArrayDataset
-from parnn.errors import CheckpointError, ConfigError
-from parnn.results import append_jsonl, read_json, read_jsonl, write_json
+from parnn.errors import ConfigError
 from parnn.train import (
+    Batch,
+    GradientStep,
+    Hook,
+    LoopState,
     OptimizerConfig,
-    batch_indices,
+    StepOutcome,
+    batch_stream,
     evaluate,
     make_criterion,
     make_optimizer,
     num_batches,
-    train_step,
+    train_loop,
 )
 
 __all__ = [
+    "KIND",
     "REGIME_THRESHOLDS",
     "BatchScalingConfig",
     "BatchScalingResult",
     "ScalingPoint",
     "Trial",
+    "best_points",
+    "hill_climb",
     "locate_regimes",
     "parse_batch_sizes",
     "run_batch_scaling",
     "run_trial",
+    "trials_of",
 ]
 
 REGIME_THRESHOLDS = (-0.75, -0.1)
@@ -180,6 +191,57 @@ class ScalingPoint:
     trials: int
 
 
+class _TrialStop(Hook):
+    """The trial's stop rules, after each step: divergence, the target (evaluated when the
+    steps have grown by ``eval_growth``), the budget, a stall, or a better LR's steps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        val_data: ArrayDataset,
+        config: BatchScalingConfig,
+        per_epoch: int,
+        step_limit: int | None,
+    ) -> None:
+        self.model = model
+        self.val_data = val_data
+        self.config = config
+        self.per_epoch = per_epoch
+        self.step_limit = step_limit
+        self.stall_factor = (1 + config.eval_growth) ** config.patience  # growth since best
+        self.next_eval = 1
+        self.evaluations = self.since_best = self.best_step = 0
+        self.best = 0.0
+        self.steps_to_target: int | None = None
+
+    def after_step(self, state: LoopState, batch: Batch, outcome: StepOutcome) -> None:
+        step, config = state.step, self.config
+        if not math.isfinite(outcome.loss) or outcome.loss > _DIVERGED_LOSS:
+            state.stop("diverged")
+            return
+        if step >= self.next_eval or state.finished:
+            accuracy = evaluate(self.model, self.val_data).accuracy
+            self.evaluations += 1
+            self.since_best = 0 if accuracy > self.best else self.since_best + 1
+            self.best_step = step if accuracy > self.best else self.best_step
+            self.best = max(self.best, accuracy)
+            if accuracy >= config.target_accuracy:
+                self.steps_to_target = step
+                state.stop("target")
+                return
+            self.next_eval = max(step + 1, math.ceil(step * (1 + config.eval_growth)))
+        if state.finished:
+            state.stop("budget")
+        if (
+            self.since_best >= config.patience
+            and step >= self.per_epoch
+            and step >= self.stall_factor * self.best_step
+        ):
+            state.stop("stalled")
+        if self.step_limit is not None and step >= self.step_limit:
+            state.stop("pruned")
+
+
 def run_trial(
     model_factory: Callable[[], nn.Module],
     train_data: ArrayDataset,
@@ -190,53 +252,26 @@ def run_trial(
     *,
     step_limit: int | None = None,
 ) -> Trial:
-    """Train a fresh model with (batch_size, lr) until the target accuracy; stop early past
-    ``step_limit`` (another LR already did better)."""
+    """Train a fresh model with (batch_size, lr) on the one training loop until the target
+    accuracy; stop early past ``step_limit`` (another LR already did better)."""
     start = time.perf_counter()
     model = model_factory()
     optimizer = make_optimizer(
         model.parameters(),
         OptimizerConfig(name=config.optimizer, lr=lr, momentum=config.momentum),
     )
-    criterion = make_criterion()
     per_epoch = num_batches(len(train_data), batch_size)
     budget = max(1, math.ceil(config.max_epochs * per_epoch))
-    step = evaluations = since_best = best_step = 0
-    stall_factor = (1 + config.eval_growth) ** config.patience  # steps grown since the best
-    next_eval = 1
-    best = 0.0
-    epoch = 0
-    while True:
-        for index in batch_indices(len(train_data), batch_size, seed=config.seed, epoch=epoch):
-            loss = train_step(model, train_data.inputs[index], train_data.targets[index],
-                              optimizer, criterion)  # fmt: skip
-            step += 1
-            if not math.isfinite(loss) or loss > _DIVERGED_LOSS:
-                return Trial(batch_size, lr, None, step, best, evaluations, "diverged",
-                             time.perf_counter() - start)  # fmt: skip
-            if step >= next_eval or step == budget:
-                accuracy = evaluate(model, val_data).accuracy
-                evaluations += 1
-                since_best = 0 if accuracy > best else since_best + 1
-                best_step = step if accuracy > best else best_step
-                best = max(best, accuracy)
-                if accuracy >= config.target_accuracy:
-                    return Trial(batch_size, lr, step, step, best, evaluations, "target",
-                                 time.perf_counter() - start)  # fmt: skip
-                next_eval = max(step + 1, math.ceil(step * (1 + config.eval_growth)))
-            stop = "budget" if step >= budget else None
-            if (
-                since_best >= config.patience
-                and step >= per_epoch
-                and step >= stall_factor * best_step
-            ):
-                stop = "stalled"
-            if step_limit is not None and step >= step_limit:
-                stop = "pruned"
-            if stop is not None:
-                return Trial(batch_size, lr, None, step, best, evaluations, stop,
-                             time.perf_counter() - start)  # fmt: skip
-        epoch += 1
+    stop = _TrialStop(model, val_data, config, per_epoch, step_limit)
+    state = train_loop(
+        GradientStep(model, optimizer, make_criterion(), train_data.inputs, train_data.targets),
+        batch_stream(len(train_data), batch_size, seed=config.seed, total_steps=budget),
+        optimizer=optimizer,
+        state=LoopState(total_steps=budget),
+        hooks=[stop],
+    )
+    return Trial(batch_size, lr, stop.steps_to_target, state.step, stop.best, stop.evaluations,
+                 state.stopped or "budget", time.perf_counter() - start)  # fmt: skip
 
 
 def locate_regimes(points: Sequence[ScalingPoint]) -> list[dict[str, Any]]:
@@ -284,33 +319,58 @@ class BatchScalingResult:
         }
 
 
+KIND = "batch-scaling"
+
+
 class _TrialStore:
-    """trials.jsonl + settings.json in the output directory (resume; refuse other settings)."""
+    """The study's store (``study.json`` + ``cells.jsonl``: one cell per trial, keyed by
+    batch size and LR) in the output directory: resume, refuse other settings."""
 
     def __init__(self, directory: Path | None, settings: dict[str, Any]) -> None:
-        self.path = directory / "trials.jsonl" if directory is not None else None
+        self.store = StudyStore(directory) if directory is not None else None
         self.done: dict[tuple[int, float], Trial] = {}
-        if directory is None:
+        if self.store is None:
             return
-        settings_path = directory / "settings.json"
-        if settings_path.exists():
-            previous = read_json(settings_path)
-            if previous != settings:
-                changed = sorted(key for key in settings if previous.get(key) != settings[key])
-                raise CheckpointError(
-                    f"{directory} holds a batch-scaling study with other settings "
-                    f"({', '.join(changed)} differ): use another --out or the same settings"
-                )
-        else:
-            write_json(settings_path, settings)
-        for record in read_jsonl(directory / "trials.jsonl"):
-            trial = Trial(**record)
+        self.store.open(KIND, settings)
+        for trial in trials_of(self.store.records()):
             self.done[(trial.batch_size, trial.lr)] = trial
 
     def add(self, trial: Trial) -> None:
         self.done[(trial.batch_size, trial.lr)] = trial
-        if self.path is not None:
-            append_jsonl(self.path, asdict(trial))
+        if self.store is not None:
+            self.store.add(Cell({"batch_size": trial.batch_size, "lr": trial.lr}), asdict(trial))
+
+
+def trials_of(records: Sequence[Mapping[str, Any]]) -> list[Trial]:
+    """The trials of a batch-scaling study's records, in the order they ran."""
+    names = [item.name for item in fields(Trial)]
+    return [Trial(**{name: record[name] for name in names}) for record in records]
+
+
+def best_points(
+    config: BatchScalingConfig, trials: Sequence[Trial], train_samples: int
+) -> list[ScalingPoint]:
+    """Per batch size, the trial with the fewest steps to the target (the first of equals,
+    in the order they ran, as the hill climb picks it)."""
+    points = []
+    for batch_size in config.batch_sizes:
+        mine = [trial for trial in trials if trial.batch_size == batch_size]
+        winner: Trial | None = None
+        for trial in mine:
+            if trial.reached and (winner is None or _score(trial) < _score(winner)):
+                winner = trial
+        steps = winner.steps_to_target if winner is not None else None
+        points.append(
+            ScalingPoint(
+                batch_size=batch_size,
+                best_lr=winner.lr if winner is not None else None,
+                steps=steps,
+                epochs=round(steps * batch_size / train_samples, 3) if steps is not None else None,
+                samples=steps * batch_size if steps is not None else None,
+                trials=len(mine),
+            )
+        )
+    return points
 
 
 def run_batch_scaling(
@@ -351,7 +411,7 @@ def run_batch_scaling(
                     on_trial(trial)
             return tried[index]
 
-        best = _hill_climb(attempt, start_index, len(grid))
+        best = hill_climb(attempt, start_index, len(grid))
         start_index = best if best is not None else start_index
         winner = tried.get(best) if best is not None else None
         steps = winner.steps_to_target if winner is not None else None
@@ -373,7 +433,7 @@ def _score(trial: Trial) -> float:
     return float(trial.steps_to_target) if trial.steps_to_target is not None else math.inf
 
 
-def _hill_climb(attempt: Callable[[int], Trial], start: int, size: int) -> int | None:
+def hill_climb(attempt: Callable[[int], Trial], start: int, size: int) -> int | None:
     """Index of the LR with the fewest steps to target, searched from ``start`` upwards
     while it improves, then downwards; None when no LR reached the target."""
     best = start

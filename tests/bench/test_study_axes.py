@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from parnn.bench.cells import StudyStore
+from parnn.bench.studies.axes import AxesConfig, AxesResult, VariantRun, median_step_rate
+from parnn.bench.studies.axes_report import conclude
 from parnn.cli import cli
-from parnn.data_parallel.axes import AxesConfig, AxesResult, VariantRun, median_step_rate
-from parnn.data_parallel.axes_report import conclude
 from parnn.data_parallel.result import LossCurve
 
 PAYLOAD_KEYS = {
@@ -56,6 +57,15 @@ def test_cli_study_axes_end_to_end(tmp_path: Path) -> None:
     assert Path(payload["files"]["plot"]).stat().st_size > 0
     saved = json.loads(Path(payload["files"]["result"]).read_text())
     assert set(saved["runs"]) == set(rows) and saved["rows"] == payload["rows"]
+    # The variants are cells of the study's store: `parnn report` renders the same table.
+    assert [r["key"]["variant"] for r in StudyStore(tmp_path).records()] == list(rows)
+    (tmp_path / "report.md").unlink()
+    assert CliRunner().invoke(cli, ["report", str(tmp_path)]).exit_code == 0
+    report = (tmp_path / "report.md").read_text()
+    assert payload["conclusion"][0] in report
+    assert (
+        f"| {rows['ddp']['label']} | data | 2 x 1 | {rows['ddp']['samples_per_s']:,.0f} |" in report
+    )
 
 
 @pytest.mark.parametrize(

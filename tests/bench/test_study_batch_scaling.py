@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from parnn.cli import cli
-from parnn.data_parallel.scaling import (
+from parnn.bench.studies.batch_scaling import (
     ScalingPoint,
     Trial,
-    _hill_climb,
+    hill_climb,
     locate_regimes,
     parse_batch_sizes,
 )
+from parnn.cli import cli
 from parnn.errors import ConfigError
 
 
@@ -46,7 +46,7 @@ def test_regimes_from_slopes() -> None:
     assert spans[0]["slopes"][0] == pytest.approx(-1.0)
 
 
-def test_hill_climb_finds_the_best_rate() -> None:
+def testhill_climb_finds_the_best_rate() -> None:
     steps_by_index = {0: None, 1: 400, 2: 250, 3: 180, 4: None}
     calls: list[int] = []
 
@@ -55,11 +55,11 @@ def test_hill_climb_finds_the_best_rate() -> None:
         steps = steps_by_index[index]
         return Trial(8, 0.1, steps, steps or 10, 0.5, 1, "target" if steps else "budget", 0.0)
 
-    assert _hill_climb(attempt, 1, 5) == 3
+    assert hill_climb(attempt, 1, 5) == 3
     assert calls == [1, 2, 3, 4]  # climbed up while it improved, never tried below
     calls.clear()
-    assert _hill_climb(attempt, 4, 5) == 3 and calls == [4, 3, 2]
-    assert _hill_climb(lambda index: Trial(8, 0.1, None, 1, 0.1, 1, "budget", 0.0), 2, 5) is None
+    assert hill_climb(attempt, 4, 5) == 3 and calls == [4, 3, 2]
+    assert hill_climb(lambda index: Trial(8, 0.1, None, 1, 0.1, 1, "budget", 0.0), 2, 5) is None
 
 
 @pytest.mark.timeout(120)
@@ -73,11 +73,17 @@ def test_batch_scaling_cli_runs_and_resumes(tmp_path: Path) -> None:
     assert [point["batch_size"] for point in payload["points"]] == [16, 32, 64]
     assert all(point["steps"] for point in payload["points"])
     assert payload["regimes"] and Path(payload["files"]["plot"]).stat().st_size > 0
-    trials = (tmp_path / "trials.jsonl").read_text().splitlines()
+    trials = (tmp_path / "cells.jsonl").read_text().splitlines()
     again = CliRunner().invoke(cli, args)  # resumes: every trial is already on disk
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["points"] == payload["points"]
-    assert (tmp_path / "trials.jsonl").read_text().splitlines() == trials
+    assert (tmp_path / "cells.jsonl").read_text().splitlines() == trials
+    # The report renders from the store alone, with the points the run found.
+    (tmp_path / "report.md").unlink()
+    assert CliRunner().invoke(cli, ["report", str(tmp_path)]).exit_code == 0
+    report = (tmp_path / "report.md").read_text()
+    for point in payload["points"]:
+        assert f"| {point['batch_size']} | {point['best_lr']:g} | {point['steps']:,} |" in report
     other = CliRunner().invoke(cli, [*args[:-3], "--target-accuracy", "0.8", "--out",
                                      str(tmp_path), "--json"])  # fmt: skip
-    assert other.exit_code == 2 and "other settings (target_accuracy differ)" in other.stderr
+    assert other.exit_code == 2 and "target_accuracy 0.85 -> 0.8" in other.stderr

@@ -2,7 +2,8 @@
 on a time line (one row per worker), one panel per mode (parallel, serial).
 
 A run resumed over several sessions is drawn session after session on one time axis,
-with a dashed line where a session began.
+with a dashed line where a session began. The engine (:mod:`parnn.jobs`) writes the
+results; ``parnn kfold`` and ``parnn report DIR`` draw these from them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interacti
 if TYPE_CHECKING:
     from parnn.jobs.results import KFoldResults
 
-__all__ = ["plot_cpu", "plot_timeline"]
+__all__ = ["plot_cpu", "plot_timeline", "save_kfold_plots"]
 
 
 def _offsets(sessions: list[dict[str, Any]]) -> dict[int, float]:
@@ -176,3 +177,17 @@ def plot_timeline(results: KFoldResults, path: str | Path) -> Path:
     figure.savefig(target, dpi=120)
     plt.close(figure)
     return target
+
+
+def save_kfold_plots(results: KFoldResults, directory: str | Path | None = None) -> dict[str, str]:
+    """Draw ``cpu.png`` and ``timeline.png`` into ``directory`` (default: the run's own),
+    add them to ``results.files`` (``cpu_plot``, ``timeline_plot``) and return them."""
+    target = Path(directory) if directory is not None else results.out_dir
+    if target is None:
+        raise ValueError("no directory to draw into: pass one")
+    files = {
+        "cpu_plot": str(plot_cpu(results, target / "cpu.png")),
+        "timeline_plot": str(plot_timeline(results, target / "timeline.png")),
+    }
+    results.files = {**results.files, **files}
+    return files

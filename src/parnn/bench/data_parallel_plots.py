@@ -1,5 +1,6 @@
 """Plots of data-parallel runs, rendered from their results: loss against wall time and
-against samples, CPU utilisation over time, throughput bars."""
+against samples, CPU utilisation over time, throughput bars (``parnn dp`` and its
+``--compare``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 
 from parnn.data_parallel.result import DataParallelResult  # noqa: E402
-from parnn.data_parallel.scaling import BatchScalingResult  # noqa: E402
 
-__all__ = ["plot_batch_scaling", "plot_cpu", "plot_loss", "plot_throughput", "smooth"]
+__all__ = ["plot_cpu", "plot_loss", "plot_throughput", "smooth"]
 
 
 def smooth(values: Sequence[float], window: int) -> list[float]:
@@ -102,46 +102,3 @@ def plot_throughput(runs: Sequence[DataParallelResult], path: Path) -> Path:
 
 def _subject(runs: Sequence[DataParallelResult]) -> str:
     return f"{runs[0].model} on {runs[0].data}" if runs else ""
-
-
-_REGIME_COLOURS = {
-    "perfect scaling": "tab:green",
-    "diminishing returns": "tab:orange",
-    "maximal data parallelism": "tab:red",
-}
-
-
-def plot_batch_scaling(result: BatchScalingResult, path: Path, *, title: str = "") -> Path:
-    """Steps to the target accuracy against batch size, log-log, with the perfect-scaling
-    line through the smallest batch size and each regime shaded."""
-    points = [point for point in result.points if point.steps is not None]
-    figure, axis = plt.subplots(figsize=(7.5, 4.8))
-    if points:
-        sizes = [point.batch_size for point in points]
-        steps = [point.steps or 0 for point in points]
-        axis.plot(sizes, steps, marker="o", color="tab:blue", label="measured (best LR)")
-        for point in points:
-            axis.annotate(f"lr {point.best_lr:g}", (point.batch_size, point.steps or 0),
-                          textcoords="offset points", xytext=(4, 6), fontsize=7)  # fmt: skip
-        all_sizes = [point.batch_size for point in result.points]
-        ideal = [steps[0] * sizes[0] / size for size in all_sizes]
-        axis.plot(
-            all_sizes, ideal, linestyle="--", color="grey", label="perfect scaling (slope -1)"
-        )
-        for span in result.regimes:
-            colour = _REGIME_COLOURS.get(span["regime"], "lightgrey")
-            axis.axvspan(span["from_batch"], span["to_batch"], color=colour, alpha=0.12,
-                         label=span["regime"])  # fmt: skip
-    axis.set_xscale("log", base=2)
-    axis.set_yscale("log")
-    axis.set_xlabel("batch size")
-    axis.set_ylabel(f"steps to {100 * result.config.target_accuracy:g}% validation accuracy")
-    axis.set_title(title or "batch-size scaling")
-    axis.grid(True, which="both", alpha=0.3)
-    handles, labels = axis.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    axis.legend(unique.values(), unique.keys(), fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
