@@ -7,7 +7,7 @@ replicas on that node times its pipeline ranks::
     threads    1 (t intra-op threads)               the operators of one process
     data       d replicas (ddp, hogwild, local-sgd) shards of the batch
     pipeline   p ranks (gpipe, 1f1b, interleaved)   consecutive groups of layers
-    hybrid     d replicas of a p-rank pipeline      both (predicted only: no engine yet)
+    hybrid     d replicas of a p-rank pipeline      both (parnn pipeline --replicas d)
 
 Thread counts, replica counts and pipeline ranks are powers of two up to the limit, and the
 limit itself. A single process, a pipeline and a hogwild group live on one node; the
@@ -94,8 +94,9 @@ class Candidate:
 
     @property
     def runnable(self) -> bool:
-        """Whether an engine can run it today (no hybrid engine yet; one node only)."""
-        return self.axis != "hybrid" and self.nodes == 1
+        """Whether an engine can run it here: every axis on one node (several nodes are
+        predicted only; the hybrid engine runs them under torchrun, not from the planner)."""
+        return self.nodes == 1
 
     @property
     def label(self) -> str:

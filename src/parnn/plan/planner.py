@@ -145,7 +145,7 @@ def describe(planned: PlannedCandidate) -> str:
         f"m={p.num_microbatches}, bubble {_percent(p.bubble_fraction or 0.0)}{contention}"
     )
     if c.axis == "hybrid":
-        text += f", sync {_percent(p.sync_share)}; not runnable yet (no hybrid engine)"
+        text += f", sync {_percent(p.sync_share)} of the step ({p.sync_s * 1e3:.1f} ms)"
     return text
 
 
