@@ -144,7 +144,7 @@ def pipeline(**options: Any) -> None:
 
     # The ranks' fork server imports torch and the pipeline while this process plans.
     start_forkserver(["parnn.pipeline.worker"], threads=options["threads"])
-    from parnn.partition.cache import default_cache_dir
+    from parnn.partition.measure.cache import default_cache_dir
     from parnn.pipeline import run_pipeline
 
     config = _config(options)
@@ -282,16 +282,22 @@ def _render(result: PipelineResult) -> None:
 @click.command("schedules")
 @json_option
 def schedules(as_json: bool) -> None:
-    """List the pipeline schedules the installed torch offers."""
-    from parnn.pipeline.schedules import SCHEDULES
+    """List the pipeline schedules: torch class, constraints, and what the simulator replays."""
+    from parnn.partition.schedules import SCHEDULES
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": spec.name,
+            "aliases": list(spec.aliases),
             "torch_class": spec.torch_class,
-            "stages_per_rank": str(
-                spec.fixed_stages_per_rank or (">= 2" if spec.multi_stage else 1)
-            ),
+            "stages_per_rank": spec.stages_per_rank_text,
+            "layout": spec.layout,
+            "microbatches": {0: "any", 1: ">= ranks"}.get(
+                spec.microbatches_per_rank, f">= {spec.microbatches_per_rank} x ranks"
+            )
+            + (", a multiple of max(1, m // ranks)" if spec.rounds else ""),
+            "backward": "I + W" if spec.split_backward else "B",
+            "simulated": True,
             "description": spec.description,
         }
         for spec in SCHEDULES.values()
@@ -299,14 +305,22 @@ def schedules(as_json: bool) -> None:
     ]
 
     def render() -> None:
-        table = Table(title="pipeline schedules (torch.distributed.pipelining)")
-        for column in ("name", "torch class", "stages/rank", "description"):
+        table = Table(title="pipeline schedules (torch.distributed.pipelining; parnn's PipeDream)")
+        for column in ("name", "torch class", "stages/rank", "micro-batches", "description"):
             table.add_column(column)
         for row in rows:
+            name = str(row["name"]) + "".join(f" ({alias})" for alias in row["aliases"])
             table.add_row(
-                row["name"], row["torch_class"], str(row["stages_per_rank"]), row["description"]
+                name,
+                row["torch_class"],
+                row["stages_per_rank"],
+                row["microbatches"],
+                row["description"],
             )
         stdout_console.print(table)
+        stdout_console.print(
+            "every schedule is also replayed by `parnn simulate --schedule NAME`", style="dim"
+        )
 
     emit({"schedules": rows}, as_json=as_json, render=render)
 

@@ -21,8 +21,8 @@ from parnn.launch import LaunchConfig, run_distributed, torchrun_env
 from parnn.launch.forkserver import start_forkserver
 from parnn.models import build_model, count_parameters
 from parnn.partition import Partition
+from parnn.partition.measure.resolve import resolve_partition
 from parnn.partition.methods import needs_profile
-from parnn.partition.resolve import resolve_partition
 from parnn.pipeline.config import PipelineConfig
 from parnn.pipeline.cuts import boundary_shapes
 from parnn.pipeline.result import (
@@ -130,7 +130,7 @@ def resolve_microbatches(
     None. The model is profiled (cached in ``profile_cache_dir``) at the config's threads."""
     if config.num_microbatches != "auto":
         return config, None
-    from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
+    from parnn.partition.measure.resolve import ProfileConfig, ProfileSource, resolve_plan
 
     source = ProfileSource(
         ProfileConfig(

@@ -38,7 +38,7 @@ from parnn.errors import ConfigError
 from parnn.models import build_model
 from parnn.partition import Partition
 from parnn.pipeline.config import PipelineConfig
-from parnn.pipeline.schedules import get_schedule, stage_indices
+from parnn.pipeline.schedules import get_schedule, rank_of_stage, stage_indices
 from parnn.pipeline.stage import StageMeter, TimedPipelineStage, stage_module
 from parnn.progress import progress_bar
 from parnn.train import batch_indices, evaluate, make_optimizer, make_scheduler
@@ -114,12 +114,6 @@ class MiniBatchMeanLoss:
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._criterion(output, target) / self.batch_size
-
-
-def _owner(stage: int, spec_layout: str, num_ranks: int) -> int:
-    if spec_layout == "v":
-        return stage if stage < num_ranks else 2 * num_ranks - 1 - stage
-    return stage % num_ranks
 
 
 @dataclass(slots=True)
@@ -334,7 +328,7 @@ def build_stages(
         scheduler=scheduler,
         meter=meter,
         place=place,
-        last_pp_rank=_owner(total_stages - 1, spec.layout, place.ranks),
+        last_pp_rank=rank_of_stage(spec, total_stages - 1, place.ranks),
         dp_group=dp_group,
     )
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from parnn.errors import ConfigError
 from parnn.partition.plan import microbatch_candidates
+from parnn.partition.schedules import get_schedule
 
 __all__ = [
     "AXES",
@@ -37,7 +38,8 @@ AXES = ("threads", "data", "pipeline", "hybrid")
 DATA_ENGINES = ("ddp", "hogwild", "local-sgd")
 """Data-parallel engines planned (mpi is local-sgd over MPI: the same arithmetic)."""
 PIPELINE_SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b")
-"""The synchronous schedules the simulator replays."""
+"""The schedules the planner tries (the simulator replays every schedule of the registry,
+parnn.partition.schedules; the planner keeps to these three)."""
 SYNC_ENGINES = ("ddp", "local-sgd")
 """Engines that span nodes (hogwild shares memory, so it stays on one)."""
 
@@ -86,8 +88,9 @@ class Candidate:
 
     @property
     def chunks(self) -> int:
-        """Pipeline stages per rank: 2 for interleaved 1F1B, else 1."""
-        return 2 if self.schedule == "interleaved-1f1b" else 1
+        """Pipeline stages per rank: the schedule's default (2 for interleaved 1F1B), 1
+        without a schedule."""
+        return _stages_per_rank(self.schedule)
 
     @property
     def runnable(self) -> bool:
@@ -129,6 +132,10 @@ def thread_counts(limit: int) -> tuple[int, ...]:
         values.add(value)
         value *= 2
     return tuple(sorted(values))
+
+
+def _stages_per_rank(schedule: str | None) -> int:
+    return 1 if schedule is None else get_schedule(schedule).default_stages_per_rank
 
 
 def _splits_into_microbatches(batch_size: int, ranks: int, schedule: str) -> bool:
@@ -174,7 +181,7 @@ def enumerate_candidates(
             if ranks < 2:
                 continue
             for schedule in schedules:
-                stages = ranks * (2 if schedule == "interleaved-1f1b" else 1)
+                stages = ranks * _stages_per_rank(schedule)
                 if stages > num_units or not _splits_into_microbatches(batch_size, ranks, schedule):
                     continue
                 found.append(Candidate(axis="pipeline", threads=t, stages=ranks, schedule=schedule))

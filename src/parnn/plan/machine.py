@@ -119,7 +119,7 @@ def _timed_steps(
     """In each process: seconds of ``repeats`` training steps (forward, backward, SGD)."""
     import torch
 
-    from parnn.partition.profile import make_batch
+    from parnn.partition.measure.profiler import make_batch
 
     model = pickle.loads(pickled_model)
 
@@ -219,8 +219,8 @@ def measure_pipeline_action_s(
     over ``contention`` x the simulated step, spread over the ``2 (m + p - 1)`` actions of
     the critical path, is the overhead of one action (0 when the simulation is slower)."""
     from parnn.partition import Partition, StageTimes, simulate
-    from parnn.partition.cache import load_or_profile
     from parnn.partition.cost import partition_cost
+    from parnn.partition.measure.cache import load_or_profile
     from parnn.pipeline import PipelineConfig, run_pipeline
 
     partition = Partition(boundaries=(0, 2, 5))
@@ -257,7 +257,7 @@ def measure_pipeline_action_s(
 
 
 def machine_file_name(model: str, input_shape: Sequence[int], batch_size: int) -> str:
-    from parnn.partition.cache import profile_file_name
+    from parnn.partition.measure.cache import profile_file_name
 
     return profile_file_name(model, input_shape, batch_size=batch_size, threads=1).replace(
         "profile-", "machine-", 1

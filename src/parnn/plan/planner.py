@@ -194,7 +194,7 @@ def make_plan(
     after each verification run (progress)."""
     from parnn.launch import usable_cores
     from parnn.models import build_model
-    from parnn.partition.cache import load_or_measure_comm
+    from parnn.partition.measure.cache import load_or_measure_comm
     from parnn.plan.machine import load_or_measure_machine
     from parnn.plan.profiles import ProfileSource
     from parnn.results import machine_facts

@@ -93,8 +93,8 @@ def _reference_rate(result: Any) -> float:
 def _partitions() -> dict[str, Partition]:
     """Every named scheme and ``auto``, resolved for the demo's pipeline."""
     from parnn.partition import SCHEMES
-    from parnn.partition.cache import default_cache_dir
-    from parnn.partition.resolve import resolve_partition
+    from parnn.partition.measure.cache import default_cache_dir
+    from parnn.partition.measure.resolve import resolve_partition
 
     return {
         method: resolve_partition(

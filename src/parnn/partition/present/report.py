@@ -229,10 +229,11 @@ def render_simulation(payload: Mapping[str, Any]) -> None:
     """The per-device prediction table of `parnn simulate`."""
     render_partition(payload)
     simulation = payload["simulation"]
+    closed = payload["closed_form_bubble"]  # None: no closed form (a split backward)
     table = Table(
         title=f"simulated {simulation['schedule']} step, m={simulation['num_microbatches']}: "
-        f"{_ms(simulation['step_time_s'])} ms, bubble {simulation['bubble_fraction']:.1%} "
-        f"(closed form for equal stages {payload['closed_form_bubble']:.1%})"
+        f"{_ms(simulation['step_time_s'])} ms, bubble {simulation['bubble_fraction']:.1%}"
+        + ("" if closed is None else f" (closed form for equal stages {closed:.1%})")
     )
     for column in (
         "device",
@@ -269,7 +270,7 @@ def plan_report(plan: Any, *, command: str, model: str, profile: Any) -> dict[st
     """The JSON-ready report of a :class:`~parnn.partition.plan.PipelinePlan`: the chosen
     partition, its per-stage costs, the predicted step and every micro-batch candidate.
     ``profile`` is the profile the plan was priced with (its input shape and comm model)."""
-    from parnn.partition.simulate import closed_form_bubble
+    from parnn.partition.simulate import schedule_bubble
 
     chosen = plan.chosen
     num_stages = chosen.partition.num_stages
@@ -289,10 +290,11 @@ def plan_report(plan: Any, *, command: str, model: str, profile: Any) -> dict[st
         "predicted": {
             "step_time_s": chosen.step_time_s,
             "bubble_fraction": chosen.simulation.bubble_fraction,
-            "closed_form_bubble": 0.0  # asynchronous: no flush, no bubble
-            if plan.schedule.startswith("pipedream")
-            else closed_form_bubble(
-                plan.num_devices, chosen.num_microbatches, num_stages // plan.num_devices
+            "closed_form_bubble": schedule_bubble(
+                plan.schedule,
+                plan.num_devices,
+                chosen.num_microbatches,
+                num_stages // plan.num_devices,
             ),
             "samples_per_s": plan.samples_per_s,
         },
