@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.table import Table
 
 from parnn.cli._options import emit, json_option, quiet_option, seed_option
@@ -85,20 +86,28 @@ def demo_command(
 def render_demo(payload: Mapping[str, Any]) -> None:
     """The demo's table on standard output (the winner in bold), the verdict, where the
     time went, and where its results and plot are."""
-    from parnn.bench.studies.demo_report import AXIS_COLUMNS, axis_rows, phases, verdict
+    from parnn.bench.studies.demo_report import axis_rows, phases, verdict
 
     table = Table(
         title=(
             f"parnn demo: LeNet-5 on digits, batch {payload['batch_size']}, "
-            f"{payload['cores']} cores, {payload['epochs']} epochs per run "
+            f"{payload['cores']} cores, {payload['epochs']} epochs "
             f"({payload['candidates']} layouts planned)"
-        )
+        ),
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
     )
-    for column in AXIS_COLUMNS:
-        table.add_column(column, justify="left" if column in ("axis", "layout") else "right")
+    # AXIS_COLUMNS but the run's seconds (in the time line below), shortened to fit 80
+    # columns: no cell wraps
+    for column in ("axis", "layout", "pred/s", "meas/s", "error", "speedup (pred)", "acc"):
+        table.add_column(
+            column, justify="left" if column in ("axis", "layout") else "right", no_wrap=True
+        )
     winner = (payload.get("winner") or {}).get("label")
     for run, row in zip(payload["axes"], axis_rows(payload), strict=True):
-        table.add_row(*(f"[bold]{cell}[/]" if run["label"] == winner else cell for cell in row))
+        cells = row[:-1]
+        table.add_row(*(f"[bold]{cell}[/]" if run["label"] == winner else cell for cell in cells))
     stdout_console.print(table)
     for run in payload["axes"]:
         if run["error"]:

@@ -126,8 +126,8 @@ def _number(value: float | None, pattern: str = "{:,.0f}") -> str:
 
 
 def axis_rows(payload: Mapping[str, Any]) -> list[tuple[str, ...]]:
-    """One row per run: axis, layout, predicted/s, measured/s, error, speedup predicted /
-    measured, val acc, run seconds (a failed run says so)."""
+    """One row per run: axis, layout, predicted/s, measured/s, error, speedup over one
+    thread measured (predicted), val acc, run seconds (a failed run says so)."""
     rows: list[tuple[str, ...]] = []
     for run in payload["axes"]:
         measured = run["measured_samples_per_s"]
@@ -140,8 +140,8 @@ def axis_rows(payload: Mapping[str, Any]) -> list[tuple[str, ...]]:
                 "failed" if run["error"] else _number(measured),
                 _number(None if run["prediction_error"] is None else 100 * run["prediction_error"],
                         "{:+.0f}%"),
-                f"{_number(run['predicted_speedup'], '{:.2f}x')} / "
-                f"{_number(run['measured_speedup'], '{:.2f}x')}",
+                f"{_number(run['measured_speedup'], '{:.2f}x')} "
+                f"({_number(run['predicted_speedup'], '{:.2f}x')})",
                 _number(None if accuracy is None else 100 * accuracy, "{:.1f}%"),
                 _number(run["run_s"], "{:.1f}"),
             )
@@ -149,8 +149,8 @@ def axis_rows(payload: Mapping[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
-AXIS_COLUMNS = ("axis", "layout", "predicted/s", "measured/s", "error",
-                "speedup pred / meas", "val acc", "run s")  # fmt: skip
+AXIS_COLUMNS = ("axis", "layout", "predicted/s", "measured/s", "error", "speedup (pred)",
+                "val acc", "run s")  # fmt: skip
 
 
 def verdict(payload: Mapping[str, Any]) -> str:
@@ -248,7 +248,7 @@ def build_demo_report(data: StudyData) -> Report:
             f"({settings['optimizer']}, lr {settings['lr']}, {settings['lr_schedule']}). "
             "measured/s: the steady throughput of each run (its first "
             f"{settings['warmup_steps']} steps left out); error: (predicted - measured) / "
-            "measured; speedup: over one process with one thread.",
+            "measured; speedup: over one process with one thread, measured (predicted).",
             f"Why the plan ranks them so: {payload['reason']}.",
             f"{phases(payload)}.",
             f"Not here: {payload['schemes']}.",
