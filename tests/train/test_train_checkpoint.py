@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -63,19 +62,19 @@ def test_resume_ends_bit_identical_to_an_uninterrupted_run(
 
     # The first session crashes during step 18, after a checkpoint at step 14.
     run_dir = tmp_path / "run"
-    real_step = trainer.train_step
+    real_criterion = trainer.make_criterion
     calls = []
 
-    def crashing_step(*args: Any) -> float:
+    def crashing_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         calls.append(1)
         if len(calls) == 18:
             raise Crash
-        return real_step(*args)
+        return nn.functional.cross_entropy(logits, targets)
 
-    monkeypatch.setattr(trainer, "train_step", crashing_step)
+    monkeypatch.setattr(trainer, "make_criterion", lambda: crashing_loss)
     with pytest.raises(Crash):
         train(tiny_model(), data, data, config(), out_dir=run_dir, quiet=True)
-    monkeypatch.setattr(trainer, "train_step", real_step)
+    monkeypatch.setattr(trainer, "make_criterion", real_criterion)
     assert (
         latest_checkpoint(run_dir / "checkpoints") == run_dir / "checkpoints" / "step-00000014.pt"
     )

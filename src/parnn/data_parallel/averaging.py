@@ -24,7 +24,8 @@ from torch import nn
 
 from parnn.data_parallel.ddp import gather_logs
 from parnn.data_parallel.job import TrainJob
-from parnn.data_parallel.loop import StepLog, WorkerOutput, numpy_state, run_loop
+from parnn.data_parallel.loop import StepLog, WorkerOutput, numpy_state, train_rank
+from parnn.train import LoopState
 
 __all__ = [
     "TorchTransport",
@@ -110,31 +111,16 @@ def train_replica(
     model = job.private_model()
     broadcast_replica(model, transport)
     optimizer = job.optimizer_factory(model.parameters())
-    scheduler = job.scheduler_factory(optimizer) if job.scheduler_factory is not None else None
     period = job.config.averaging_period
-    shards = list(job.shards(rank))
-    last_step = len(shards)
 
-    def after_step(steps_done: int) -> None:
-        if steps_done % period == 0 or steps_done == last_step:
+    def average(state: LoopState) -> None:  # a hook after every step
+        if state.step % period == 0 or state.finished:
             average_replicas(model, transport)
             if on_average is not None:
-                on_average(steps_done, model)
+                on_average(state.step, model)
 
-    log = run_loop(
-        rank=rank,
-        world_size=transport.world_size,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        criterion=job.criterion,
-        inputs=job.inputs,
-        targets=job.targets,
-        shards=shards,
-        accumulate_steps=job.config.accumulate_steps,
-        after_step=after_step,
-        fail_at=job.config.fail_at,
-        board=job.board,
+    log = train_rank(
+        job, rank, model=model, optimizer=optimizer, world_size=transport.world_size, sync=average
     )
     return log, model
 

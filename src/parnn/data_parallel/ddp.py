@@ -4,7 +4,7 @@ baseline (the same loop in one process).
 Each rank holds a full replica. DDP broadcasts rank 0's parameters when it wraps the
 model, then all-reduces (averages) the gradients in buckets while the backward pass runs,
 so every rank applies the same update. With the global batch split over the ranks and the
-loss weighted by ``m * N / L`` (see :mod:`parnn.data_parallel.loop`), the gradient is the
+loss weighted by ``m * N / L`` (see :mod:`parnn.train.loop`), the gradient is the
 reference trainer's, and N ranks reproduce its parameters step for step.
 
 Uneven inputs. Every rank takes part in every step (a rank whose shard of a small last
@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from parnn.data_parallel.job import TrainJob
-from parnn.data_parallel.loop import StepLog, WorkerOutput, numpy_state, run_loop
+from parnn.data_parallel.loop import StepLog, WorkerOutput, numpy_state, train_rank
 
 __all__ = ["ddp_worker", "gather_logs", "mpi_allreduce_hook", "serial_worker", "train_ddp"]
 
@@ -47,25 +47,11 @@ def gather_logs(log: StepLog, rank: int, world_size: int) -> list[StepLog]:
 
 
 def serial_worker(rank: int, world_size: int, job: TrainJob) -> WorkerOutput:
-    """The reference loop in one process (with the threads the launcher gave it)."""
+    """The one loop with the plain step in one process (the threads the launcher gave it)."""
     job.seed_worker(rank)
     model = job.private_model()
     optimizer = job.optimizer_factory(model.parameters())
-    scheduler = job.scheduler_factory(optimizer) if job.scheduler_factory is not None else None
-    log = run_loop(
-        rank=rank,
-        world_size=1,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        criterion=job.criterion,
-        inputs=job.inputs,
-        targets=job.targets,
-        shards=job.shards(rank),
-        accumulate_steps=job.config.accumulate_steps,
-        fail_at=job.config.fail_at,
-        board=job.board,
-    )
+    log = train_rank(job, rank, model=model, optimizer=optimizer, world_size=1)
     return WorkerOutput(logs=[log], state=numpy_state(model))
 
 
@@ -101,23 +87,15 @@ def train_ddp(
     if mpi_comm is not None:
         ddp_model.register_comm_hook(mpi_comm, mpi_allreduce_hook)
     optimizer = job.optimizer_factory(ddp_model.parameters())
-    scheduler = job.scheduler_factory(optimizer) if job.scheduler_factory is not None else None
     dist.barrier()  # start the clock together
-    log = run_loop(
-        rank=rank,
-        world_size=world_size,
+    log = train_rank(
+        job,
+        rank,
         model=ddp_model,
         optimizer=optimizer,
-        scheduler=scheduler,
-        criterion=job.criterion,
-        inputs=job.inputs,
-        targets=job.targets,
-        shards=job.shards(rank),
-        accumulate_steps=job.config.accumulate_steps,
-        global_weighting=True,
+        world_size=world_size,
+        weighting="global",
         no_sync=ddp_model.no_sync,
-        fail_at=job.config.fail_at,
-        board=job.board,
     )
     return log, model
 

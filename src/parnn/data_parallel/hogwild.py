@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from parnn.data_parallel.ddp import gather_logs
 from parnn.data_parallel.job import TrainJob
-from parnn.data_parallel.loop import WorkerOutput, run_loop
+from parnn.data_parallel.loop import WorkerOutput, train_rank
 
 __all__ = ["hogwild_worker"]
 
@@ -34,20 +34,6 @@ def hogwild_worker(rank: int, world_size: int, job: TrainJob) -> WorkerOutput:
     job.seed_worker(rank)
     model = job.model
     optimizer = job.optimizer_factory(model.parameters())
-    scheduler = job.scheduler_factory(optimizer) if job.scheduler_factory is not None else None
     dist.barrier()  # start together
-    log = run_loop(
-        rank=rank,
-        world_size=world_size,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        criterion=job.criterion,
-        inputs=job.inputs,
-        targets=job.targets,
-        shards=job.shards(rank),
-        accumulate_steps=job.config.accumulate_steps,
-        fail_at=job.config.fail_at,
-        board=job.board,
-    )
+    log = train_rank(job, rank, model=model, optimizer=optimizer, world_size=world_size)
     return WorkerOutput(logs=gather_logs(log, rank, world_size))

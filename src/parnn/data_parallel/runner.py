@@ -25,8 +25,8 @@ from parnn.data_parallel.averaging import local_sgd_worker
 from parnn.data_parallel.config import COMMUNICATING_ENGINES, DataParallelConfig
 from parnn.data_parallel.ddp import ddp_worker, serial_worker
 from parnn.data_parallel.hogwild import hogwild_worker
-from parnn.data_parallel.job import OptimizerFactory, ScheduleFactory, TrainJob
-from parnn.data_parallel.loop import StepBoard, WorkerOutput, load_numpy_state
+from parnn.data_parallel.job import OptimizerFactory, ScheduleFactory, StepBoard, TrainJob
+from parnn.data_parallel.loop import WorkerOutput, load_numpy_state
 from parnn.data_parallel.mpi import launch_mpi, mpi_env, run_mpi_rank
 from parnn.data_parallel.result import DataParallelResult, merge_logs
 from parnn.data_parallel.shards import check_num_samples, total_steps

@@ -1,16 +1,16 @@
-"""One k-fold job, as a worker runs it: the reference trainer's pieces on one fold.
+"""One k-fold job, as a worker runs it: the one training loop on one fold.
 
-    build (seeded) -> for each step: batch_indices order, train_step, schedule.step()
-                   -> checkpoint every N steps and/or every T seconds (atomic)
+    build (seeded) -> train_loop: batch_stream order, GradientStep, schedule.step()
+                      hooks: progress to the pool; checkpoint every N steps and/or
+                             every T seconds (atomic)
                    -> evaluate on the held-out fold
 
-The loop is the reference trainer's (:func:`parnn.train.train`): the same data order
-(:func:`~parnn.train.batch_indices` by seed and epoch), the same step
-(:func:`~parnn.train.train_step`), the schedule stepped once per optimizer step, the same
-checkpoint contents (model, optimizer, schedule, position, RNG). It is its own loop only
-because a job takes the user's optimizer factory and criterion (the AsyncKFold API) and
-reports its progress to the pool; with the default factory and criterion a job ends with
-the parameters :func:`parnn.train.train` gives, bit for bit (tested).
+The loop is the reference trainer's (:func:`parnn.train.train_loop`): the same data order
+(:func:`~parnn.train.batch_stream` by seed), the same step, the schedule stepped once per
+optimizer step, the same checkpoint contents (model, optimizer, schedule, position, RNG).
+A job plugs in the user's optimizer factory and criterion (the AsyncKFold API) and its
+own hooks; with the default factory and criterion a job ends with the parameters
+:func:`parnn.train.train` gives, bit for bit (tested).
 
 A job resumed from its checkpoint ends where an uninterrupted one does: the position
 (step) fixes the epoch and batch, and the model, optimizer, schedule and global RNG
@@ -36,15 +36,22 @@ from parnn.jobs.spec import JobSpec
 from parnn.jobs.worker import JobReporter
 from parnn.models import build_model
 from parnn.train import (
+    AfterStep,
+    Batch,
+    CheckpointEvery,
+    GradientStep,
+    LoopState,
     OptimizerConfig,
-    batch_indices,
+    StepOutcome,
+    batch_stream,
     evaluate,
     load_checkpoint,
     make_optimizer,
     make_scheduler,
-    num_batches,
+    restore_training_state,
     save_checkpoint,
-    train_step,
+    train_loop,
+    training_state,
 )
 
 __all__ = [
@@ -120,15 +127,6 @@ def build_job_model(
     return model
 
 
-@dataclass(slots=True)
-class _Position:
-    step: int = 0
-    samples: int = 0
-    time_s: float = 0.0  # seconds of work before this session
-    resumed_from: int = 0
-    last_loss: float | None = None
-
-
 def _fingerprint(job: JobSpec, num_train: int, batch_size: int) -> dict[str, Any]:
     return {
         "job_id": job.job_id,
@@ -157,7 +155,6 @@ def train_fold(
         ),
     )
     num_train = int(train_y.shape[0])
-    steps_per_epoch = num_batches(num_train, context.batch_size, drop_last=context.drop_last)
 
     torch.manual_seed(job.seed)
     source = context.models[job.model]
@@ -166,29 +163,26 @@ def train_fold(
     scheduler = make_scheduler(
         optimizer, job.scheduler, total_steps=job.total_steps, warmup_steps=context.warmup_steps
     )
-    criterion = context.criterion
     fingerprint = _fingerprint(job, num_train, context.batch_size)
     path = Path(context.checkpoint_dir) / f"{job.file_stem}.pt"
-    position = _Position()
+    state = LoopState(total_steps=job.total_steps)
+    time_s = 0.0  # seconds of work before this session
     history: list[list[float]] = []
     warnings: list[str] = []
     if path.exists():
         try:
-            state = load_checkpoint(path)
-            if state.get("fingerprint") != fingerprint:
+            saved = load_checkpoint(path)
+            if saved.get("fingerprint") != fingerprint:
                 raise CheckpointError(f"checkpoint {path} is from another job or settings")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng_state"])
-            position = _Position(
-                step=int(state["step"]),
-                samples=int(state["samples"]),
-                time_s=float(state["time_s"]),
-                resumed_from=int(state["step"]),
-                last_loss=state.get("last_loss"),
+            restore_training_state(saved, model, optimizer, scheduler)
+            state = LoopState(
+                total_steps=job.total_steps,
+                step=int(saved["step"]),
+                samples=int(saved["samples"]),
+                last_loss=saved.get("last_loss"),
             )
-            history = [list(point) for point in state["loss_history"]]
+            time_s = float(saved["time_s"])
+            history = [list(point) for point in saved["loss_history"]]
         except (CheckpointError, KeyError, RuntimeError, ValueError, TypeError) as error:
             torch.manual_seed(job.seed)  # start again from scratch, exactly as a fresh job
             model = build_job_model(source, tuple(context.inputs.shape[1:]), context.num_classes)
@@ -202,62 +196,62 @@ def train_fold(
             warnings.append(
                 f"ignored unusable checkpoint ({' '.join(str(error).split())}); it ran from step 0"
             )
+    resumed_from = state.step
 
-    def save() -> None:
-        state = {
+    def save(state: LoopState) -> None:
+        checkpoint = {
             "fingerprint": fingerprint,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": position.step,
-            "samples": position.samples,
-            "time_s": position.time_s + (time.perf_counter() - started),
-            "torch_rng_state": torch.get_rng_state(),
+            **training_state(model, optimizer, scheduler),
+            "step": state.step,
+            "samples": state.samples,
+            "time_s": time_s + (time.perf_counter() - started),
             "loss_history": history,
-            "last_loss": position.last_loss,
+            "last_loss": state.last_loss,
         }
-        save_checkpoint(path, state)
+        save_checkpoint(path, checkpoint)
 
-    frequency = context.save_checkpoint_frequency
-    interval_s = context.checkpoint_interval_s
-    last_saved = started
+    def report(state: LoopState, batch: Batch, outcome: StepOutcome) -> None:
+        if state.step % context.print_frequency == 0 or state.finished:
+            history.append([state.step, outcome.loss])
+            if on_progress is not None:
+                on_progress(state.step, job.total_steps, outcome.loss)
+
     model.train()
-    while position.step < job.total_steps:
-        epoch, first_batch = divmod(position.step, steps_per_epoch)
-        batches = batch_indices(
-            num_train, context.batch_size, seed=job.seed, epoch=epoch, drop_last=context.drop_last
-        )
-        for index in batches[first_batch:]:
-            loss = train_step(model, train_x[index], train_y[index], optimizer, criterion)
-            scheduler.step()
-            position.step += 1
-            position.samples += int(index.numel())
-            position.last_loss = loss
-            if position.step % context.print_frequency == 0 or position.step == job.total_steps:
-                history.append([position.step, loss])
-                if on_progress is not None:
-                    on_progress(position.step, job.total_steps, loss)
-            if position.step < job.total_steps and (
-                (frequency and position.step % frequency == 0)
-                or (interval_s and time.perf_counter() - last_saved >= interval_s)
-            ):
-                save()
-                last_saved = time.perf_counter()
-            if position.step == job.total_steps:
-                break
+    train_loop(
+        GradientStep(model, optimizer, context.criterion, train_x, train_y),
+        batch_stream(
+            num_train,
+            context.batch_size,
+            seed=job.seed,
+            total_steps=job.total_steps,
+            drop_last=context.drop_last,
+            start_step=state.step,
+        ),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+        hooks=[
+            AfterStep(report),
+            CheckpointEvery(
+                save,
+                steps=context.save_checkpoint_frequency,
+                seconds=context.checkpoint_interval_s,
+            ),
+        ],
+    )
 
     scores = evaluate(model, val_data, batch_size=context.eval_batch_size)
     return model, {
         "accuracy": scores.accuracy,
         "loss": scores.loss,
-        "train_loss": position.last_loss,
+        "train_loss": state.last_loss,
         "per_class_accuracy": list(scores.per_class_accuracy),
-        "steps": position.step,
-        "samples": position.samples,
+        "steps": state.step,
+        "samples": state.samples,
         "num_train": num_train,
         "num_val": int(len(val_index)),
-        "time_s": position.time_s + (time.perf_counter() - started),
-        "resumed_from_step": position.resumed_from,
+        "time_s": time_s + (time.perf_counter() - started),
+        "resumed_from_step": resumed_from,
         "loss_history": history,
         "threads": torch.get_num_threads(),
         "warnings": warnings,

@@ -3,9 +3,15 @@
 The order is a pure function of ``(seed, epoch)`` drawn from a local ``torch.Generator``,
 never from the global RNG, so every engine (pipeline, DDP, Hogwild, K-fold jobs) can rebuild
 the reference trainer's batches anywhere, and a resumed run needs only (epoch, batch index).
+:func:`batch_stream` walks that order step by step (a process's part of each batch when
+several processes share it) and is the batch source of the training loop
+(:mod:`parnn.train.loop`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,7 +19,14 @@ from torch.utils.data import Dataset
 
 from parnn.errors import ConfigError
 
-__all__ = ["batch_indices", "dataset_tensors", "epoch_order", "num_batches"]
+__all__ = [
+    "Batch",
+    "batch_indices",
+    "batch_stream",
+    "dataset_tensors",
+    "epoch_order",
+    "num_batches",
+]
 
 
 def _order_seed(seed: int, epoch: int) -> int:
@@ -58,6 +71,72 @@ def batch_indices(
     count = num_batches(num_samples, batch_size, drop_last=drop_last)
     order = epoch_order(num_samples, seed=seed, epoch=epoch)
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(count)]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The samples one process takes at one step of a run."""
+
+    step: int
+    """0-based step of the run."""
+    epoch: int
+    round_indices: torch.Tensor
+    """The whole mini-batch of the step, int64 (L,): what the processes take together."""
+    indices: torch.Tensor
+    """This process's part of it, int64 (n,), 0 <= n <= ceil(L / parts); the whole
+    mini-batch for a single process."""
+    last_of_epoch: bool
+    """The epoch's last mini-batch."""
+
+    @property
+    def round_samples(self) -> int:
+        return int(self.round_indices.numel())
+
+
+def batch_stream(
+    num_samples: int,
+    batch_size: int,
+    *,
+    seed: int,
+    total_steps: int,
+    drop_last: bool = False,
+    start_step: int = 0,
+    part: int = 0,
+    num_parts: int = 1,
+) -> Iterator[Batch]:
+    """Steps ``start_step .. total_steps - 1`` of the reference order, epoch after epoch.
+
+    With ``num_parts`` processes sharing each mini-batch, process ``part`` takes the
+    ``part``-th of ``num_parts`` contiguous pieces whose sizes differ by at most one::
+
+        step t  (L samples, L = batch_size except the last batch of an epoch)
+        |---- part 0 ----|---- part 1 ----| ... |---- part N-1 ----|
+            ceil(L/N)        ceil(L/N)              floor(L/N)
+
+    A resumed run starts at ``start_step``: the step fixes the epoch and the batch.
+    """
+    if not 0 <= part < num_parts:
+        raise ConfigError(f"part {part} of {num_parts} is out of range")
+    per_epoch = num_batches(num_samples, batch_size, drop_last=drop_last)
+    step = start_step
+    while step < total_steps:
+        epoch, first = divmod(step, per_epoch)
+        batches = batch_indices(
+            num_samples, batch_size, seed=seed, epoch=epoch, drop_last=drop_last
+        )
+        for position in range(first, per_epoch):
+            if step >= total_steps:
+                return
+            whole = batches[position]
+            piece = torch.tensor_split(whole, num_parts)[part] if num_parts > 1 else whole
+            yield Batch(
+                step=step,
+                epoch=epoch,
+                round_indices=whole,
+                indices=piece,
+                last_of_epoch=position == per_epoch - 1,
+            )
+            step += 1
 
 
 def dataset_tensors(

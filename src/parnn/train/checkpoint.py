@@ -26,7 +26,9 @@ __all__ = [
     "latest_checkpoint",
     "prune_checkpoints",
     "load_checkpoint",
+    "restore_training_state",
     "save_checkpoint",
+    "training_state",
 ]
 
 CHECKPOINT_FORMAT = "parnn-checkpoint-1"
@@ -92,3 +94,30 @@ def prune_checkpoints(directory: str | os.PathLike[str], *, keep: int) -> None:
     )
     for _, entry in steps[:-keep] if keep > 0 else steps:
         entry.unlink(missing_ok=True)
+
+
+def training_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    """What a run resumes from besides its position: the model, optimizer and LR schedule
+    states and the global RNG state (dropout)."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng_state": torch.get_rng_state(),
+    }
+
+
+def restore_training_state(
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> None:
+    """Load what :func:`training_state` saved (raises KeyError, RuntimeError, ValueError or
+    TypeError when it does not fit)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng_state"])

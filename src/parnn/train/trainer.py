@@ -1,6 +1,7 @@
-"""The reference training loop: batches in the order of :func:`batch_indices`, one
-:func:`train_step` each, the LR schedule stepped per step, evaluation per epoch, metrics as
-JSON lines, atomic checkpoints and an exact resume."""
+"""The reference trainer: the one training loop (:func:`parnn.train.loop.train_loop`) over
+the reference data order (:func:`batch_stream`) with the plain step, the LR schedule stepped
+per step, and hooks for evaluation per epoch, metrics as JSON lines, a progress bar, atomic
+checkpoints and an exact resume."""
 
 from __future__ import annotations
 
@@ -18,19 +19,31 @@ from torch.utils.data import Dataset
 from parnn.errors import CheckpointError, ConfigError
 from parnn.progress import progress_bar
 from parnn.results import atomic_write_text, machine_facts, read_jsonl, to_json, write_json
-from parnn.train.batches import batch_indices, dataset_tensors
+from parnn.train.batches import Batch, batch_stream, dataset_tensors
 from parnn.train.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
+    restore_training_state,
     save_checkpoint,
+    training_state,
 )
 from parnn.train.config import TrainConfig
+from parnn.train.loop import (
+    AfterStep,
+    CheckpointEvery,
+    EpochEnd,
+    GradientStep,
+    Hook,
+    LoopState,
+    StepOutcome,
+    train_loop,
+)
 from parnn.train.optim import make_criterion, make_optimizer
 from parnn.train.records import EpochRecord, StepRecord, TrainResult
 from parnn.train.schedules import make_scheduler
-from parnn.train.step import EvalResult, evaluate, train_step
+from parnn.train.step import EvalResult, evaluate
 
 __all__ = ["EpochRecord", "StepRecord", "TrainResult", "train"]
 
@@ -46,12 +59,11 @@ _Data = Dataset[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(slots=True)
 class _Progress:
-    """Where a run is; the part of a checkpoint that is not model/optimizer/scheduler."""
+    """Where a run is: the loop's state, the wall time of earlier sessions and the records;
+    with the model, optimizer and schedule, what a checkpoint holds."""
 
-    step: int = 0
-    samples: int = 0
+    loop: LoopState
     elapsed_s: float = 0.0
-    train_s: float = 0.0
     step_log: list[StepRecord] = field(default_factory=list)
     history: list[EpochRecord] = field(default_factory=list)
 
@@ -117,12 +129,12 @@ def train(
     fingerprint = _fingerprint(model, config, num_samples, total_steps)
     checkpoints = directory / CHECKPOINT_DIR if directory is not None else None
 
-    progress = _Progress()
+    progress = _Progress(LoopState(total_steps=total_steps))
     resumed_from: int | None = None
     if resume:
         assert checkpoints is not None
         progress = _restore(checkpoints, model, optimizer, scheduler, fingerprint, config)
-        resumed_from = progress.step
+        resumed_from = progress.loop.step
     elif checkpoints is not None and latest_checkpoint(checkpoints) is not None:
         warnings.warn(
             f"removing the checkpoints of an earlier run in {checkpoints} (not --resume)",
@@ -139,41 +151,40 @@ def train(
     else:
         log.write("resume", step=resumed_from)
 
-    def save(step: int) -> None:
+    def wall_s() -> float:
+        return progress.elapsed_s + (time.perf_counter() - session_start)
+
+    def save(state: LoopState) -> None:
         assert checkpoints is not None
-        state = {
+        checkpoint = {
             "fingerprint": fingerprint,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "epoch": step // steps_per_epoch,
-            "batch_index": step % steps_per_epoch,
-            "samples": progress.samples,
-            "elapsed_s": progress.elapsed_s + (time.perf_counter() - session_start),
-            "train_s": progress.train_s,
-            "torch_rng_state": torch.get_rng_state(),
+            **training_state(model, optimizer, scheduler),
+            "step": state.step,
+            "epoch": state.step // steps_per_epoch,
+            "batch_index": state.step % steps_per_epoch,
+            "samples": state.samples,
+            "elapsed_s": wall_s(),
+            "train_s": state.train_s,
             "step_log": [record.to_dict() for record in progress.step_log],
             "history": [record.to_dict() for record in progress.history],
         }
-        save_checkpoint(checkpoint_path(checkpoints, step), state)
+        save_checkpoint(checkpoint_path(checkpoints, state.step), checkpoint)
         prune_checkpoints(checkpoints, keep=config.keep_checkpoints)
         log.sync()
 
-    def end_epoch(epoch: int, step: int, *, complete: bool) -> None:
+    def end_epoch(state: LoopState, epoch: int, complete: bool) -> None:
         val = (
             evaluate(model, val_data, batch_size=config.eval_batch_size)
             if val_data is not None
             else None
         )
         losses = [record.loss for record in progress.step_log if record.epoch == epoch]
-        wall_s = progress.elapsed_s + (time.perf_counter() - session_start)
         record = EpochRecord(
             epoch=epoch,
-            step=step,
+            step=state.step,
             train_loss=sum(losses) / len(losses) if losses else float("nan"),
             val=val,
-            wall_s=wall_s,
+            wall_s=wall_s(),
             complete=complete,
         )
         progress.history.append(record)
@@ -187,62 +198,59 @@ def train(
     try:
         model.train()
         with progress_bar(total_steps, "train", quiet=quiet) as bar:
-            bar.advance(progress.step)
-            while progress.step < total_steps:
-                epoch, first_batch = divmod(progress.step, steps_per_epoch)
-                batches = batch_indices(
+            bar.advance(progress.loop.step)
+
+            def record_step(state: LoopState, batch: Batch, outcome: StepOutcome) -> None:
+                record = StepRecord(
+                    step=state.step,
+                    epoch=batch.epoch,
+                    loss=outcome.loss,
+                    lr=state.lr,
+                    wall_s=wall_s(),
+                    samples=state.samples,
+                )
+                progress.step_log.append(record)
+                log.write("step", **record.to_dict())
+                bar.advance()
+                bar.set_postfix(
+                    f"epoch {batch.epoch + 1} loss {outcome.loss:.4f} lr {state.lr:.3g}"
+                )
+
+            hooks: list[Hook] = [AfterStep(record_step), EpochEnd(end_epoch)]
+            if config.checkpoint_every is not None:
+                hooks.append(CheckpointEvery(save, steps=config.checkpoint_every, at_end=True))
+            train_loop(
+                GradientStep(model, optimizer, criterion, inputs, targets),
+                batch_stream(
                     num_samples,
                     config.batch_size,
                     seed=config.seed,
-                    epoch=epoch,
+                    total_steps=total_steps,
                     drop_last=config.drop_last,
-                )
-                for index in batches[first_batch:]:
-                    lr = float(optimizer.param_groups[0]["lr"])
-                    started = time.perf_counter()
-                    loss = train_step(model, inputs[index], targets[index], optimizer, criterion)
-                    scheduler.step()
-                    progress.train_s += time.perf_counter() - started
-                    progress.step += 1
-                    progress.samples += int(index.numel())
-                    record = StepRecord(
-                        step=progress.step,
-                        epoch=epoch,
-                        loss=loss,
-                        lr=lr,
-                        wall_s=progress.elapsed_s + (time.perf_counter() - session_start),
-                        samples=progress.samples,
-                    )
-                    progress.step_log.append(record)
-                    log.write("step", **record.to_dict())
-                    bar.advance()
-                    bar.set_postfix(f"epoch {epoch + 1} loss {loss:.4f} lr {lr:.3g}")
-                    if progress.step % steps_per_epoch == 0:
-                        end_epoch(epoch, progress.step, complete=True)
-                    elif progress.step == total_steps:
-                        end_epoch(epoch, progress.step, complete=False)
-                    if config.checkpoint_every is not None and (
-                        progress.step % config.checkpoint_every == 0 or progress.step == total_steps
-                    ):
-                        save(progress.step)
-                    if progress.step == total_steps:
-                        break
+                    start_step=progress.loop.step,
+                ),
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state=progress.loop,
+                hooks=hooks,
+            )
     finally:
         torch.set_num_threads(previous_threads)
         log.close()
 
     progress.elapsed_s += time.perf_counter() - session_start
     final = _final_metrics(progress, model, val_data, config)
+    loop = progress.loop
     result = TrainResult(
         config=config,
         history=tuple(progress.history),
         step_log=tuple(progress.step_log),
         final=final,
-        steps=progress.step,
-        samples=progress.samples,
+        steps=loop.step,
+        samples=loop.samples,
         elapsed_s=progress.elapsed_s,
-        train_s=progress.train_s,
-        samples_per_s=progress.samples / progress.train_s if progress.train_s > 0 else 0.0,
+        train_s=loop.train_s,
+        samples_per_s=loop.samples / loop.train_s if loop.train_s > 0 else 0.0,
         resumed_from=resumed_from,
         out_dir=directory,
     )
@@ -256,7 +264,7 @@ def _final_metrics(
 ) -> EvalResult | None:
     if val_data is None:
         return None
-    if progress.history and progress.history[-1].step == progress.step:
+    if progress.history and progress.history[-1].step == progress.loop.step:
         return progress.history[-1].val
     return evaluate(model, val_data, batch_size=config.eval_batch_size)
 
@@ -304,15 +312,16 @@ def _restore(
             stacklevel=3,
         )
     try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng_state"])
-        return _Progress(
+        restore_training_state(state, model, optimizer, scheduler)
+        loop = LoopState(
+            total_steps=fingerprint["total_steps"],
             step=int(state["step"]),
             samples=int(state["samples"]),
-            elapsed_s=float(state["elapsed_s"]),
             train_s=float(state["train_s"]),
+        )
+        return _Progress(
+            loop=loop,
+            elapsed_s=float(state["elapsed_s"]),
             step_log=[StepRecord.from_dict(r) for r in state["step_log"]],
             history=[EpochRecord.from_dict(r) for r in state["history"]],
         )

@@ -3,7 +3,8 @@ Parallelism on Neural Network Training"): how many optimizer steps does training
 reach a target validation accuracy, as a function of the batch size?
 
 Data parallelism buys a larger batch per step; it pays only while a larger batch cuts the
-steps. Steps are hardware-independent, so the study runs the reference loop in one process.
+steps. Steps are hardware-independent, so the study runs the one training loop
+(:func:`parnn.train.train_loop`) in one process, its stop rules a hook.
 For each batch size the learning rate is tuned over a small grid (a hill climb from the
 previous batch size's best rate, which grows with the batch), and the best steps count.
 On a log-log plot the curve shows three regimes::
@@ -35,13 +36,18 @@ from parnn.bench.cells import Cell, StudyStore
 from parnn.data import ArrayDataset
 from parnn.errors import ConfigError
 from parnn.train import (
+    Batch,
+    GradientStep,
+    Hook,
+    LoopState,
     OptimizerConfig,
-    batch_indices,
+    StepOutcome,
+    batch_stream,
     evaluate,
     make_criterion,
     make_optimizer,
     num_batches,
-    train_step,
+    train_loop,
 )
 
 __all__ = [
@@ -185,6 +191,57 @@ class ScalingPoint:
     trials: int
 
 
+class _TrialStop(Hook):
+    """The trial's stop rules, after each step: divergence, the target (evaluated when the
+    steps have grown by ``eval_growth``), the budget, a stall, or a better LR's steps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        val_data: ArrayDataset,
+        config: BatchScalingConfig,
+        per_epoch: int,
+        step_limit: int | None,
+    ) -> None:
+        self.model = model
+        self.val_data = val_data
+        self.config = config
+        self.per_epoch = per_epoch
+        self.step_limit = step_limit
+        self.stall_factor = (1 + config.eval_growth) ** config.patience  # growth since best
+        self.next_eval = 1
+        self.evaluations = self.since_best = self.best_step = 0
+        self.best = 0.0
+        self.steps_to_target: int | None = None
+
+    def after_step(self, state: LoopState, batch: Batch, outcome: StepOutcome) -> None:
+        step, config = state.step, self.config
+        if not math.isfinite(outcome.loss) or outcome.loss > _DIVERGED_LOSS:
+            state.stop("diverged")
+            return
+        if step >= self.next_eval or state.finished:
+            accuracy = evaluate(self.model, self.val_data).accuracy
+            self.evaluations += 1
+            self.since_best = 0 if accuracy > self.best else self.since_best + 1
+            self.best_step = step if accuracy > self.best else self.best_step
+            self.best = max(self.best, accuracy)
+            if accuracy >= config.target_accuracy:
+                self.steps_to_target = step
+                state.stop("target")
+                return
+            self.next_eval = max(step + 1, math.ceil(step * (1 + config.eval_growth)))
+        if state.finished:
+            state.stop("budget")
+        if (
+            self.since_best >= config.patience
+            and step >= self.per_epoch
+            and step >= self.stall_factor * self.best_step
+        ):
+            state.stop("stalled")
+        if self.step_limit is not None and step >= self.step_limit:
+            state.stop("pruned")
+
+
 def run_trial(
     model_factory: Callable[[], nn.Module],
     train_data: ArrayDataset,
@@ -195,53 +252,26 @@ def run_trial(
     *,
     step_limit: int | None = None,
 ) -> Trial:
-    """Train a fresh model with (batch_size, lr) until the target accuracy; stop early past
-    ``step_limit`` (another LR already did better)."""
+    """Train a fresh model with (batch_size, lr) on the one training loop until the target
+    accuracy; stop early past ``step_limit`` (another LR already did better)."""
     start = time.perf_counter()
     model = model_factory()
     optimizer = make_optimizer(
         model.parameters(),
         OptimizerConfig(name=config.optimizer, lr=lr, momentum=config.momentum),
     )
-    criterion = make_criterion()
     per_epoch = num_batches(len(train_data), batch_size)
     budget = max(1, math.ceil(config.max_epochs * per_epoch))
-    step = evaluations = since_best = best_step = 0
-    stall_factor = (1 + config.eval_growth) ** config.patience  # steps grown since the best
-    next_eval = 1
-    best = 0.0
-    epoch = 0
-    while True:
-        for index in batch_indices(len(train_data), batch_size, seed=config.seed, epoch=epoch):
-            loss = train_step(model, train_data.inputs[index], train_data.targets[index],
-                              optimizer, criterion)  # fmt: skip
-            step += 1
-            if not math.isfinite(loss) or loss > _DIVERGED_LOSS:
-                return Trial(batch_size, lr, None, step, best, evaluations, "diverged",
-                             time.perf_counter() - start)  # fmt: skip
-            if step >= next_eval or step == budget:
-                accuracy = evaluate(model, val_data).accuracy
-                evaluations += 1
-                since_best = 0 if accuracy > best else since_best + 1
-                best_step = step if accuracy > best else best_step
-                best = max(best, accuracy)
-                if accuracy >= config.target_accuracy:
-                    return Trial(batch_size, lr, step, step, best, evaluations, "target",
-                                 time.perf_counter() - start)  # fmt: skip
-                next_eval = max(step + 1, math.ceil(step * (1 + config.eval_growth)))
-            stop = "budget" if step >= budget else None
-            if (
-                since_best >= config.patience
-                and step >= per_epoch
-                and step >= stall_factor * best_step
-            ):
-                stop = "stalled"
-            if step_limit is not None and step >= step_limit:
-                stop = "pruned"
-            if stop is not None:
-                return Trial(batch_size, lr, None, step, best, evaluations, stop,
-                             time.perf_counter() - start)  # fmt: skip
-        epoch += 1
+    stop = _TrialStop(model, val_data, config, per_epoch, step_limit)
+    state = train_loop(
+        GradientStep(model, optimizer, make_criterion(), train_data.inputs, train_data.targets),
+        batch_stream(len(train_data), batch_size, seed=config.seed, total_steps=budget),
+        optimizer=optimizer,
+        state=LoopState(total_steps=budget),
+        hooks=[stop],
+    )
+    return Trial(batch_size, lr, stop.steps_to_target, state.step, stop.best, stop.evaluations,
+                 state.stopped or "budget", time.perf_counter() - start)  # fmt: skip
 
 
 def locate_regimes(points: Sequence[ScalingPoint]) -> list[dict[str, Any]]:
