@@ -86,12 +86,12 @@ def demo_command(
 def render_demo(payload: Mapping[str, Any]) -> None:
     """The demo's table on standard output (the winner in bold), the verdict, where the
     time went, and where its results and plot are."""
-    from parnn.bench.studies.demo_report import axis_rows, phases, verdict
+    from parnn.bench.studies.demo_report import axis_rows, epochs, phases, verdict
 
     table = Table(
         title=(
             f"parnn demo: LeNet-5 on digits, batch {payload['batch_size']}, "
-            f"{payload['cores']} cores, {payload['epochs']} epochs "
+            f"{payload['cores']} cores, {epochs(payload['epochs'])} "
             f"({payload['candidates']} layouts planned)"
         ),
         box=box.SIMPLE_HEAD,

@@ -57,6 +57,8 @@ __all__ = [
 KIND = "demo"
 DEMO_MODEL = "lenet5"
 DEMO_DATA = "digits"
+INPUT_SHAPE = (1, 28, 28)
+"""The digits (8x8) resized to LeNet-5's input."""
 BATCH_SIZE = 64
 OPTIMIZER = "adam"
 LR = 0.003
@@ -182,17 +184,33 @@ def _measure(settings: DemoSettings, plan: Mapping[str, Any]) -> Any:
     return measure
 
 
+def _cache_dir(settings: DemoSettings) -> Path:
+    from parnn.partition.cache import default_cache_dir
+
+    return settings.cache_dir or default_cache_dir()
+
+
+def _measured_before(settings: DemoSettings) -> bool:
+    """Whether this machine's model (contention, all-reduce) for the demo is cached: if not,
+    the plan measures it and the profiles first (about a minute on 2 cores)."""
+    from parnn.launch import usable_cores
+    from parnn.plan.machine import machine_file_name
+
+    batch = max(1, BATCH_SIZE // max(1, len(usable_cores())))
+    return (_cache_dir(settings) / machine_file_name(DEMO_MODEL, INPUT_SHAPE, batch)).exists()
+
+
 def _plan(settings: DemoSettings) -> dict[str, Any]:
     """The plan cell's measurement: every candidate on this machine, predicted."""
-    from parnn.partition.cache import default_cache_dir
     from parnn.plan import PlanConfig, make_plan
 
     plan = make_plan(
         PlanConfig(
             model=DEMO_MODEL,
+            input_shape=INPUT_SHAPE,
             batch_size=BATCH_SIZE,
             data=DEMO_DATA,
-            cache_dir=settings.cache_dir or default_cache_dir(),
+            cache_dir=_cache_dir(settings),
             seed=settings.seed,
         )
     )
@@ -219,10 +237,14 @@ def run_demo(
     if fresh:
         store.clear()
     store.open(KIND, settings.to_dict())
+    plan_cell = Cell({"run": PLAN, "role": "", "label": ""})
+    first_time = plan_cell.id not in store.finished_ids() and not _measured_before(settings)
     (plan,) = store.run(
-        [Cell({"run": PLAN, "role": "", "label": ""})],
+        [plan_cell],
         lambda cell: _plan(settings),
-        description="demo: plan",
+        description="demo: plan (profiling this machine once, about a minute)"
+        if first_time
+        else "demo: plan",
         quiet=quiet,
     )
     runs = demo_runs(plan["candidates"], int(plan["cores"]))

@@ -12,7 +12,7 @@ from typing import Any
 from parnn.bench.report import Report, Section, StudyData, Table
 
 __all__ = ["AXIS_COLUMNS", "PLAN", "PLOT_FILE", "RESULTS_FILE", "ROLES", "SCHEMES_HINT",
-           "axis_rows", "build_demo_report", "demo_payload", "phases", "plot_demo",
+           "axis_rows", "build_demo_report", "demo_payload", "epochs", "phases", "plot_demo",
            "verdict"]  # fmt: skip
 
 PLOT_FILE = "demo.png"
@@ -121,6 +121,11 @@ def _brief_planned(candidate: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def epochs(count: int) -> str:
+    """'1 epoch', '3 epochs'."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
 def _number(value: float | None, pattern: str = "{:,.0f}") -> str:
     return "-" if value is None else pattern.format(value)
 
@@ -222,7 +227,7 @@ def plot_demo(payload: Mapping[str, Any], path: Path) -> Path:
     right.set_xticks(positions, names, fontsize=8)
     right.set_ylim(max(0.0, min(accuracies, default=0.0) - 10), 100)
     right.set_ylabel("validation accuracy (%)")
-    right.set_title(f"after {payload['epochs']} epochs, same optimizer")
+    right.set_title(f"after {epochs(payload['epochs'])}, same optimizer")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -236,7 +241,7 @@ def build_demo_report(data: StudyData) -> Report:
     plan = next(r for r in data.records if r["key"]["run"] == PLAN)
     title = (
         f"parnn demo: {settings['model']} on {settings['data']}, batch {settings['batch_size']}, "
-        f"{payload['cores']} cores, {settings['epochs']} epochs per run"
+        f"{payload['cores']} cores, {epochs(settings['epochs'])} per run"
     )
     verified = Section(
         "Every axis, predicted and measured",
