@@ -18,7 +18,7 @@ from typing import Any
 from common import HERE, machine_line, measure_run, median, profile_source
 
 from parnn.partition import METHODS, Partition, plan_pipeline
-from parnn.partition.cache import default_cache_dir
+from parnn.partition.measure.cache import default_cache_dir
 from parnn.results import machine_facts, write_json
 
 

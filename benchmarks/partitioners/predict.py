@@ -21,7 +21,7 @@ from typing import Any
 from common import HERE, machine_line, profile_source
 
 from parnn.partition import METHODS, plan_pipeline
-from parnn.partition.cache import default_cache_dir
+from parnn.partition.measure.cache import default_cache_dir
 from parnn.partition.solver import solve_min_max
 from parnn.results import machine_facts, write_json
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parnn.partition.cache import default_cache_dir
+from parnn.partition.measure.cache import default_cache_dir
 from parnn.plan import PlanConfig, make_plan
 from parnn.results import machine_facts, write_json
 

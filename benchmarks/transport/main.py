@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from parnn.launch import LaunchConfig, launch
 from parnn.partition import Partition, ProfileConfig, ProfileSource, plan_pipeline
-from parnn.partition.cache import default_cache_dir
+from parnn.partition.measure.cache import default_cache_dir
 from parnn.results import machine_facts, write_json
 from parnn.transport import new_transport_group
 

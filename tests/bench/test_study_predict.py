@@ -40,7 +40,7 @@ def test_a_prediction_from_a_cached_profile(
     assert len(profiles) == 1  # one profile, at the micro-batch size 16 / 4
 
     # A resumed study predicts from the cache: nothing is measured again.
-    import parnn.partition.cache as cache
+    import parnn.partition.measure.cache as cache
 
     def no_measuring(*args: object, **kwargs: object) -> None:
         raise AssertionError("profiled again")

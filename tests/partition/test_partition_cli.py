@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from partition_profiles import make_profile
 
 from parnn.cli import cli
-from parnn.partition.cache import comm_file_name, profile_file_name
 from parnn.partition.comm import CommModel
+from parnn.partition.measure.cache import comm_file_name, profile_file_name
 from parnn.results import write_json
 from parnn.trace import load_chrome_trace
 from parnn.transport import local_transport
@@ -265,6 +265,37 @@ def test_simulate_writes_chart_trace_and_json(cache_dir: Path, tmp_path: Path) -
         str(cache_dir),
     )
     assert interleaved["num_stages"] == 4 and interleaved["num_devices"] == 2
+
+
+@pytest.mark.parametrize(
+    ("schedule", "grid"),
+    [
+        ("looped-bfs", "dev0: F0.0 F1.0 F0.1 F1.1 B1.1 B0.1 B1.0 B0.0"),
+        ("zero-bubble", "dev0: F0.0 F1.0 F0.1 F1.1 I0.1 W0.1 I1.1 W1.1 I0.0 W0.0 I1.0 W1.0"),
+        ("zbv", "dev0: F0.0 F1.0 F0.1 I0.1 W0.1 F1.1 I1.1 W1.1 I0.0 W0.0 I1.0 W1.0"),
+    ],
+)
+def test_simulate_runs_every_multi_stage_schedule(
+    cache_dir: Path, tmp_path: Path, schedule: str, grid: str
+) -> None:
+    # lenet5 has 5 units: 2 ranks x 2 stages; the default --chunks is the registry's 2.
+    out = tmp_path / schedule
+    args = ["--model", "lenet5", "--batch-size", "8", "--stages", "2", "--schedule", schedule]
+    args += ["--microbatches", "2", "--cache-dir", str(cache_dir), "--out", str(out)]
+    payload = run_json("simulate", *args)
+    assert payload["num_stages"] == 4 and payload["schedule"] == schedule
+    assert payload["grid"].splitlines()[0] == grid
+    split = schedule != "looped-bfs"
+    assert (payload["closed_form_bubble"] is None) == split
+    trace = load_chrome_trace(out / "trace.json")
+    kinds = {e["cat"] for e in trace["traceEvents"] if e["ph"] == "X"}
+    assert ("backward-weight" in kinds) == split
+    assert (out / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    shown = run("simulate", *args[:-2], "--quiet")  # the table, closed form or not
+    assert shown.exit_code == 0 and "simulated" in shown.output
+    refused = run("simulate", *args[:-2], "--chunks", "3", "--quiet")
+    if schedule == "zbv":
+        assert refused.exit_code == 2 and "needs exactly --stages-per-rank 2" in refused.output
 
 
 def test_profile_measures_a_tiny_model(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from parnn.errors import ConfigError
-from parnn.partition.cache import comm_file_name
-from parnn.partition.comm import CommModel, measure_comm_model
+from parnn.partition.comm import CommModel
+from parnn.partition.measure.cache import comm_file_name
+from parnn.partition.measure.comm import measure_comm_model
 from parnn.partition.simulate import StageTimes, simulate
 
 

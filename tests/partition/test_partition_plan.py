@@ -7,9 +7,9 @@ from partition_profiles import make_profile
 
 from parnn.errors import ConfigError, PartitionError
 from parnn.partition import Partition
+from parnn.partition.measure.resolve import count_units, parse_microbatches, resolve_partition
 from parnn.partition.plan import microbatch_candidates, plan_pipeline
 from parnn.partition.profile import ModelProfile
-from parnn.partition.resolve import count_units, parse_microbatches, resolve_partition
 
 
 def overhead_profile(size: int) -> ModelProfile:

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from parnn.models import build_model, count_parameters
-from parnn.partition import cache as cache_module
-from parnn.partition.cache import load_or_profile, model_fingerprint, profile_file_name
-from parnn.partition.comm import CommModel, fit_comm_model, measure_comm_model
+from parnn.partition.comm import CommModel, fit_comm_model
+from parnn.partition.measure import cache as cache_module
+from parnn.partition.measure.cache import load_or_profile, model_fingerprint, profile_file_name
+from parnn.partition.measure.comm import measure_comm_model
 from parnn.partition.profile import ModelProfile
 
 

@@ -11,11 +11,13 @@ from parnn.errors import ConfigError, ScheduleError
 from parnn.partition import Partition
 from parnn.partition.comm import CommModel
 from parnn.partition.cost import in_flight_microbatches, partition_cost
-from parnn.partition.schedules import format_schedule, schedule_actions
+from parnn.partition.schedules import SCHEDULES, format_schedule, schedule_actions
 from parnn.partition.simulate import (
+    MESSAGE_MODELS,
     StageTimes,
     closed_form_bubble,
     closed_form_forward_s,
+    schedule_bubble,
     simulate,
 )
 
@@ -168,7 +170,11 @@ def test_bad_schedules_are_refused() -> None:
     with pytest.raises(ScheduleError, match="not a multiple of 2"):
         simulate(times, schedule="interleaved", num_microbatches=5, num_devices=2)
     with pytest.raises(ScheduleError, match="unknown schedule"):
-        simulate(times, schedule="zero-bubble", num_microbatches=4)
+        simulate(times, schedule="zero-bubbles", num_microbatches=4)
+    with pytest.raises(ScheduleError, match="needs exactly --stages-per-rank 2"):
+        simulate(times, schedule="zbv", num_microbatches=4, num_devices=4)
+    with pytest.raises(ScheduleError, match=r"--microbatches >= 2 x stages \(4\)"):
+        simulate(times, schedule="dualpipev", num_microbatches=3)
     with pytest.raises(ScheduleError, match="need --schedule interleaved-1f1b"):
         simulate(times, schedule="gpipe", num_microbatches=4, num_devices=2)
     with pytest.raises(ScheduleError, match="spread evenly"):
@@ -233,3 +239,100 @@ def test_priced_partition_puts_the_latency_on_the_link() -> None:
     assert times.recv_backward_s == pytest.approx((1.0, 0.0))
     # F0 1, link 0.5, recv 1 + F1 1 + B1 2, link 0.5, recv 1 + B0 2: 9 s for one micro-batch.
     assert simulate(times, schedule="gpipe", num_microbatches=1).step_time_s == pytest.approx(9.0)
+
+
+def _every_synchronous_layout() -> list[tuple[str, int, int, int]]:
+    cases = []
+    for name, spec in SCHEDULES.items():
+        for k in (1, 2, 3, 4):
+            for v in (1, 2, 3):
+                for m in range(1, 13):
+                    try:
+                        schedule_actions(name, k, m, num_chunks=v)
+                    except ScheduleError:
+                        continue
+                    if not spec.asynchronous:
+                        cases.append((name, k, v, m))
+    return cases
+
+
+def test_every_schedule_the_runtime_runs_is_simulated() -> None:
+    cases = _every_synchronous_layout()
+    assert {case[0] for case in cases} == set(SCHEDULES) - {"pipedream", "pipedream-2bw"}
+    for name, k, v, m in cases:
+        n = k * v
+        for messages in MESSAGE_MODELS:
+            times = StageTimes(
+                forward_s=(1.0,) * n,
+                backward_s=(2.0,) * n,
+                recv_forward_s=(0.1,) * n,
+                recv_backward_s=(0.1,) * n,
+                link_latency_s=0.05,
+                messages=messages,
+            )
+            result = simulate(times, schedule=name, num_microbatches=m, num_devices=k)
+            # Every action ran once: the compute is the whole work, spread as placed.
+            assert sum(result.compute_s) == pytest.approx(m * 3.0 * n), (name, k, v, m)
+            assert result.step_time_s >= max(result.busy_s) - 1e-9
+
+
+@pytest.mark.parametrize("schedule", ["looped-bfs", "interleaved-1f1b"])
+@pytest.mark.parametrize(("p", "v", "m"), [(2, 2, 4), (4, 2, 8), (3, 3, 6), (4, 1, 4)])
+def test_looped_schedules_match_the_closed_form(schedule: str, p: int, v: int, m: int) -> None:
+    if schedule == "interleaved-1f1b" and v == 1:
+        v = 2
+    times = StageTimes(forward_s=(1.0,) * (p * v), backward_s=(2.0,) * (p * v))
+    result = simulate(times, schedule=schedule, num_microbatches=m, num_devices=p)
+    assert result.bubble_fraction == pytest.approx(closed_form_bubble(p, m, v))
+    assert schedule_bubble(schedule, p, m, v) == pytest.approx(closed_form_bubble(p, m, v))
+
+
+def test_a_split_backward_fills_the_bubble() -> None:
+    # Equal stages, W half of the backward (the default rule): zero-bubble beats the
+    # interleaved 1F1B it is built on, and the V schedules do too; each W follows its I.
+    times = StageTimes(forward_s=(1.0,) * 4, backward_s=(2.0,) * 4)
+    assert times.backward_weight_s == (1.0,) * 4
+    base = simulate(times, schedule="interleaved-1f1b", num_microbatches=4, num_devices=2)
+    for name in ("zero-bubble", "zbv", "dualpipev"):
+        result = simulate(times, schedule=name, num_microbatches=4, num_devices=2)
+        assert result.step_time_s < base.step_time_s, name
+        assert schedule_bubble(name, 2, 4, 2) is None
+        ends = {(e.stage, e.microbatch): e.end_s for e in result.events if e.kind == "backward"}
+        for event in result.events:
+            if event.kind == "backward-weight":
+                assert event.start_s >= ends[(event.stage, event.microbatch)]
+                assert event.duration_s == pytest.approx(1.0)
+    # The split moves the critical path: 2 stages, 1 micro-batch, F 1 s, B 2 s of which W
+    # is w: F0 | F1 | I1 (2 - w) | I0 (2 - w) | W0 (w): a step of 6 - w.
+    for w in (0.0, 0.5, 1.0, 2.0):
+        split = StageTimes(forward_s=(1.0, 1.0), backward_s=(2.0, 2.0), backward_weight_s=(w, w))
+        result = simulate(split, schedule="zero-bubble", num_microbatches=1, num_devices=2)
+        assert result.step_time_s == pytest.approx(6.0 - w)
+    with pytest.raises(ConfigError, match="backward_weight_s is part of backward_s"):
+        StageTimes(forward_s=(1.0,), backward_s=(1.0,), backward_weight_s=(2.0,))
+
+
+def test_split_backward_holds_activations_until_the_weight_gradient() -> None:
+    times = StageTimes(forward_s=(1.0,) * 4, backward_s=(2.0,) * 4, saved_bytes=(10,) * 4)
+    result = simulate(times, schedule="zbv", num_microbatches=4, num_devices=2)
+    plans = schedule_actions("zbv", 2, 4, num_chunks=2)
+    for device, actions in enumerate(plans):
+        held = peak = 0
+        for action in actions:
+            held += {"F": 1, "I": 0, "W": -1, "B": -1}[action.kind]
+            peak = max(peak, held)
+        assert result.peak_in_flight[device] == peak
+    assert in_flight_microbatches("zbv", 4, 4) == in_flight_microbatches("zbv", 4, 4, num_devices=2)
+
+
+def test_a_priced_partition_splits_the_backward_by_the_stated_rule() -> None:
+    # Half the backward of a unit with parameters is W; a parameter-free unit is all I.
+    profile = make_profile([1.0] * 4, [2.0, 4.0, 6.0, 8.0], num_parameters=[10, 0, 10, 0])
+    cost = partition_cost(profile, Partition((0, 2, 4)))
+    assert [s.backward_weight_s for s in cost.stages] == [1.0, 3.0]
+    assert cost.stages[0].to_dict()["backward_weight_s"] == 1.0
+    times = StageTimes.from_cost(cost)
+    assert times.backward_weight_s == (1.0, 3.0)
+    result = simulate(times, schedule="zero-bubble", num_microbatches=1, num_devices=2)
+    weights = {e.stage: e.duration_s for e in result.events if e.kind == "backward-weight"}
+    assert weights == pytest.approx({0: 1.0, 1: 3.0})

@@ -6,7 +6,7 @@ import pytest
 
 from parnn.errors import ConfigError, PartitionError
 from parnn.partition import Partition, parse_partition_spec, scheme_partition
-from parnn.partition.report import format_bytes, parse_bytes
+from parnn.partition.present.report import format_bytes, parse_bytes
 
 
 def test_partition_value() -> None:

@@ -13,8 +13,15 @@ from parnn.trace import load_chrome_trace, track_names
 def test_schedules_lists_what_torch_offers() -> None:
     result = CliRunner().invoke(cli, ["schedules", "--json"])
     assert result.exit_code == 0, result.output
-    names = [row["name"] for row in json.loads(result.output)["schedules"]]
-    assert {"gpipe", "1f1b", "interleaved-1f1b", "looped-bfs", "zero-bubble"} <= set(names)
+    rows = {row["name"]: row for row in json.loads(result.output)["schedules"]}
+    assert {"gpipe", "1f1b", "interleaved-1f1b", "looped-bfs", "zero-bubble"} <= set(rows)
+    # One registry: torch class, rules, and what the simulator replays, for every schedule.
+    assert rows["interleaved-1f1b"]["aliases"] == ["interleaved"]
+    assert rows["zbv"]["stages_per_rank"] == "2" and rows["zbv"]["layout"] == "v"
+    assert rows["zbv"]["backward"] == "I + W" and rows["gpipe"]["backward"] == "B"
+    assert rows["dualpipev"]["microbatches"] == ">= 2 x ranks"
+    assert rows["pipedream"]["torch_class"] == "PipelineStage"
+    assert all(row["simulated"] for row in rows.values())
 
 
 @pytest.mark.timeout(180)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parnn.partition.cache import comm_file_name, profile_file_name
 from parnn.partition.comm import CommModel
+from parnn.partition.measure.cache import comm_file_name, profile_file_name
 from parnn.partition.profile import ModelProfile, UnitProfile
 from parnn.plan.machine import MachineModel, machine_file_name
 from parnn.results import write_json

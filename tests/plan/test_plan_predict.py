@@ -192,7 +192,8 @@ def test_hybrid_adds_the_allreduce_of_its_largest_stage() -> None:
     sync = allreduce_s(largest, 2, ALLREDUCE)
     assert prediction.sync_s == pytest.approx(sync)
     assert prediction.samples_per_s == pytest.approx(8 / (1.25 * plan.chosen.step_time_s + sync))
-    assert not candidate.runnable
+    assert candidate.runnable
+    assert not replace(candidate, replicas=4, nodes=2).runnable  # on paper only
 
 
 def test_contention_is_held_beyond_the_largest_measured() -> None:

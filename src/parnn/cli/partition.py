@@ -1,6 +1,6 @@
 """`parnn profile`, `parnn partition` and `parnn simulate`: the cost-aware partitioner.
 
-The commands map flags onto :class:`~parnn.partition.resolve.ProfileConfig` and the
+The commands map flags onto :class:`~parnn.partition.measure.resolve.ProfileConfig` and the
 planning functions of :mod:`parnn.partition`; the tables are drawn from the JSON payload
 that ``--json`` prints (keys documented in docs/partition.md).
 """
@@ -26,6 +26,7 @@ from parnn.cli._options import (
     threads_option,
 )
 from parnn.outdir import check_out_dir
+from parnn.partition.schedules import get_schedule, schedule_choices
 
 __all__ = ["COMMANDS", "partition", "profile", "simulate"]
 
@@ -102,16 +103,7 @@ def _plan_options(function: F) -> F:
             ),
             click.option(
                 "--schedule",
-                type=click.Choice(
-                    [
-                        "gpipe",
-                        "1f1b",
-                        "interleaved-1f1b",
-                        "interleaved",
-                        "pipedream",
-                        "pipedream-2bw",
-                    ]
-                ),
+                type=click.Choice(schedule_choices()),
                 default="gpipe",
                 show_default=True,
                 help="Pipeline schedule (sets the activations in flight and the prediction).",
@@ -120,7 +112,8 @@ def _plan_options(function: F) -> F:
                 "--chunks",
                 type=int,
                 default=None,
-                help="Model chunks (stages) per device for --schedule interleaved-1f1b "
+                help="Model chunks (stages) per device for the multi-stage schedules "
+                "(interleaved-1f1b, looped-bfs, zero-bubble; zbv and dualpipev take 2) "
                 "[default: 2].",
             ),
             click.option(
@@ -140,8 +133,8 @@ def _check_out(options: dict[str, Any]) -> None:
 
 
 def _source(options: dict[str, Any]) -> Any:
-    from parnn.partition.cache import default_cache_dir
-    from parnn.partition.resolve import ProfileConfig, ProfileSource
+    from parnn.partition.measure.cache import default_cache_dir
+    from parnn.partition.measure.resolve import ProfileConfig, ProfileSource
 
     return ProfileSource(
         ProfileConfig(
@@ -164,8 +157,8 @@ def _source(options: dict[str, Any]) -> Any:
 @_profile_options
 def profile(**options: Any) -> None:
     """Time every unit of a model (forward, backward, activation bytes, params); cached."""
-    from parnn.partition.cache import profile_file_name
-    from parnn.partition.report import render_profile
+    from parnn.partition.measure.cache import profile_file_name
+    from parnn.partition.present.report import render_profile
     from parnn.results import write_json
 
     _check_out(options)
@@ -200,28 +193,30 @@ def profile(**options: Any) -> None:
 
 
 def _layout(options: dict[str, Any]) -> tuple[int, int]:
-    """(virtual stages, devices) from --stages, --schedule and --chunks."""
+    """(virtual stages, devices) from --stages, --schedule and --chunks (the registry's
+    rules: parnn.partition.schedules)."""
     from parnn.errors import ConfigError
 
     devices = options["stages"]
     if devices < 1:
         raise ConfigError(f"--stages {devices}: need at least 1 stage")
     chunks = options["chunks"]
-    if options["schedule"] not in ("interleaved-1f1b", "interleaved"):
+    spec = get_schedule(options["schedule"])
+    if not spec.multi_stage:
         if chunks not in (None, 1):
             raise ConfigError(
-                f"--chunks {chunks} needs --schedule interleaved-1f1b (gpipe and 1f1b hold one "
-                "chunk per device)"
+                f"--chunks {chunks} needs a multi-stage schedule, e.g. --schedule "
+                f"interleaved-1f1b ({spec.name} holds one chunk per device)"
             )
         return devices, devices
-    chunks = 2 if chunks is None else chunks
+    chunks = spec.default_stages_per_rank if chunks is None else chunks
     if chunks < 1:
         raise ConfigError(f"--chunks {chunks}: need at least 1 chunk per device")
     return devices * chunks, devices
 
 
 def _plan_payload(plan: Any, options: dict[str, Any], num_stages: int) -> dict[str, Any]:
-    from parnn.partition.simulate import closed_form_bubble
+    from parnn.partition.simulate import schedule_bubble
 
     chosen = plan.chosen
     cost = chosen.cost.to_dict()
@@ -242,10 +237,11 @@ def _plan_payload(plan: Any, options: dict[str, Any], num_stages: int) -> dict[s
         "predicted": {
             "step_time_s": chosen.step_time_s,
             "bubble_fraction": chosen.simulation.bubble_fraction,
-            "closed_form_bubble": 0.0  # asynchronous: no flush, no bubble
-            if plan.schedule.startswith("pipedream")
-            else closed_form_bubble(
-                plan.num_devices, chosen.num_microbatches, num_stages // plan.num_devices
+            "closed_form_bubble": schedule_bubble(
+                plan.schedule,
+                plan.num_devices,
+                chosen.num_microbatches,
+                num_stages // plan.num_devices,
             ),
             "samples_per_s": plan.samples_per_s,
         },
@@ -256,8 +252,8 @@ def _plan_payload(plan: Any, options: dict[str, Any], num_stages: int) -> dict[s
 
 
 def _plan(options: dict[str, Any], method: str) -> Any:
-    from parnn.partition.report import parse_bytes
-    from parnn.partition.resolve import parse_microbatches, resolve_plan
+    from parnn.partition.measure.resolve import parse_microbatches, resolve_plan
+    from parnn.partition.present.report import parse_bytes
 
     num_stages, devices = _layout(options)
     cap = options["max_stage_memory"]
@@ -327,7 +323,7 @@ def _unprofiled(options: dict[str, Any]) -> dict[str, Any]:
 def partition(**options: Any) -> None:
     """Split a model into pipeline stages and price every stage (fwd, bwd, comm, memory)."""
     from parnn.partition.methods import METHODS, check_partition_spec, needs_profile
-    from parnn.partition.report import render_methods, render_partition
+    from parnn.partition.present.report import render_methods, render_partition
     from parnn.results import write_json
 
     options["_command"] = "partition"
@@ -391,8 +387,8 @@ def partition(**options: Any) -> None:
 def simulate(**options: Any) -> None:
     """Predict a pipeline step (time, bubble, memory) and draw its timeline (PNG, trace)."""
     from parnn.partition.methods import check_partition_spec
-    from parnn.partition.plot import plot_timeline, write_simulation_trace
-    from parnn.partition.report import render_simulation
+    from parnn.partition.present.plot import plot_timeline, write_simulation_trace
+    from parnn.partition.present.report import render_simulation
     from parnn.partition.schedules import format_schedule, schedule_actions
     from parnn.results import write_json
 

@@ -48,7 +48,18 @@ def _fail_at(text: str | None) -> tuple[int | None, int | None]:
 @data_dir_option
 @input_shape_option
 @click.option(
-    "--stages", type=int, default=2, show_default=True, help="Processes (one pinned core each)."
+    "--stages",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Processes per pipeline (one pinned core each).",
+)
+@click.option(
+    "--replicas",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Copies of the pipeline (hybrid: replicas x stages processes, gradients averaged).",
 )
 @click.option(
     "--stages-per-rank",
@@ -136,6 +147,7 @@ def pipeline(
     data_dir: Path | None,
     input_shape: str | None,
     stages: int,
+    replicas: int,
     stages_per_rank: int,
     partition: str,
     schedule: str,
@@ -167,7 +179,7 @@ def pipeline(
 
     # The ranks' fork server imports torch and the pipeline while this process plans.
     start_forkserver(["parnn.pipeline.worker"], threads=threads_per_stage)
-    from parnn.partition.cache import default_cache_dir
+    from parnn.partition.measure.cache import default_cache_dir
     from parnn.pipeline import PipelineConfig, run_pipeline
     from parnn.train import OptimizerConfig
 
@@ -183,7 +195,8 @@ def pipeline(
         partition=partition,
         stages=stages * stages_per_rank,
         ranks=stages,
-        batch_size=batch_size,
+        # one replica's shard of the global batch (an uneven split fails in the config)
+        batch_size=max(1, batch_size // max(1, replicas)),
         schedule=schedule,
         threads=threads_per_stage,
         cache_dir=cache_dir,
@@ -194,6 +207,7 @@ def pipeline(
         data_dir=data_dir,
         input_shape=shape,
         num_stages=stages,
+        replicas=replicas,
         stages_per_rank=stages_per_rank,
         partition=chosen_partition if chosen_partition is not None else partition,
         schedule=schedule,
@@ -253,7 +267,7 @@ def _microbatches(
             raise ConfigError(
                 f"--microbatches {text!r}: give a positive integer or 'auto'"
             ) from None
-    from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
+    from parnn.partition.measure.resolve import ProfileConfig, ProfileSource, resolve_plan
     from parnn.pipeline import PipelineConfig
     from parnn.pipeline.runtime import _sample_shape
 
@@ -292,16 +306,26 @@ def _microbatches(
 
 def _render(result: Any, prediction: dict[str, Any] | None) -> None:
     config = result.config
+    hybrid = result.replicas > 1
+    ranks = (
+        f"{result.replicas} replicas x {result.num_ranks // result.replicas} ranks"
+        if hybrid
+        else f"{result.num_ranks} ranks"
+    )
     title = (
-        f"{config['model']} on {config['data']}: {result.num_ranks} ranks, "
+        f"{config['model']} on {config['data']}: {ranks}, "
         f"{config['schedule']}, m={config['num_microbatches']}, partition {result.partition}"
     )
     table = Table(title=title)
-    for column in ("stage", "rank", "units", "params", "fwd ms", "bwd ms", "wait ms", "idle"):
+    columns = ["stage", "rank", "units", "params", "fwd ms", "bwd ms", "wait ms", "idle"]
+    if hybrid:
+        columns[1:1] = ["replica"]
+        columns.insert(-1, "allreduce ms")
+    for column in columns:
         table.add_column(column, justify="left" if column == "units" else "right")
     for s in result.stages:
         units = f"{s.units[0]}..{s.units[-1]}" if len(s.units) > 1 else s.units[0]
-        table.add_row(
+        cells = [
             str(s.stage),
             str(s.rank),
             units,
@@ -310,7 +334,11 @@ def _render(result: Any, prediction: dict[str, Any] | None) -> None:
             f"{1000 * s.backward_s:.2f}",
             f"{1000 * s.wait_s:.2f}",
             f"{100 * s.idle_share:.0f}%",
-        )
+        ]
+        if hybrid:
+            cells[1:1] = [str(s.replica)]
+            cells.insert(-1, f"{1000 * s.allreduce_s:.2f}")
+        table.add_row(*cells)
     stdout_console.print(table)
     summary = Table(show_header=False)
     summary.add_column("what")
@@ -343,16 +371,22 @@ def _render(result: Any, prediction: dict[str, Any] | None) -> None:
 @click.command("schedules")
 @json_option
 def schedules(as_json: bool) -> None:
-    """List the pipeline schedules the installed torch offers."""
-    from parnn.pipeline.schedules import SCHEDULES
+    """List the pipeline schedules: torch class, constraints, and what the simulator replays."""
+    from parnn.partition.schedules import SCHEDULES
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": spec.name,
+            "aliases": list(spec.aliases),
             "torch_class": spec.torch_class,
-            "stages_per_rank": str(
-                spec.fixed_stages_per_rank or (">= 2" if spec.multi_stage else 1)
-            ),
+            "stages_per_rank": spec.stages_per_rank_text,
+            "layout": spec.layout,
+            "microbatches": {0: "any", 1: ">= ranks"}.get(
+                spec.microbatches_per_rank, f">= {spec.microbatches_per_rank} x ranks"
+            )
+            + (", a multiple of max(1, m // ranks)" if spec.rounds else ""),
+            "backward": "I + W" if spec.split_backward else "B",
+            "simulated": True,
             "description": spec.description,
         }
         for spec in SCHEDULES.values()
@@ -360,14 +394,22 @@ def schedules(as_json: bool) -> None:
     ]
 
     def render() -> None:
-        table = Table(title="pipeline schedules (torch.distributed.pipelining)")
-        for column in ("name", "torch class", "stages/rank", "description"):
+        table = Table(title="pipeline schedules (torch.distributed.pipelining; parnn's PipeDream)")
+        for column in ("name", "torch class", "stages/rank", "micro-batches", "description"):
             table.add_column(column)
         for row in rows:
+            name = str(row["name"]) + "".join(f" ({alias})" for alias in row["aliases"])
             table.add_row(
-                row["name"], row["torch_class"], str(row["stages_per_rank"]), row["description"]
+                name,
+                row["torch_class"],
+                row["stages_per_rank"],
+                row["microbatches"],
+                row["description"],
             )
         stdout_console.print(table)
+        stdout_console.print(
+            "every schedule is also replayed by `parnn simulate --schedule NAME`", style="dim"
+        )
 
     emit({"schedules": rows}, as_json=as_json, render=render)
 

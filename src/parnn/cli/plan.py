@@ -133,7 +133,7 @@ def plan(
     quiet: bool,
 ) -> None:
     """Predict the fastest way to spend the cores on a model, and verify it."""
-    from parnn.partition.cache import default_cache_dir
+    from parnn.partition.measure.cache import default_cache_dir
     from parnn.plan import PlanConfig, make_plan
 
     config = PlanConfig(

@@ -39,7 +39,7 @@ from parnn.errors import ConfigError, ScheduleError
 from parnn.partition.async_schedule import async_actions, held_versions, is_async_schedule
 from parnn.partition.partition import Partition
 from parnn.partition.profile import ModelProfile
-from parnn.partition.schedules import schedule_actions
+from parnn.partition.schedules import get_schedule, schedule_actions
 
 __all__ = [
     "DEFAULT_PARAMETER_COPIES",
@@ -71,13 +71,14 @@ def in_flight_microbatches(
 ) -> tuple[int, ...]:
     """Micro-batches whose activations stage ``i`` holds at its peak under ``schedule``,
     read off the schedule itself: GPipe keeps all ``m``; 1F1B keeps ``min(m, k - i)``;
-    interleaved 1F1B (``num_devices`` devices, ``num_stages / num_devices`` chunks each) keeps
-    what Megatron-LM's warm-up leaves in flight on every chunk."""
+    the multi-stage schedules (``num_devices`` devices, ``num_stages / num_devices`` stages
+    each) keep what their warm-up leaves in flight on every stage."""
     if num_stages < 1 or num_microbatches < 1:
         raise ConfigError(
             f"need num_stages >= 1 and num_microbatches >= 1, got {num_stages}, {num_microbatches}"
         )
-    devices = num_stages if num_devices is None else num_devices
+    fixed = get_schedule(schedule).fixed_stages_per_rank or 1  # V schedules: 2 per rank
+    devices = num_stages // fixed if num_devices is None else num_devices
     if devices < 1 or num_stages % devices:
         raise ScheduleError(f"{num_stages} stages cannot be spread evenly over {devices} devices")
     plans = schedule_actions(schedule, devices, num_microbatches, num_chunks=num_stages // devices)
@@ -85,6 +86,8 @@ def in_flight_microbatches(
     peak = [0] * num_stages
     for actions in plans:
         for action in actions:
+            if action.kind == "I":
+                continue  # a split backward frees the activations at its W
             held[action.stage] += 1 if action.kind == "F" else -1
             peak[action.stage] = max(peak[action.stage], held[action.stage])
     return tuple(peak)
@@ -142,6 +145,9 @@ class StageCost:
     """Micro-batches in flight at the peak (from the schedule)."""
     stashed_versions: int = 0
     """Weight versions stashed at the peak (asynchronous schedules; 0 otherwise)."""
+    backward_weight_s: float = 0.0
+    """The weight-gradient part of ``backward_s`` (:attr:`.UnitProfile.backward_weight_s`),
+    what a split backward (zero-bubble, zbv, dualpipev) defers."""
 
     @property
     def num_units(self) -> int:
@@ -180,6 +186,7 @@ class StageCost:
             "saved_bytes": self.saved_bytes,
             "in_flight": self.in_flight,
             "stashed_versions": self.stashed_versions,
+            "backward_weight_s": self.backward_weight_s,
             "stash_bytes": self.stashed_versions * self.parameter_bytes,
             "memory_bytes": self.memory_bytes,
         }
@@ -286,6 +293,7 @@ def partition_cost(
                 + flights[stage] * saved_bytes,
                 in_flight=flights[stage],
                 stashed_versions=stashes[stage],
+                backward_weight_s=sum(unit.backward_weight_s for unit in chosen),
             )
         )
     return PartitionCost(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from parnn.errors import ConfigError, ParnnError, PartitionError
+from parnn.errors import ConfigError, ParnnError, PartitionError, ScheduleError
 from parnn.partition.cost import (
     PartitionCost,
     in_flight_microbatches,
@@ -26,7 +26,12 @@ from parnn.partition.cost import (
 from parnn.partition.methods import partition_for
 from parnn.partition.partition import Partition
 from parnn.partition.profile import ModelProfile
-from parnn.partition.schedules import canonical_schedule, interleaved_rounds
+from parnn.partition.schedules import (
+    ScheduleSpec,
+    canonical_schedule,
+    check_schedule,
+    get_schedule,
+)
 from parnn.partition.simulate import Simulation, StageTimes, simulate
 
 __all__ = [
@@ -96,6 +101,22 @@ class PipelinePlan:
         return math.inf if step <= 0 else self.batch_size / step
 
 
+def _accepts(spec: ScheduleSpec, num_ranks: int, num_microbatches: int) -> bool:
+    """The runtime's rules on ``m`` (:func:`.check_schedule`); one rank of a multi-stage
+    schedule, which the simulator still replays, needs only its micro-batch rules."""
+    try:
+        check_schedule(
+            spec,
+            num_ranks=num_ranks,
+            stages_per_rank=spec.fixed_stages_per_rank or spec.min_stages_per_rank,
+            num_microbatches=num_microbatches,
+            simulated=spec.multi_stage and num_ranks < 2,
+        )
+    except ScheduleError:
+        return False
+    return True
+
+
 def microbatch_candidates(
     batch_size: int,
     *,
@@ -104,20 +125,20 @@ def microbatch_candidates(
     limit: int = MAX_AUTO_MICROBATCHES,
 ) -> tuple[int, ...]:
     """The ``m`` that ``--microbatches auto`` tries: divisors of the batch size up to
-    ``limit`` (equal micro-batches) that the runtime accepts: 1F1B needs ``m >= k``;
-    interleaved 1F1B needs ``m`` to be a multiple of its ``max(1, m // k)`` rounds."""
+    ``limit`` (equal micro-batches) that the schedule accepts (:func:`.check_schedule`:
+    1F1B needs ``m >= k``; interleaved 1F1B a multiple of its ``max(1, m // k)`` rounds...)."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    schedule = canonical_schedule(schedule)
-    values = [m for m in range(1, min(batch_size, limit) + 1) if batch_size % m == 0]
-    if schedule in ("1f1b", "pipedream-2bw"):
-        values = [m for m in values if m >= num_devices]
-    elif schedule == "interleaved-1f1b":
-        values = [m for m in values if m % interleaved_rounds(num_devices, m) == 0]
+    spec = get_schedule(schedule)
+    values = [
+        m
+        for m in range(1, min(batch_size, limit) + 1)
+        if batch_size % m == 0 and _accepts(spec, num_devices, m)
+    ]
     if not values:
         raise ConfigError(
             f"no number of micro-batches up to {limit} divides the batch ({batch_size}) and "
-            f"suits {schedule} on {num_devices} devices: use a batch size that is a multiple "
+            f"suits {spec.name} on {num_devices} devices: use a batch size that is a multiple "
             f"of {num_devices}"
         )
     return tuple(values)

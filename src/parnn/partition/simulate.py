@@ -30,13 +30,11 @@ device's time when ``L = 0``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from parnn.errors import ConfigError, ScheduleError
+from parnn.errors import ScheduleError
 from parnn.partition.async_schedule import check_async_schedule, is_async_schedule
-from parnn.partition.cost import PartitionCost
-from parnn.partition.schedules import canonical_schedule, schedule_actions
+from parnn.partition.schedules import get_schedule, rank_of_stage, schedule_actions
+from parnn.partition.timeline import MESSAGE_MODELS, SimEvent, Simulation, StageTimes
 
 __all__ = [
     "MESSAGE_MODELS",
@@ -45,195 +43,9 @@ __all__ = [
     "StageTimes",
     "closed_form_bubble",
     "closed_form_forward_s",
+    "schedule_bubble",
     "simulate",
 ]
-
-
-MESSAGE_MODELS = ("eager", "posted")
-# Schedules whose torch implementation waits for a stage's sends before its next action
-# (Schedule1F1B fuses them with the next receive and waits for both); the others wait for
-# their sends at the end of the step.
-_WAITS_EACH_SEND = frozenset({"1f1b"})
-
-
-@dataclass(frozen=True, slots=True)
-class StageTimes:
-    """Seconds per micro-batch for every (virtual) stage, in model order."""
-
-    forward_s: tuple[float, ...]
-    backward_s: tuple[float, ...]
-    recv_forward_s: tuple[float, ...] = ()
-    """Receiving the input activations (default 0)."""
-    recv_backward_s: tuple[float, ...] = ()
-    """Receiving the output's gradient (default 0)."""
-    saved_bytes: tuple[int, ...] = ()
-    """Activation bytes one micro-batch keeps on the stage until its backward (default 0)."""
-    update_s: tuple[float, ...] = ()
-    """Optimizer update, once per step after the device's last action (default 0)."""
-    link_latency_s: float = 0.0
-    """Time a tensor spends between devices before the receiver can take it in (default
-    0); it delays the receiver's action but does not occupy it."""
-    messages: str = "eager"
-    """When a message's latency starts: 'eager' when its producer finishes (an ideal
-    transport, receives posted ahead); 'posted' once both sides have posted it, as torch's
-    schedules post them (see the module's docstring)."""
-
-    def __post_init__(self) -> None:
-        if self.messages not in MESSAGE_MODELS:
-            raise ConfigError(
-                f"messages={self.messages!r}: choose one of {', '.join(MESSAGE_MODELS)}"
-            )
-        if not self.link_latency_s >= 0.0:
-            raise ConfigError(f"link_latency_s must be >= 0 seconds, got {self.link_latency_s}")
-        count = len(self.forward_s)
-        if count < 1:
-            raise ConfigError("stage times need at least one stage")
-        for name in ("backward_s", "recv_forward_s", "recv_backward_s", "saved_bytes", "update_s"):
-            values = getattr(self, name)
-            if not values:
-                object.__setattr__(
-                    self, name, (0,) * count if name == "saved_bytes" else (0.0,) * count
-                )
-            elif len(values) != count:
-                raise ConfigError(f"{name} has {len(values)} values for {count} stages")
-        for name in ("forward_s", "backward_s", "recv_forward_s", "recv_backward_s", "update_s"):
-            if any(not value >= 0.0 for value in getattr(self, name)):
-                raise ConfigError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.forward_s)
-
-    @classmethod
-    def from_cost(cls, cost: PartitionCost, *, messages: str = "posted") -> StageTimes:
-        """The per-micro-batch times of a priced partition: each receive's latency goes on
-        the link, the rest (bytes over bandwidth) stays the receiver's work; messages as
-        torch's schedules post them unless ``messages`` says otherwise."""
-        stages = cost.stages
-        latency = cost.link_latency_s
-
-        def busy(receive_s: float) -> float:
-            return max(receive_s - latency, 0.0)
-
-        return cls(
-            forward_s=tuple(s.forward_s for s in stages),
-            backward_s=tuple(s.backward_s for s in stages),
-            recv_forward_s=tuple(busy(s.recv_forward_s) for s in stages),
-            recv_backward_s=tuple(busy(s.recv_backward_s) for s in stages),
-            saved_bytes=tuple(s.saved_bytes for s in stages),
-            update_s=tuple(s.update_s for s in stages),
-            link_latency_s=latency,
-            messages=messages,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SimEvent:
-    """One busy interval of a device."""
-
-    device: int
-    stage: int
-    microbatch: int
-    kind: str
-    """'forward', 'backward', 'recv-forward', 'recv-backward' or 'update' (micro-batch -1)."""
-    start_s: float
-    end_s: float
-
-    @property
-    def duration_s(self) -> float:
-        return self.end_s - self.start_s
-
-
-@dataclass(frozen=True, slots=True)
-class Simulation:
-    """The predicted step of one schedule on one set of stage costs."""
-
-    schedule: str
-    num_microbatches: int
-    num_devices: int
-    num_stages: int
-    step_time_s: float
-    """From the first action's start to the last action's end."""
-    compute_s: tuple[float, ...]
-    """Per device: forward + backward seconds."""
-    comm_s: tuple[float, ...]
-    """Per device: seconds receiving."""
-    update_s: tuple[float, ...]
-    """Per device: seconds in the optimizer update at the end of the step."""
-    peak_in_flight: tuple[int, ...]
-    """Per device: most micro-batches (per chunk) forwarded and not yet backwarded."""
-    peak_activation_bytes: tuple[int, ...]
-    """Per device: most saved activation bytes held at once."""
-    events: tuple[SimEvent, ...] = field(repr=False, default=())
-    stashed_versions: tuple[int, ...] = ()
-    """Asynchronous schedules: per device, weight versions stashed at the peak (besides
-    the live weights); empty for the synchronous ones."""
-
-    @property
-    def busy_s(self) -> tuple[float, ...]:
-        return tuple(
-            c + m + u for c, m, u in zip(self.compute_s, self.comm_s, self.update_s, strict=True)
-        )
-
-    @property
-    def idle_s(self) -> tuple[float, ...]:
-        return tuple(self.step_time_s - busy for busy in self.busy_s)
-
-    @property
-    def device_bubble(self) -> tuple[float, ...]:
-        """Per device: the fraction of the step it sits idle."""
-        if self.step_time_s <= 0:
-            return (0.0,) * self.num_devices
-        return tuple(idle / self.step_time_s for idle in self.idle_s)
-
-    @property
-    def bubble_fraction(self) -> float:
-        """Idle device time over all device time: 1 - sum(busy) / (k * step time)."""
-        if self.step_time_s <= 0:
-            return 0.0
-        return 1.0 - sum(self.busy_s) / (self.num_devices * self.step_time_s)
-
-    def to_dict(self, *, events: bool = False) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "schedule": self.schedule,
-            "num_microbatches": self.num_microbatches,
-            "num_devices": self.num_devices,
-            "num_stages": self.num_stages,
-            "step_time_s": self.step_time_s,
-            "bubble_fraction": self.bubble_fraction,
-            "devices": [
-                {
-                    "device": d,
-                    "busy_s": self.busy_s[d],
-                    "compute_s": self.compute_s[d],
-                    "comm_s": self.comm_s[d],
-                    "update_s": self.update_s[d],
-                    "idle_s": self.idle_s[d],
-                    "bubble_fraction": self.device_bubble[d],
-                    "peak_in_flight": self.peak_in_flight[d],
-                    "peak_activation_bytes": self.peak_activation_bytes[d],
-                    **(
-                        {"stashed_versions": self.stashed_versions[d]}
-                        if self.stashed_versions
-                        else {}
-                    ),
-                }
-                for d in range(self.num_devices)
-            ],
-        }
-        if events:
-            payload["events"] = [
-                {
-                    "device": e.device,
-                    "stage": e.stage,
-                    "microbatch": e.microbatch,
-                    "kind": e.kind,
-                    "start_s": e.start_s,
-                    "end_s": e.end_s,
-                }
-                for e in self.events
-            ]
-        return payload
 
 
 def closed_form_forward_s(stage_costs_s: Sequence[float], num_microbatches: int) -> float:
@@ -247,6 +59,21 @@ def closed_form_bubble(num_stages: int, num_microbatches: int, num_chunks: int =
     return (num_stages - 1) / (num_microbatches * num_chunks + num_stages - 1)
 
 
+def schedule_bubble(
+    schedule: str, num_devices: int, num_microbatches: int, num_chunks: int = 1
+) -> float | None:
+    """The closed-form bubble of ``schedule`` with equal stages and free messages: 0 for
+    the asynchronous schedules (no flush), :func:`closed_form_bubble` for GPipe, 1F1B,
+    interleaved 1F1B and looped BFS, None for the split-backward schedules (zero-bubble,
+    zbv, dualpipev), whose bubble depends on how the backward splits: simulate them."""
+    spec = get_schedule(schedule)
+    if spec.asynchronous:
+        return 0.0
+    if spec.split_backward:
+        return None
+    return closed_form_bubble(num_devices, num_microbatches, num_chunks)
+
+
 def simulate(
     times: StageTimes,
     *,
@@ -256,12 +83,15 @@ def simulate(
 ) -> Simulation:
     """Replay ``schedule`` with ``num_microbatches`` micro-batches on ``times``.
 
-    ``num_devices`` defaults to the number of stages; for ``interleaved-1f1b`` it may be a divisor
-    of it (each device then holds ``num_stages / num_devices`` chunks). The asynchronous
-    schedules (pipedream, pipedream-2bw) predict their steady state (:mod:`.simulate_async`).
+    ``num_devices`` defaults to the number of stages; for the multi-stage schedules
+    (interleaved-1f1b, looped-bfs, zero-bubble, zbv, dualpipev) it may be a divisor of it
+    (each device then holds ``num_stages / num_devices`` stages, placed as the runtime
+    places them). The asynchronous schedules (pipedream, pipedream-2bw) predict their
+    steady state (:mod:`.simulate_async`).
     """
     num_stages = times.num_stages
-    schedule = canonical_schedule(schedule)
+    spec = get_schedule(schedule)
+    schedule = spec.name
     if is_async_schedule(schedule):
         from parnn.partition.simulate_async import simulate_async
 
@@ -269,7 +99,8 @@ def simulate(
             raise ScheduleError(f"{schedule} puts one stage on each device")
         check_async_schedule(schedule, num_stages=num_stages, num_microbatches=num_microbatches)
         return simulate_async(times, schedule=schedule, num_microbatches=num_microbatches)
-    k = num_stages if num_devices is None else num_devices
+    fixed = spec.fixed_stages_per_rank or 1  # the V schedules hold 2 stages per device
+    k = num_stages // fixed if num_devices is None else num_devices
     if k < 1 or num_stages % k:
         raise ScheduleError(
             f"{num_stages} stages cannot be spread evenly over {k} devices; give a number of "
@@ -279,11 +110,11 @@ def simulate(
     m = num_microbatches
 
     def device_of(stage: int) -> int:
-        return stage % k
+        return rank_of_stage(spec, stage, k)
 
     posted = times.messages == "posted"
     latency = times.link_latency_s
-    waits_each_send = posted and schedule in _WAITS_EACH_SEND
+    waits_each_send = posted and spec.waits_each_send
     done: dict[tuple[str, int, int], float] = {}
     free = [0.0] * k
     sent = [0.0] * k  # when this device's last send completes (posted messages)
@@ -305,11 +136,17 @@ def simulate(
                     receive = times.recv_forward_s[s] if remote else 0.0
                     work, label = times.forward_s[s], "forward"
                     sends = s < num_stages - 1 and device_of(s + 1) != device
-                else:
-                    deps = [("F", s, j)] + ([("B", s + 1, j)] if s < num_stages - 1 else [])
-                    remote = s < num_stages - 1 and device_of(s + 1) != device
+                elif action.kind == "W":  # after its own I, on this device
+                    deps, remote, receive, sends = [("I", s, j)], False, 0.0, False
+                    work, label = times.backward_weight_s[s], "backward-weight"
+                else:  # B, or I: needs the gradient of the next stage's input
+                    last = s == num_stages - 1
+                    deps = [("F", s, j)] + ([] if last else [("G", s + 1, j)])
+                    remote = not last and device_of(s + 1) != device
                     receive = times.recv_backward_s[s] if remote else 0.0
                     work, label = times.backward_s[s], "backward"
+                    if action.kind == "I":
+                        work -= times.backward_weight_s[s]
                     sends = s > 0 and device_of(s - 1) != device
                 if any(dep not in done for dep in deps):
                     break
@@ -326,6 +163,8 @@ def simulate(
                 end = compute_start + work
                 events.append(SimEvent(device, s, j, label, compute_start, end))
                 done[(action.kind, s, j)] = end
+                if action.kind in ("B", "I"):  # the gradient of the stage's input exists
+                    done[("G", s, j)] = end
                 free[device] = end
                 if posted and sends:
                     sent[device] = end + latency
@@ -351,6 +190,8 @@ def simulate(
     for device in range(k):
         count = held = best = best_bytes = 0
         for action in plans[device]:
+            if action.kind == "I":
+                continue  # the activations stay until the W
             sign = 1 if action.kind == "F" else -1
             count += sign
             held += sign * times.saved_bytes[action.stage]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from parnn.errors import ScheduleError
 from parnn.partition.async_schedule import async_actions, held_versions
-from parnn.partition.simulate import SimEvent, Simulation, StageTimes
+from parnn.partition.timeline import SimEvent, Simulation, StageTimes
 
 __all__ = ["simulate_async"]
 

@@ -17,7 +17,9 @@ __all__ = ["PipelineConfig"]
 @dataclass(kw_only=True, slots=True)
 class PipelineConfig:
     """One pipeline-parallel training run: ``num_stages`` pinned processes (ranks), each
-    holding ``stages_per_rank`` consecutive-or-looped stages of the model."""
+    holding ``stages_per_rank`` consecutive-or-looped stages of the model; with
+    ``replicas`` d > 1, d copies of that pipeline (d x num_stages ranks on a 2-D mesh),
+    each training on its shard of the global batch, their stages' gradients averaged."""
 
     model: str = "lenet5"
     """Zoo name or user model spec ('file.py:build', 'pkg.module:build')."""
@@ -30,7 +32,10 @@ class PipelineConfig:
     num_samples: int | None = None
     """Keep only the first N samples of the dataset (synthetic: how many to draw)."""
     num_stages: int = 2
-    """Processes, one pinned core each; rank 0 is the master."""
+    """Processes of one pipeline (one replica), one pinned core each; rank 0 is the master."""
+    replicas: int = 1
+    """Copies of the pipeline (hybrid parallelism): ``replicas x num_stages`` ranks, rank
+    ``r x num_stages + i`` holding replica r's stage(s) of pipeline rank i."""
     stages_per_rank: int = 1
     """Pipeline stages per process (interleaved, looped and V schedules)."""
     partition: str | Partition = "equal-load"
@@ -91,12 +96,33 @@ class PipelineConfig:
     """TEST HOOK: the step at which ``fail_rank`` raises."""
 
     def __post_init__(self) -> None:
-        for name in ("num_stages", "stages_per_rank", "num_microbatches", "threads_per_stage"):
+        for name in (
+            "num_stages",
+            "replicas",
+            "stages_per_rank",
+            "num_microbatches",
+            "threads_per_stage",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if self.batch_size <= 0:
             raise ConfigError(f"batch size must be > 0, got {self.batch_size}")
+        asynchronous = self.schedule.strip().lower() in ("pipedream", "pipedream-2bw")
+        if self.replicas > 1 and asynchronous:
+            raise ConfigError(
+                f"--replicas {self.replicas} with {self.schedule!r}: the asynchronous schedules "
+                "have no flush at which replicas could average their gradients; use a "
+                "synchronous schedule (gpipe, 1f1b, ...) or --replicas 1"
+            )
+        if self.replicas > 1 and self.batch_size % (self.replicas * self.num_microbatches):
+            split = self.replicas * self.num_microbatches
+            raise ConfigError(
+                f"batch size {self.batch_size} is not divisible by {self.replicas} replicas x "
+                f"{self.num_microbatches} micro-batches = {split}: every replica takes an equal "
+                f"shard, cut into equal micro-batches; try --batch-size "
+                f"{split * max(1, self.batch_size // split)}"
+            )
         if self.batch_size % self.num_microbatches:
             raise ConfigError(
                 f"batch size {self.batch_size} is not divisible by {self.num_microbatches} "
@@ -124,8 +150,8 @@ class PipelineConfig:
             raise ConfigError(f"measure_warmup_steps must be >= 0, got {self.measure_warmup_steps}")
         if (self.fail_rank is None) != (self.fail_at_step is None):
             raise ConfigError("fail_rank and fail_at_step (a test hook) go together")
-        if self.fail_rank is not None and not 0 <= self.fail_rank < self.num_stages:
-            raise ConfigError(f"fail_rank {self.fail_rank} is not a rank of {self.num_stages}")
+        if self.fail_rank is not None and not 0 <= self.fail_rank < self.world_size:
+            raise ConfigError(f"fail_rank {self.fail_rank} is not a rank of {self.world_size}")
         if self.vertical_sync and self.schedule.strip().lower() not in (
             "pipedream",
             "pipedream-2bw",
@@ -159,8 +185,18 @@ class PipelineConfig:
         return self.num_stages * self.stages_per_rank
 
     @property
+    def world_size(self) -> int:
+        """Processes in all: replicas x pipeline ranks."""
+        return self.replicas * self.num_stages
+
+    @property
+    def replica_batch_size(self) -> int:
+        """Samples one replica trains on per step (its shard of the global batch)."""
+        return self.batch_size // self.replicas
+
+    @property
     def microbatch_size(self) -> int:
-        return self.batch_size // self.num_microbatches
+        return self.replica_batch_size // self.num_microbatches
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)

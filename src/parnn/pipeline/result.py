@@ -39,6 +39,8 @@ class StageStats:
     wait_s: float  # blocked in send/recv (per rank; shared by a rank's stages)
     idle_share: float  # 1 - compute / step time
     peak_rss_mib: float
+    replica: int = 0  # hybrid: the replica whose stage this is
+    allreduce_s: float = 0.0  # hybrid: averaging the stage's gradients across replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ class PipelineResult:
 
     config: dict[str, Any]
     partition: list[int]
-    num_ranks: int
+    num_ranks: int  # processes in all (replicas x pipeline ranks)
     steps: int
     samples: int
     step_time_s: float  # median over steps after warm-up
@@ -74,6 +76,8 @@ class PipelineResult:
     val_loss: float | None
     train_samples: int
     val_samples: int
+    replicas: int = 1
+    """Copies of the pipeline (hybrid), each on its shard of the global batch."""
     transport: dict[str, Any] = field(default_factory=dict)
     """{"requested": "auto", "used": "shm"|"gloo"|"mixed", "pairs": {"0-1": "shm", ...}}:
     the path the stages' messages took between each pair of ranks."""
@@ -108,7 +112,8 @@ def summarize_stages(
     unit_names: Sequence[Sequence[str]],
     stage_parameters: Sequence[int],
 ) -> list[StageStats]:
-    """Per-stage medians from every rank's chunk and wait records."""
+    """Per-stage medians from every rank's chunk, wait and all-reduce records (one entry
+    per stage and replica)."""
     stats = []
     for report in reports:
         forward: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
@@ -122,6 +127,11 @@ def summarize_stages(
             if step in measured_steps:
                 wait_by_step[step] += duration
         wait_s = _median([wait_by_step[s] for s in measured_steps])
+        allreduce_by_step: dict[int, float] = defaultdict(float)
+        for step, _start, duration in getattr(report, "allreduces", ()):
+            if step in measured_steps:
+                allreduce_by_step[step] += duration
+        allreduce_s = _median([allreduce_by_step[s] for s in measured_steps])
         for stage in report.stages:
             forward_s = _median([forward[stage][s] for s in measured_steps])
             backward_s = _median([backward[stage][s] for s in measured_steps])
@@ -138,9 +148,11 @@ def summarize_stages(
                     wait_s=wait_s,
                     idle_share=max(0.0, 1.0 - compute_s / step_time_s) if step_time_s else 0.0,
                     peak_rss_mib=report.peak_rss_bytes / 2**20,
+                    replica=getattr(report, "replica", 0),
+                    allreduce_s=allreduce_s,
                 )
             )
-    return sorted(stats, key=lambda s: s.stage)
+    return sorted(stats, key=lambda s: (s.replica, s.stage))
 
 
 def summarize_transport(requested: str, reports: Sequence[Any]) -> dict[str, Any]:

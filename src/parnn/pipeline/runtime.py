@@ -1,6 +1,7 @@
 """Run a pipeline: plan and validate everything before a process starts, launch one pinned
 process per rank (or join a torchrun job), and turn rank 0's gathered measurements into a
-:class:`PipelineResult` with its JSON and Chrome trace."""
+:class:`PipelineResult` with its JSON and Chrome trace. With ``replicas`` d > 1 the run is
+hybrid: d copies of the pipeline, d x ranks processes (see :mod:`parnn.pipeline.worker`)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import torch
 
 from parnn.clock import startup_s
 from parnn.data.registry import dataset_length
-from parnn.errors import PartitionError
-from parnn.launch import LaunchConfig, run_distributed
+from parnn.errors import ConfigError, PartitionError
+from parnn.launch import LaunchConfig, run_distributed, torchrun_env
 from parnn.launch.forkserver import start_forkserver
 from parnn.models import build_model, count_parameters
 from parnn.partition import Partition
+from parnn.partition.measure.resolve import resolve_partition
 from parnn.partition.methods import needs_profile
-from parnn.partition.resolve import resolve_partition
 from parnn.pipeline.config import PipelineConfig
 from parnn.pipeline.cuts import boundary_shapes
 from parnn.pipeline.result import (
@@ -87,7 +88,7 @@ def plan_pipeline_run(
             # Cost-aware methods profile the real model; the others only count its units.
             model=config.model if needs_profile(config.partition) else model,
             num_stages=total,
-            batch_size=config.batch_size,
+            batch_size=config.replica_batch_size,
             num_microbatches=config.num_microbatches,
             schedule=config.schedule,
             input_shape=sample_shape,
@@ -129,9 +130,10 @@ def run_pipeline(
     check_batch_fits_data(config)
     # Ranks fork from a server that has imported the pipeline once (no-op when running).
     start_forkserver([_WORKER_MODULE], threads=config.threads_per_stage)
+    _check_world_size(config)
     plan = plan_pipeline_run(config, profile_cache_dir=profile_cache_dir)
     launch_config = LaunchConfig(
-        num_processes=config.num_stages,
+        num_processes=config.world_size,
         backend=config.backend,
         threads_per_process=config.threads_per_stage,
         pin=config.pin,
@@ -146,6 +148,19 @@ def run_pipeline(
     if config.out_dir is not None:
         _write_files(config.out_dir, result, gathered, config)
     return result
+
+
+def _check_world_size(config: PipelineConfig) -> None:
+    """Under torchrun, a hybrid's replicas x ranks must be the ranks the launcher started
+    (a plain pipeline's mismatch is the launcher's own one-line error)."""
+    env = torchrun_env()
+    if env is None or config.replicas == 1 or env.world_size == config.world_size:
+        return
+    raise ConfigError(
+        f"--replicas {config.replicas} x --stages {config.num_stages} = {config.world_size} "
+        f"ranks, but the launcher started WORLD_SIZE={env.world_size}; make them equal "
+        "(torchrun --nnodes N --nproc-per-node K starts N*K)"
+    )
 
 
 def _pipeline_rank(*args: Any) -> dict[str, Any] | None:
@@ -173,7 +188,7 @@ def _assemble(
         stage_parameters=plan.stage_parameters,
     )
     busy = sum(s.compute_s for s in stages)
-    bubble = max(0.0, 1.0 - busy / (config.num_stages * step_time_s)) if step_time_s else 0.0
+    bubble = max(0.0, 1.0 - busy / (config.world_size * step_time_s)) if step_time_s else 0.0
     boundaries = []
     for index, shape in enumerate(plan.shapes[1:-1]):
         activation = math.prod(shape) * 4  # float32
@@ -185,11 +200,13 @@ def _assemble(
     if config.return_parameters:
         parameters = {}
         for report in reports:
-            parameters.update(report.state)
+            if report.replica == 0:  # every replica holds the same parameters
+                parameters.update(report.state)
     return PipelineResult(
         config=config.to_dict(),
         partition=list(plan.partition.boundaries),
-        num_ranks=config.num_stages,
+        num_ranks=config.world_size,
+        replicas=config.replicas,
         steps=total_steps,
         samples=total_steps * config.batch_size,
         step_time_s=step_time_s,
@@ -200,7 +217,7 @@ def _assemble(
         train_s=sum(master.step_times),
         stages=stages,
         boundaries=boundaries,
-        losses=reports[gathered["last_rank"]].losses,
+        losses=_mean_losses(reports, gathered.get("last_ranks", [gathered["last_rank"]])),
         history=history,
         val_accuracy=history[-1]["val_accuracy"] if history else None,
         val_loss=history[-1]["val_loss"] if history else None,
@@ -212,6 +229,15 @@ def _assemble(
         parameters=parameters,
         weight_stash=gathered.get("weight_stash"),
     )
+
+
+def _mean_losses(reports: list[Any], last_ranks: list[int]) -> list[float]:
+    """The loss of every step: each replica's last stage has its shard's mean loss, and the
+    shards are equal, so the global batch's is their mean."""
+    if len(last_ranks) == 1:
+        return list(reports[last_ranks[0]].losses)
+    per_replica = [reports[rank].losses for rank in last_ranks]
+    return [sum(values) / len(values) for values in zip(*per_replica, strict=True)]
 
 
 def _median(values: list[float]) -> float:
@@ -229,7 +255,10 @@ def _trace_recorders(config: PipelineConfig, gathered: dict[str, Any]) -> list[T
     recorders = []
     for report in gathered["reports"]:
         label = ", ".join(str(s) for s in report.stages)
-        recorder = TraceRecorder(track=report.rank, track_name=f"rank {report.rank}: stage {label}")
+        replica = f"replica {report.replica}, " if config.replicas > 1 else ""
+        recorder = TraceRecorder(
+            track=report.rank, track_name=f"rank {report.rank}: {replica}stage {label}"
+        )
         kinds = {"F": "forward", "B": "backward", "W": "weight-grad"}
         for step, stage, microbatch, kind, start, duration in report.chunks:
             if step in drawn:
@@ -245,6 +274,9 @@ def _trace_recorders(config: PipelineConfig, gathered: dict[str, Any]) -> list[T
         for step, start, duration in report.waits:
             if step in drawn:
                 recorder.add("wait", "communication", start, duration, step=step)
+        for step, start, duration in report.allreduces:
+            if step in drawn:
+                recorder.add("allreduce", "communication", start, duration, step=step)
         for step, (start, length, opt) in enumerate(
             zip(report.step_starts, report.step_times, report.optimizer_times, strict=True)
         ):
@@ -264,6 +296,7 @@ def _write_files(
         _trace_recorders(config, gathered),
         metadata={
             "schedule": config.schedule,
+            "replicas": config.replicas,
             "partition": result.partition,
             "transport": result.transport,
         },

@@ -8,7 +8,7 @@ replicas on that node times its pipeline ranks::
     data       d replicas (ddp, hogwild, local-sgd) shards of the batch
     pipeline   p ranks (gpipe, 1f1b, interleaved,   consecutive groups of layers
                pipedream, pipedream-2bw)
-    hybrid     d replicas of a p-rank pipeline      both (predicted only: no engine yet)
+    hybrid     d replicas of a p-rank pipeline      both (parnn pipeline --replicas d)
 
 Thread counts, replica counts and pipeline ranks are powers of two up to the limit, and the
 limit itself. A single process, a pipeline and a hogwild group live on one node; the
@@ -26,6 +26,7 @@ from typing import Any
 
 from parnn.errors import ConfigError
 from parnn.partition.plan import microbatch_candidates
+from parnn.partition.schedules import get_schedule
 
 __all__ = [
     "AXES",
@@ -41,12 +42,13 @@ AXES = ("threads", "data", "pipeline", "hybrid")
 DATA_ENGINES = ("ddp", "hogwild", "local-sgd")
 """Data-parallel engines planned (mpi is local-sgd over MPI: the same arithmetic)."""
 SYNC_SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b")
-"""The synchronous schedules the simulator replays (a flush after every step)."""
+"""The synchronous schedules the planner tries (a flush after every step)."""
 ASYNC_SCHEDULES = ("pipedream", "pipedream-2bw")
 """The asynchronous schedules: the simulator predicts their steady state
 (:mod:`parnn.partition.simulate_async`); pipeline candidates only, never a hybrid's."""
 PIPELINE_SCHEDULES = SYNC_SCHEDULES + ASYNC_SCHEDULES
-"""Every schedule the planner tries."""
+"""The schedules the planner tries (the simulator replays every schedule of the registry,
+parnn.partition.schedules; the planner keeps to these five)."""
 SYNC_ENGINES = ("ddp", "local-sgd")
 """Engines that span nodes (hogwild shares memory, so it stays on one)."""
 
@@ -95,13 +97,15 @@ class Candidate:
 
     @property
     def chunks(self) -> int:
-        """Pipeline stages per rank: 2 for interleaved 1F1B, else 1."""
-        return 2 if self.schedule == "interleaved-1f1b" else 1
+        """Pipeline stages per rank: the schedule's default (2 for interleaved 1F1B), 1
+        without a schedule."""
+        return _stages_per_rank(self.schedule)
 
     @property
     def runnable(self) -> bool:
-        """Whether an engine can run it today (no hybrid engine yet; one node only)."""
-        return self.axis != "hybrid" and self.nodes == 1
+        """Whether an engine can run it here: every axis on one node (several nodes are
+        predicted only; the hybrid engine runs them under torchrun, not from the planner)."""
+        return self.nodes == 1
 
     @property
     def label(self) -> str:
@@ -137,6 +141,10 @@ def thread_counts(limit: int) -> tuple[int, ...]:
         values.add(value)
         value *= 2
     return tuple(sorted(values))
+
+
+def _stages_per_rank(schedule: str | None) -> int:
+    return 1 if schedule is None else get_schedule(schedule).default_stages_per_rank
 
 
 def _splits_into_microbatches(batch_size: int, ranks: int, schedule: str) -> bool:
@@ -182,7 +190,7 @@ def enumerate_candidates(
             if ranks < 2:
                 continue
             for schedule in schedules:
-                stages = ranks * (2 if schedule == "interleaved-1f1b" else 1)
+                stages = ranks * _stages_per_rank(schedule)
                 if stages > num_units or not _splits_into_microbatches(batch_size, ranks, schedule):
                     continue
                 found.append(Candidate(axis="pipeline", threads=t, stages=ranks, schedule=schedule))

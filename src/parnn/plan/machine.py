@@ -16,6 +16,7 @@ Two measurements a per-unit profile (one process, alone) cannot see:
 
 from __future__ import annotations
 
+import pickle
 import statistics
 import time
 from collections.abc import Sequence
@@ -112,13 +113,15 @@ def allreduce_s(
 
 
 def _timed_steps(
-    rank: int, world_size: int, model: Any, input_shape: tuple[int, ...], batch_size: int,
-    repeats: int,
+    rank: int, world_size: int, pickled_model: bytes, input_shape: tuple[int, ...],
+    batch_size: int, repeats: int,
 ) -> list[float]:  # fmt: skip
     """In each process: seconds of ``repeats`` training steps (forward, backward, SGD)."""
     import torch
 
-    from parnn.partition.profile import make_batch
+    from parnn.partition.measure.profiler import make_batch
+
+    model = pickle.loads(pickled_model)
 
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
@@ -152,10 +155,13 @@ def measure_contention(
     from parnn.launch import LaunchConfig, launch
 
     shape = tuple(int(s) for s in input_shape)
+    # Plain bytes: handed over as a module, every tensor would travel as a shared-memory
+    # file descriptor, and the fork server refuses more than 256 (ResNet-50 has ~320).
+    pickled = pickle.dumps(model)
 
     def run(k: int) -> float:
         config = LaunchConfig(num_processes=k, init_process_group=False)
-        results = launch(_timed_steps, config, model, shape, batch_size, repeats)
+        results = launch(_timed_steps, config, pickled, shape, batch_size, repeats)
         return statistics.median(t for times in results for t in times)
 
     # Alone and together alternate, so that a change in the machine's other load between
@@ -213,8 +219,8 @@ def measure_pipeline_action_s(
     over ``contention`` x the simulated step, spread over the ``2 (m + p - 1)`` actions of
     the critical path, is the overhead of one action (0 when the simulation is slower)."""
     from parnn.partition import Partition, StageTimes, simulate
-    from parnn.partition.cache import load_or_profile
     from parnn.partition.cost import partition_cost
+    from parnn.partition.measure.cache import load_or_profile
     from parnn.pipeline import PipelineConfig, run_pipeline
 
     partition = Partition(boundaries=(0, 2, 5))
@@ -251,7 +257,7 @@ def measure_pipeline_action_s(
 
 
 def machine_file_name(model: str, input_shape: Sequence[int], batch_size: int) -> str:
-    from parnn.partition.cache import profile_file_name
+    from parnn.partition.measure.cache import profile_file_name
 
     return profile_file_name(model, input_shape, batch_size=batch_size, threads=1).replace(
         "profile-", "machine-", 1

@@ -149,7 +149,7 @@ def describe(planned: PlannedCandidate) -> str:
     if c.schedule in ASYNC_SCHEDULES:
         text += "; asynchronous: no flush, stashed weight versions (the steady state)"
     if c.axis == "hybrid":
-        text += f", sync {_percent(p.sync_share)}; not runnable yet (no hybrid engine)"
+        text += f", sync {_percent(p.sync_share)} of the step ({p.sync_s * 1e3:.1f} ms)"
     return text
 
 
@@ -198,7 +198,7 @@ def make_plan(
     after each verification run (progress)."""
     from parnn.launch import usable_cores
     from parnn.models import build_model
-    from parnn.partition.cache import load_or_measure_comm
+    from parnn.partition.measure.cache import load_or_measure_comm
     from parnn.plan.machine import load_or_measure_machine
     from parnn.plan.profiles import ProfileSource
     from parnn.results import machine_facts

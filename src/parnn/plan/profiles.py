@@ -104,7 +104,7 @@ class ProfileSource:
         seed: int = 0,
     ) -> ProfileSource:
         """Profiles of zoo/user model ``model`` through :func:`parnn.partition.load_or_profile`."""
-        from parnn.partition.cache import load_or_profile
+        from parnn.partition.measure.cache import load_or_profile
 
         def measure(batch_size: int, threads: int) -> ModelProfile:
             return load_or_profile(

@@ -3,12 +3,12 @@
 One process with ``t`` threads is the ``serial`` engine of :func:`parnn.data_parallel.
 run_data_parallel` (a spawned, pinned process, like every other candidate); data-parallel
 candidates are that function's engines; pipelines are :func:`parnn.pipeline.run_pipeline`
-with the partition and micro-batch count the plan chose. Each run takes ``steps`` steps and
-its throughput leaves the first ``warmup_steps`` out (start-up, first-touch allocation).
-With ``epochs`` set, a run trains that many passes over the whole dataset instead and is
-evaluated on the held-out split, so that candidates compare in accuracy too
-(:func:`measure_run`; ``parnn demo``). Hybrid candidates have no engine yet: they stay
-unmeasured (None).
+with the partition and micro-batch count the plan chose, and hybrids the same with
+``replicas`` copies of that pipeline. Each run takes ``steps`` steps and its throughput
+leaves the first ``warmup_steps`` out (start-up, first-touch allocation). With ``epochs``
+set, a run trains that many passes over the whole dataset instead and is evaluated on the
+held-out split, so that candidates compare in accuracy too (:func:`measure_run`;
+``parnn demo``). Candidates on several nodes stay unmeasured (None).
 """
 
 from __future__ import annotations
@@ -174,6 +174,7 @@ def _run_pipeline(
         input_shape=settings.input_shape,
         num_samples=settings.num_samples,
         num_stages=candidate.stages,
+        replicas=candidate.replicas,
         stages_per_rank=candidate.chunks,
         partition=Partition(boundaries=prediction.partition),
         schedule=str(candidate.schedule),

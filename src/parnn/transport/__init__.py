@@ -19,6 +19,7 @@ __all__ = [
     "local_transport",
     "new_transport_group",
     "remove_segments_of",
+    "transport_backend",
     "transport_geometry",
 ]
 
@@ -40,6 +41,13 @@ def new_transport_group(transport: str, **kwargs: Any) -> Any:
     from parnn.transport.group import new_transport_group as create
 
     return create(transport, **kwargs)
+
+
+def transport_backend(transport: str, **kwargs: Any) -> str | None:
+    """See :func:`parnn.transport.group.transport_backend`."""
+    from parnn.transport.group import transport_backend as register
+
+    return register(transport, **kwargs)
 
 
 def transport_geometry(shapes: Sequence[tuple[int, ...]], *, itemsize: int = 4) -> dict[str, int]:

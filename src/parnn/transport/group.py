@@ -55,6 +55,7 @@ __all__ = [
     "TransportError",
     "new_transport_group",
     "register_shm_backend",
+    "transport_backend",
 ]
 
 BACKEND_NAME = "parnn_shm"
@@ -185,6 +186,7 @@ class ShmProcessGroup(dist.ProcessGroup):
         self._recvs: dict[int, deque[Transfer]] = {p: deque() for p in self.shm_peers}
         self._busy: set[int] = set()  # peers with pending sends or receives
         self.messages = {"shm": 0, "gloo": 0}  # sends and receives posted, per path
+        self._group_name = ""  # set by torch (``_set_group_name``) once the group is built
 
     def _set_up_segment(self, store: dist.Store, local: list[int]) -> RingSegment:
         leader = local[0]
@@ -219,6 +221,15 @@ class ShmProcessGroup(dist.ProcessGroup):
 
     def getBackendName(self) -> str:  # noqa: N802 - torch's name
         return BACKEND_NAME
+
+    # A Python process group has no C++ backend to hold its name, and torch's own
+    # ``group_name`` then fails; ``DeviceMesh`` needs it to find its sub-groups again.
+    def _set_group_name(self, name: str) -> None:
+        self._group_name = name
+
+    @property
+    def group_name(self) -> str:  # type: ignore[override]
+        return self._group_name
 
     def send(self, tensors: list[torch.Tensor], dstRank: int, tag: int) -> dist.Work:  # noqa: N803
         if dstRank not in self.shm_peers:
@@ -382,6 +393,27 @@ def register_shm_backend(settings: ShmSettings | None = None) -> None:
     ``torch.distributed`` in this process; groups created afterwards use ``settings``."""
     creator: Callable[..., ShmProcessGroup] = partial(_create, settings or ShmSettings())
     dist.Backend.register_backend(BACKEND_NAME, creator, devices=["cpu"])
+
+
+def transport_backend(
+    transport: str, *, slot_bytes: int = 1 << 20, num_slots: int = 8, timeout_s: float = 30.0
+) -> str | None:
+    """The backend name of ``transport`` for groups torch builds itself (a
+    ``DeviceMesh`` dimension's sub-groups: ``backend_override={"pp": name}``), registered
+    with these settings; None for 'gloo' (the default backend)."""
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"transport {transport!r} is unknown: choose {', '.join(TRANSPORTS)}")
+    if transport == "gloo":
+        return None
+    register_shm_backend(
+        ShmSettings(
+            slot_bytes=slot_bytes,
+            num_slots=num_slots,
+            require_same_host=transport == "shm",
+            timeout_s=timeout_s,
+        )
+    )
+    return BACKEND_NAME
 
 
 def new_transport_group(

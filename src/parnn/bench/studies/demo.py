@@ -185,7 +185,7 @@ def _measure(settings: DemoSettings, plan: Mapping[str, Any]) -> Any:
 
 
 def _cache_dir(settings: DemoSettings) -> Path:
-    from parnn.partition.cache import default_cache_dir
+    from parnn.partition.measure.cache import default_cache_dir
 
     return settings.cache_dir or default_cache_dir()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from parnn.bench.studies.runs import RunMeasurement, RunSpec, StageMeasurement
-from parnn.partition.resolve import resolve_partition
+from parnn.partition.measure.resolve import resolve_partition
 from parnn.pipeline import PipelineConfig, run_pipeline
 
 __all__ = [

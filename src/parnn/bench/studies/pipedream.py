@@ -31,7 +31,7 @@ from torch import nn
 from parnn.bench.stats import summarize
 from parnn.errors import ConfigError
 from parnn.partition import Partition
-from parnn.partition.cache import default_cache_dir
+from parnn.partition.measure.cache import default_cache_dir
 from parnn.pipeline import PipelineConfig, plan_pipeline_run, run_pipeline
 from parnn.results import machine_facts
 from parnn.train import OptimizerConfig
@@ -238,7 +238,7 @@ def _throughput(config: PipeDreamStudyConfig, cells: list[Cell], report: Report)
 def _predict(config: PipeDreamStudyConfig, cells: list[Cell], report: Report) -> dict[str, Any]:
     """The simulator's steady-state step of every schedule on the profiled stage costs of
     the same partition: the noise-free expectation beside the measurement."""
-    from parnn.partition.resolve import ProfileConfig, ProfileSource, resolve_plan
+    from parnn.partition.measure.resolve import ProfileConfig, ProfileSource, resolve_plan
 
     rows = []
     for cell in cells:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from parnn.bench.studies.runs import Prediction, RunSpec
+from parnn.partition.measure.resolve import ProfileConfig, ProfileSource
 from parnn.partition.partition import Partition
 from parnn.partition.plan import plan_pipeline
-from parnn.partition.resolve import ProfileConfig, ProfileSource
 from parnn.partition.simulate import StageTimes, simulate
 
 __all__ = ["SimulatorPredictor"]

@@ -20,6 +20,7 @@ __all__ = ["plot_timeline", "write_simulation_trace"]
 _COLOURS = {
     "forward": "#4c78a8",
     "backward": "#54a24b",
+    "backward-weight": "#b5d99c",
     "recv-forward": "#bbbbbb",
     "recv-backward": "#bbbbbb",
     "update": "#f58518",
@@ -54,7 +55,7 @@ def plot_timeline(
             linewidth=0.5,
             hatch=hatch,
         )
-        if event.kind in ("forward", "backward") and duration > width / 60:
+        if event.kind in ("forward", "backward", "backward-weight") and duration > width / 60:
             chunk = event.stage // k
             label = f"{event.microbatch}" + (f".{chunk}" if simulation.num_stages > k else "")
             axes.text(
@@ -114,7 +115,7 @@ def write_simulation_trace(
     ]
     for event in simulation.events:
         category = "comm" if event.kind.startswith("recv") else event.kind
-        name = {"forward": "F", "backward": "B"}.get(event.kind, event.kind)
+        name = {"forward": "F", "backward": "B", "backward-weight": "W"}.get(event.kind, event.kind)
         label = "update" if event.kind == "update" else f"{name}{event.microbatch}"
         recorders[event.device].add(
             label,

@@ -226,10 +226,11 @@ def render_simulation(payload: Mapping[str, Any]) -> None:
     """The per-device prediction table of `parnn simulate`."""
     render_partition(payload)
     simulation = payload["simulation"]
+    closed = payload["closed_form_bubble"]  # None: no closed form (a split backward)
     table = Table(
         title=f"simulated {simulation['schedule']} step, m={simulation['num_microbatches']}: "
-        f"{_ms(simulation['step_time_s'])} ms, bubble {simulation['bubble_fraction']:.1%} "
-        f"(closed form for equal stages {payload['closed_form_bubble']:.1%})"
+        f"{_ms(simulation['step_time_s'])} ms, bubble {simulation['bubble_fraction']:.1%}"
+        + ("" if closed is None else f" (closed form for equal stages {closed:.1%})")
     )
     for column in (
         "device",

@@ -24,8 +24,10 @@ import torch
 from torch import nn
 
 from parnn.errors import ConfigError
-from parnn.partition.comm import CommModel, measure_comm_model
-from parnn.partition.profile import PROFILE_FORMAT, ModelProfile, make_batch, measure_units
+from parnn.partition.comm import CommModel
+from parnn.partition.measure.comm import measure_comm_model
+from parnn.partition.measure.profiler import make_batch, measure_units
+from parnn.partition.profile import PROFILE_FORMAT, ModelProfile
 from parnn.progress import progress_bar
 from parnn.results import machine_facts, read_json, write_json
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from parnn.errors import ConfigError, ScheduleError
-from parnn.partition.cache import load_or_measure_comm, load_or_profile
+from parnn.errors import ConfigError
 from parnn.partition.comm import CommModel
 from parnn.partition.cost import in_flight_microbatches, stashed_weight_versions
+from parnn.partition.measure.cache import load_or_measure_comm, load_or_profile
 from parnn.partition.methods import needs_profile, partition_for
 from parnn.partition.partition import Partition
 from parnn.partition.plan import PipelinePlan, plan_pipeline
@@ -157,10 +157,7 @@ def count_units(model: str | nn.Sequential, *, input_shape: Sequence[int] | None
 def _in_flight(
     schedule: str, num_stages: int, num_microbatches: int, num_devices: int | None
 ) -> tuple[int, ...]:
-    try:
-        canonical_schedule(schedule)
-    except ScheduleError:  # e.g. zero-bubble: bound it by GPipe's, every micro-batch
-        return (num_microbatches,) * num_stages
+    canonical_schedule(schedule)  # every schedule the runtime runs is known
     return in_flight_microbatches(schedule, num_stages, num_microbatches, num_devices=num_devices)
 
 
@@ -208,7 +205,7 @@ def resolve_partition(
     ``profile`` when given, else ``source`` (or a default :class:`ProfileSource` with
     ``cache_dir``) at the micro-batch size ``ceil(batch_size / num_microbatches)``.
     ``schedule`` and ``num_devices`` only matter under ``max_stage_memory`` (activations in
-    flight); a schedule the simulator does not know is priced with all ``m`` in flight.
+    flight, read off the schedule's actions).
     """
     if not needs_profile(spec):
         num_units = (
