@@ -53,13 +53,13 @@ def test_plan_json_keys_and_ranking(cache_dir: Path) -> None:
         payload
     )
     candidates = payload["candidates"]
-    assert len(candidates) == 8  # 2 threads, 3 data-parallel engines, 3 pipeline schedules
+    assert len(candidates) == 10  # 2 threads, 3 data-parallel engines, 5 pipeline schedules
     for row in candidates:
         assert CANDIDATE_KEYS <= set(row)
         assert row["axis"] in ("threads", "data", "pipeline", "hybrid")
         assert row["measured_samples_per_s"] is None
         assert row["predicted_samples_per_s"] > 0
-    assert [row["rank"] for row in candidates] == list(range(1, 9))
+    assert [row["rank"] for row in candidates] == list(range(1, 11))
     predicted = [row["predicted_samples_per_s"] for row in candidates]
     assert predicted == sorted(predicted, reverse=True)
     assert payload["best"] == candidates[0]

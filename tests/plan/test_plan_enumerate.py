@@ -29,6 +29,8 @@ def test_two_cores_lenet5() -> None:
         "gpipe 2 ranks (1t)",
         "1f1b 2 ranks (1t)",
         "interleaved-1f1b 2 ranks (1t)",
+        "pipedream 2 ranks (1t)",
+        "pipedream-2bw 2 ranks (1t)",
     ]
     assert all(c.runnable for c in candidates)  # no room for a hybrid on 2 cores
 
@@ -42,7 +44,7 @@ def test_four_cores_add_hybrids_and_threaded_replicas() -> None:
     assert {c.schedule for c in hybrids} == {"gpipe", "1f1b", "interleaved-1f1b"}
     assert all(c.replicas == 2 and c.stages == 2 and c.threads == 1 for c in hybrids)
     four_ranks = {c.schedule for c in candidates if c.axis == "pipeline" and c.stages == 4}
-    assert four_ranks == {"gpipe", "1f1b"}  # interleaved would need 8 units
+    assert four_ranks == {"gpipe", "1f1b", "pipedream", "pipedream-2bw"}  # interleaved: 8 units
     assert all(c.runnable for c in hybrids)  # parnn pipeline --replicas runs them
     assert any(c.axis == "data" and c.threads == 2 and c.replicas == 2 for c in candidates)
 
@@ -82,3 +84,22 @@ def test_bad_numbers_are_refused() -> None:
         Candidate(axis="tensor", threads=1)
     with pytest.raises(ConfigError, match="spread evenly"):
         Candidate(axis="data", threads=1, replicas=3, engine="ddp", nodes=2)
+
+
+def test_the_asynchronous_schedules_are_pipelines_never_hybrids() -> None:
+    candidates = enumerate_candidates(cores=4, num_units=5, batch_size=32)
+    pipedream = [c for c in candidates if c.schedule in ("pipedream", "pipedream-2bw")]
+    assert {(c.schedule, c.stages) for c in pipedream} == {
+        ("pipedream", 2), ("pipedream-2bw", 2), ("pipedream", 4), ("pipedream-2bw", 4),
+    }  # fmt: skip
+    assert all(c.axis == "pipeline" and c.chunks == 1 for c in pipedream)
+    # no flush at which replicas could average: hybrids keep to the synchronous schedules
+    assert {c.schedule for c in candidates if c.axis == "hybrid"} == {
+        "gpipe", "1f1b", "interleaved-1f1b",
+    }  # fmt: skip
+
+
+def test_pipedream_2bw_needs_as_many_microbatches_as_ranks() -> None:
+    # a batch of 1 cannot give pipedream-2bw's m >= 2 micro-batches; pipedream runs m = 1
+    schedules = {c.schedule for c in enumerate_candidates(cores=2, num_units=5, batch_size=1)}
+    assert "pipedream" in schedules and "pipedream-2bw" not in schedules

@@ -10,9 +10,11 @@ from plan_profiles import ALLREDUCE, COMM, handmade_machine, handmade_profile
 
 from parnn.partition import Partition, StageTimes, plan_pipeline, simulate
 from parnn.partition.comm import CommModel
+from parnn.partition.simulate_async import simulate_async
 from parnn.plan import (
     Candidate,
     MachineModel,
+    Prediction,
     ProfileSource,
     allreduce_s,
     amdahl_fraction,
@@ -86,7 +88,9 @@ def test_hogwild_workers_each_take_the_whole_batch() -> None:
     assert prediction.samples_per_s == pytest.approx(2 * 8 / (1.25 * step_s(8, 1)))
 
 
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved-1f1b"])
+@pytest.mark.parametrize(
+    "schedule", ["gpipe", "1f1b", "interleaved-1f1b", "pipedream", "pipedream-2bw"]
+)
 def test_pipeline_is_the_simulated_step_slowed_by_contention(schedule: str) -> None:
     profiles = source()
     prediction = predict(
@@ -110,6 +114,35 @@ def test_pipeline_is_the_simulated_step_slowed_by_contention(schedule: str) -> N
     assert prediction.bubble_fraction == pytest.approx(plan.chosen.simulation.bubble_fraction)
     assert prediction.bottleneck is not None
     assert prediction.bottleneck["stage"] == plan.chosen.cost.bottleneck_stage
+
+
+def test_pipedream_is_priced_at_its_steady_state_without_a_flush() -> None:
+    profiles = source()
+    machine = handmade_machine(2)
+
+    def run(schedule: str) -> Prediction:
+        candidate = Candidate(axis="pipeline", threads=1, stages=2, schedule=schedule)
+        return predict(candidate, profiles=profiles, machine=machine, batch_size=8)
+
+    pipedream = run("pipedream")
+    m = pipedream.num_microbatches
+    assert m is not None and pipedream.partition is not None
+    plan = plan_pipeline(
+        Partition(boundaries=pipedream.partition),
+        profile_for=lambda size: profiles.profile(size, 1),
+        batch_size=8,
+        num_stages=2,
+        schedule="pipedream",
+        num_microbatches=m,
+    )
+    times = StageTimes.from_cost(plan.chosen.cost)
+    steady = simulate_async(times, schedule="pipedream", num_microbatches=m).step_time_s
+    assert pipedream.step_s == pytest.approx(1.25 * steady)  # the asynchronous simulator
+    # the same stages without a warm-up and a drain every step: faster, and less idle
+    one_f_one_b = run("1f1b")
+    assert pipedream.samples_per_s > one_f_one_b.samples_per_s
+    assert (pipedream.bubble_fraction or 0.0) < (one_f_one_b.bubble_fraction or 0.0)
+    assert (run("pipedream-2bw").num_microbatches or 0) >= 2  # 2BW: m >= ranks
 
 
 def test_pipeline_actions_pay_the_calibrated_runtime_cost() -> None:

@@ -1,12 +1,60 @@
-"""`parnn plan --verify` runs a hybrid candidate through the hybrid engine
-(`parnn pipeline --replicas`) with the partition and micro-batches its prediction chose."""
+"""Verification runs through the real engines: a hybrid candidate through the hybrid engine
+(`parnn pipeline --replicas`) and a PipeDream candidate through the asynchronous one, each
+with the partition and micro-batches its prediction chose; a run for epochs that is
+evaluated (what `parnn demo` compares); candidates on several nodes stay unmeasured."""
 
 from __future__ import annotations
 
 import pytest
 
-from parnn.plan import Candidate, Prediction
-from parnn.plan.verify import VerifySettings, measure_candidate
+from parnn.errors import ConfigError
+from parnn.plan import Candidate, Prediction, VerifySettings, measure_candidate, measure_run
+from parnn.train.optim import OptimizerConfig
+
+LENET5 = (1, 28, 28)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("schedule", ["pipedream", "pipedream-2bw"])
+def test_a_pipedream_candidate_is_measured_by_the_asynchronous_engine(schedule: str) -> None:
+    candidate = Candidate(axis="pipeline", threads=1, stages=2, schedule=schedule)
+    prediction = Prediction(
+        samples_per_s=1.0, step_s=1.0, compute_s=1.0, num_microbatches=2, partition=(0, 3, 5)
+    )
+    settings = VerifySettings(
+        model="lenet5", input_shape=LENET5, batch_size=8, steps=4, warmup_steps=1
+    )
+    measured = measure_candidate(candidate, prediction, settings)
+    assert measured is not None and measured > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_run_for_epochs_is_evaluated() -> None:
+    settings = VerifySettings(
+        model="lenet5",
+        input_shape=LENET5,
+        batch_size=64,
+        data="digits",
+        epochs=1,
+        optimizer=OptimizerConfig(name="adam", lr=0.003),
+        lr_schedule="constant",
+    )
+    assert settings.num_samples is None  # the whole dataset, not a few batches
+    candidate = Candidate(axis="threads", threads=1)
+    prediction = Prediction(samples_per_s=1.0, step_s=1.0, compute_s=1.0)
+    measured = measure_run(candidate, prediction, settings)
+    assert measured is not None
+    assert measured.samples_per_s > 0 and measured.wall_s > 0
+    assert measured.val_accuracy is not None and 0.3 < measured.val_accuracy <= 1.0
+    short = VerifySettings(model="lenet5", input_shape=LENET5, batch_size=8, steps=3)
+    assert short.num_samples == 2 * 8 + 64 and short.epochs is None
+
+
+def test_epochs_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="epochs 0"):
+        VerifySettings(model="lenet5", input_shape=LENET5, batch_size=8, epochs=0)
 
 
 @pytest.mark.timeout(240)

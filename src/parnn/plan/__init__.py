@@ -11,13 +11,20 @@ from parnn.plan.machine import MachineModel, allreduce_s
 from parnn.plan.planner import ASSUMPTIONS, PlannedCandidate, PlanResult, make_plan
 from parnn.plan.predict import Prediction, predict, serial_step_s
 from parnn.plan.profiles import ProfileSource, amdahl_fraction, extrapolate_profile
-from parnn.plan.verify import VerifySettings, measure_candidate, steady_samples_per_s
+from parnn.plan.verify import (
+    Measurement,
+    VerifySettings,
+    measure_candidate,
+    measure_run,
+    steady_samples_per_s,
+)
 
 __all__ = [
     "ASSUMPTIONS",
     "AXES",
     "Candidate",
     "MachineModel",
+    "Measurement",
     "PlanConfig",
     "PlanResult",
     "PlannedCandidate",
@@ -30,6 +37,7 @@ __all__ = [
     "extrapolate_profile",
     "make_plan",
     "measure_candidate",
+    "measure_run",
     "predict",
     "serial_step_s",
     "steady_samples_per_s",

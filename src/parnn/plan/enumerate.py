@@ -6,14 +6,17 @@ replicas on that node times its pipeline ranks::
     axis       processes                           what runs in parallel
     threads    1 (t intra-op threads)               the operators of one process
     data       d replicas (ddp, hogwild, local-sgd) shards of the batch
-    pipeline   p ranks (gpipe, 1f1b, interleaved)   consecutive groups of layers
+    pipeline   p ranks (gpipe, 1f1b, interleaved,   consecutive groups of layers
+               pipedream, pipedream-2bw)
     hybrid     d replicas of a p-rank pipeline      both (parnn pipeline --replicas d)
 
 Thread counts, replica counts and pipeline ranks are powers of two up to the limit, and the
 limit itself. A single process, a pipeline and a hogwild group live on one node; the
 synchronous data-parallel engines and the hybrid put the same number of replicas on every
 node. A pipeline needs at least one unit per stage (two chunks per rank for interleaved
-1F1B) and a batch the schedule can cut into micro-batches.
+1F1B) and a batch the schedule can cut into micro-batches. The asynchronous schedules
+(PipeDream, PipeDream-2BW: no flush, weight stashing) are pipeline candidates only: they
+have no flush at which a hybrid's replicas could average their gradients.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from parnn.partition.schedules import get_schedule
 
 __all__ = [
     "AXES",
+    "ASYNC_SCHEDULES",
     "DATA_ENGINES",
     "PIPELINE_SCHEDULES",
     "Candidate",
@@ -37,9 +41,14 @@ __all__ = [
 AXES = ("threads", "data", "pipeline", "hybrid")
 DATA_ENGINES = ("ddp", "hogwild", "local-sgd")
 """Data-parallel engines planned (mpi is local-sgd over MPI: the same arithmetic)."""
-PIPELINE_SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b")
+SYNC_SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b")
+"""The synchronous schedules the planner tries (a flush after every step)."""
+ASYNC_SCHEDULES = ("pipedream", "pipedream-2bw")
+"""The asynchronous schedules: the simulator predicts their steady state
+(:mod:`parnn.partition.simulate_async`); pipeline candidates only, never a hybrid's."""
+PIPELINE_SCHEDULES = SYNC_SCHEDULES + ASYNC_SCHEDULES
 """The schedules the planner tries (the simulator replays every schedule of the registry,
-parnn.partition.schedules; the planner keeps to these three)."""
+parnn.partition.schedules; the planner keeps to these five)."""
 SYNC_ENGINES = ("ddp", "local-sgd")
 """Engines that span nodes (hogwild shares memory, so it stays on one)."""
 
@@ -185,6 +194,8 @@ def enumerate_candidates(
                 if stages > num_units or not _splits_into_microbatches(batch_size, ranks, schedule):
                     continue
                 found.append(Candidate(axis="pipeline", threads=t, stages=ranks, schedule=schedule))
+                if schedule in ASYNC_SCHEDULES:
+                    continue  # no flush: no point at which replicas average
                 for per_node in thread_counts(cores // (t * ranks)):
                     replicas = per_node * nodes
                     if replicas < 2 or batch_size % replicas:

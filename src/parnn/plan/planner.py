@@ -14,7 +14,7 @@ from typing import Any
 from parnn.errors import ConfigError, ParnnError
 from parnn.partition.comm import CommModel
 from parnn.plan.config import PlanConfig
-from parnn.plan.enumerate import AXES, Candidate, enumerate_candidates
+from parnn.plan.enumerate import ASYNC_SCHEDULES, AXES, Candidate, enumerate_candidates
 from parnn.plan.predict import Prediction, predict
 from parnn.plan.verify import VerifySettings, measure_candidate
 
@@ -28,7 +28,9 @@ ASSUMPTIONS = (
     "hogwild workers never wait for each other (lock-free updates cost nothing extra)",
     "pipelines run the auto partition; the simulator replays the schedule with the measured "
     "point-to-point model and every action lengthened by the runtime's cost per action "
-    "(calibrated once on a tiny 2-rank pipeline); the micro-batch count is the fastest",
+    "(calibrated once on a tiny 2-rank pipeline); the micro-batch count is the fastest; "
+    "the asynchronous schedules (pipedream, pipedream-2bw) are priced at their steady state "
+    "(no warm-up or drain)",
     "a hybrid's replicas all-reduce their largest stage's parameters after each step",
 )
 PAPER_ASSUMPTIONS = (
@@ -144,6 +146,8 @@ def describe(planned: PlannedCandidate) -> str:
         f"{1e3 * bottleneck.get('seconds_per_microbatch', 0.0):.1f} ms per micro-batch, "
         f"m={p.num_microbatches}, bubble {_percent(p.bubble_fraction or 0.0)}{contention}"
     )
+    if c.schedule in ASYNC_SCHEDULES:
+        text += "; asynchronous: no flush, stashed weight versions (the steady state)"
     if c.axis == "hybrid":
         text += f", sync {_percent(p.sync_share)} of the step ({p.sync_s * 1e3:.1f} ms)"
     return text

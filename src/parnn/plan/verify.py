@@ -5,21 +5,29 @@ run_data_parallel` (a spawned, pinned process, like every other candidate); data
 candidates are that function's engines; pipelines are :func:`parnn.pipeline.run_pipeline`
 with the partition and micro-batch count the plan chose, and hybrids the same with
 ``replicas`` copies of that pipeline. Each run takes ``steps`` steps and its throughput
-leaves the first ``warmup_steps`` out (start-up, first-touch allocation). Candidates on
-several nodes stay unmeasured (None).
+leaves the first ``warmup_steps`` out (start-up, first-touch allocation). With ``epochs``
+set, a run trains that many passes over the whole dataset instead and is evaluated on the
+held-out split, so that candidates compare in accuracy too (:func:`measure_run`;
+``parnn demo``). Candidates on several nodes stay unmeasured (None).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from parnn.errors import ConfigError
 from parnn.plan.enumerate import Candidate
 from parnn.plan.predict import Prediction
 
-__all__ = ["VerifySettings", "measure_candidate", "steady_samples_per_s"]
+if TYPE_CHECKING:
+    from parnn.train.optim import OptimizerConfig
+
+__all__ = ["Measurement", "VerifySettings", "measure_candidate", "measure_run",
+           "steady_samples_per_s"]  # fmt: skip
 
 
 @dataclass(kw_only=True, slots=True)
@@ -42,17 +50,47 @@ class VerifySettings:
     """Steps left out of the measured throughput."""
     seed: int = 0
     """Seeds the weights and the data."""
+    epochs: int | None = None
+    """Train this many passes over the whole dataset (``steps`` is then unused) and
+    evaluate on the held-out split; None: ``steps`` steps on a few batches, no evaluation."""
+    optimizer: OptimizerConfig | None = None
+    """The optimizer of every run; None: each engine's default."""
+    lr_schedule: str | None = None
+    """The LR schedule of every run (constant, step, cosine, warm); None: each engine's
+    default."""
 
     def __post_init__(self) -> None:
         if self.steps <= self.warmup_steps or self.warmup_steps < 0:
             raise ConfigError(
                 f"need steps ({self.steps}) > warmup steps ({self.warmup_steps}) >= 0"
             )
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"epochs {self.epochs} must be >= 1, e.g. --epochs 3")
 
     @property
-    def num_samples(self) -> int:
-        """Samples to load: enough for two distinct batches (synthetic: what to draw)."""
-        return 2 * self.batch_size + 64
+    def num_samples(self) -> int | None:
+        """Samples to load: enough for two distinct batches (synthetic: what to draw); the
+        whole dataset (None) when training for epochs."""
+        return None if self.epochs is not None else 2 * self.batch_size + 64
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """What one verification run measured."""
+
+    samples_per_s: float
+    """Steady training throughput (the first ``warmup_steps`` left out)."""
+    val_accuracy: float | None = None
+    """Accuracy on the held-out split after training (None: a run of steps, not evaluated)."""
+    wall_s: float = 0.0
+    """Seconds of the whole run, start-up and evaluation included."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples_per_s": self.samples_per_s,
+            "val_accuracy": self.val_accuracy,
+            "wall_s": self.wall_s,
+        }
 
 
 def steady_samples_per_s(time_s: list[float], samples: list[int], *, skip_points: int) -> float:
@@ -67,7 +105,7 @@ def steady_samples_per_s(time_s: list[float], samples: list[int], *, skip_points
     return (samples[-1] - samples[first]) / elapsed if elapsed > 0 else 0.0
 
 
-def _run_data_parallel(candidate: Candidate, settings: VerifySettings) -> float:
+def _run_data_parallel(candidate: Candidate, settings: VerifySettings) -> Measurement:
     from parnn.data_parallel import DataParallelConfig, run_data_parallel
     from parnn.train.setup import setup_training
 
@@ -80,34 +118,55 @@ def _run_data_parallel(candidate: Candidate, settings: VerifySettings) -> float:
         num_samples=settings.num_samples,
     )
     serial = candidate.axis == "threads"
+    by_epochs = settings.epochs is not None
+    optional: dict[str, Any] = {}
+    if settings.optimizer is not None:
+        optional["optimizer"] = settings.optimizer
+    if settings.lr_schedule is not None:
+        optional["lr_schedule"] = settings.lr_schedule
     config = DataParallelConfig(
         engine="serial" if serial else str(candidate.engine),
         num_ranks=1 if serial else candidate.replicas,
         threads=candidate.threads,
         batch_size=settings.batch_size,
-        steps=settings.steps,
+        steps=None if by_epochs else settings.steps,
+        epochs=settings.epochs or 1,
         seed=settings.seed,
         monitor_interval_s=0.0,
+        **optional,
     )
     result = run_data_parallel(
-        copy.deepcopy(setup.model), setup.train_data, None, config, quiet=True
+        copy.deepcopy(setup.model),
+        setup.train_data,
+        setup.val_data if by_epochs else None,
+        config,
+        quiet=True,
     )
     if result is None:  # pragma: no cover - only under an external launcher
         raise ConfigError("verification starts its own processes: run it without torchrun")
     points_per_step = candidate.replicas if candidate.engine == "hogwild" else 1
-    return steady_samples_per_s(
+    rate = steady_samples_per_s(
         result.curve.time_s,
         result.curve.samples,
         skip_points=settings.warmup_steps * points_per_step,
     )
+    accuracy = result.val.accuracy if by_epochs and result.val is not None else None
+    return Measurement(samples_per_s=rate, val_accuracy=accuracy)
 
 
-def _run_pipeline(candidate: Candidate, prediction: Prediction, settings: VerifySettings) -> float:
+def _run_pipeline(
+    candidate: Candidate, prediction: Prediction, settings: VerifySettings
+) -> Measurement:
     from parnn.partition import Partition
     from parnn.pipeline import PipelineConfig, run_pipeline
 
     if prediction.partition is None or prediction.num_microbatches is None:
         raise ConfigError(f"{candidate.label}: the plan chose no partition to run")
+    optional: dict[str, Any] = {}
+    if settings.optimizer is not None:
+        optional["optimizer"] = settings.optimizer
+    if settings.lr_schedule is not None:
+        optional["lr_schedule"] = settings.lr_schedule
     config = PipelineConfig(
         model=settings.model,
         data=settings.data,
@@ -121,25 +180,40 @@ def _run_pipeline(candidate: Candidate, prediction: Prediction, settings: Verify
         schedule=str(candidate.schedule),
         num_microbatches=prediction.num_microbatches,
         batch_size=settings.batch_size,
-        steps=settings.steps,
+        steps=None if settings.epochs is not None else settings.steps,
+        epochs=settings.epochs or 1,
         seed=settings.seed,
-        evaluate=False,
+        evaluate=settings.epochs is not None,
         threads=candidate.threads,
         measure_warmup_steps=settings.warmup_steps,
         trace_steps=0,
+        **optional,
     )
     result = run_pipeline(config, quiet=True)
     if result is None:  # pragma: no cover - only under torchrun
         raise ConfigError("verification starts its own processes: run it without torchrun")
-    return float(result.samples_per_s)
+    accuracy = result.val_accuracy if settings.epochs is not None else None
+    return Measurement(samples_per_s=float(result.samples_per_s), val_accuracy=accuracy)
+
+
+def measure_run(
+    candidate: Candidate, prediction: Prediction, settings: VerifySettings
+) -> Measurement | None:
+    """Run ``candidate`` as ``settings`` say and measure it (None for a candidate no engine
+    runs yet)."""
+    if not candidate.runnable:
+        return None
+    started = time.perf_counter()
+    if candidate.axis in ("threads", "data"):
+        measured = _run_data_parallel(candidate, settings)
+    else:
+        measured = _run_pipeline(candidate, prediction, settings)
+    return replace(measured, wall_s=time.perf_counter() - started)
 
 
 def measure_candidate(
     candidate: Candidate, prediction: Prediction, settings: VerifySettings
 ) -> float | None:
     """Measured samples/s of ``candidate`` (None for a candidate no engine runs yet)."""
-    if not candidate.runnable:
-        return None
-    if candidate.axis in ("threads", "data"):
-        return _run_data_parallel(candidate, settings)
-    return _run_pipeline(candidate, prediction, settings)
+    measured = measure_run(candidate, prediction, settings)
+    return None if measured is None else measured.samples_per_s

@@ -1,20 +1,30 @@
-"""The demo as a study: LeNet-5 on the digits bundled with scikit-learn (resized to
-1x28x28) as a 2-stage pipeline (1F1B, batch 256 in 4 micro-batches of 64), one pinned
-process per stage, under every named layer-distribution scheme and the cost-aware
-``auto`` partition, side by side with the single-process reference trainer.
+"""The demo as a study: plan LeNet-5 on the digits bundled with scikit-learn (resized to
+1x28x28, batch 64) on the machine it runs on, then verify every axis side by side.
 
     payload = run_demo(DemoSettings(epochs=3), "runs/demo")
 
-Its cells are the reference run and one pipeline run per distinct partition (schemes
-that give the same partition share one run), recorded in the study's store
-(``study.json``, ``cells.jsonl``: :class:`~parnn.bench.cells.StudyStore`); the report
-(:mod:`.demo_report`: ``report.md``, ``report.html``, ``demo.png``) and ``demo.json`` (the
-``parnn demo --json`` object plus the machine facts) are rendered from them.
+1. **Plan** (one cell): :func:`parnn.plan.make_plan` predicts every way to spend this
+   machine's cores (one process with ``t`` threads, data parallel, pipeline, hybrid) from
+   the cached per-unit profiles and machine measurements (measured once, the first time,
+   in ``~/.cache/parnn``).
+2. **Verify** (one cell per run): the best runnable candidate of every axis, one process
+   with all the cores' threads and one process with one thread (the baseline) are trained
+   for the same epochs with the same optimizer through :func:`parnn.plan.measure_run`
+   (the planner's own verification, here for epochs and with an evaluation), each giving
+   its measured samples/s and its validation accuracy.
+
+The cells are recorded in the study's store (``study.json``, ``cells.jsonl``:
+:class:`~parnn.bench.cells.StudyStore`): the plan is recorded once, so that a resumed demo
+runs what that plan chose. The report (:mod:`.demo_report`: ``report.md``,
+``report.html``, ``demo.png``) and ``demo.json`` (the ``parnn demo --json`` object plus the
+machine facts) are rendered from the records alone. Every partition scheme of a pipeline
+side by side is ``parnn study schemes``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,38 +32,40 @@ from typing import TYPE_CHECKING, Any
 from parnn.bench.cells import Cell, StudyStore
 from parnn.bench.report import render_study
 from parnn.bench.studies.demo_report import (
-    REFERENCE,
+    PLAN,
     RESULTS_FILE,
     build_demo_report,
     demo_payload,
 )
-from parnn.errors import ConfigError
+from parnn.errors import ConfigError, ParnnError
 from parnn.results import write_json
 
 if TYPE_CHECKING:
-    from parnn.partition import Partition
+    from parnn.plan import Candidate, Prediction
 
 __all__ = [
     "BATCH_SIZE",
     "DEMO_DATA",
     "DEMO_MODEL",
+    "EPOCHS",
     "KIND",
-    "MICROBATCHES",
-    "SCHEDULE",
-    "STAGES",
     "DemoSettings",
+    "demo_runs",
     "run_demo",
 ]
 
 KIND = "demo"
 DEMO_MODEL = "lenet5"
 DEMO_DATA = "digits"
-STAGES = 2
-BATCH_SIZE = 256
-MICROBATCHES = 4
-SCHEDULE = "1f1b"
-LR = 0.01
-EPOCHS = 8
+INPUT_SHAPE = (1, 28, 28)
+"""The digits (8x8) resized to LeNet-5's input."""
+BATCH_SIZE = 64
+OPTIMIZER = "adam"
+LR = 0.003
+LR_SCHEDULE = "constant"
+EPOCHS = 3
+WARMUP_STEPS = 2
+"""Steps of every run left out of its measured throughput (start-up, first touch)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,109 +74,149 @@ class DemoSettings:
 
     epochs: int = EPOCHS
     seed: int = 0
+    cache_dir: Path | None = None
+    """Where the plan's profiles and machine measurements are cached; None: the default
+    (``~/.cache/parnn``, what ``parnn plan`` uses)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs {self.epochs} must be >= 1, e.g. --epochs 3")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The study's settings (the cache is where, not what: not among them)."""
+        settings = {
             "model": DEMO_MODEL,
             "data": DEMO_DATA,
-            "stages": STAGES,
             "batch_size": BATCH_SIZE,
-            "microbatches": MICROBATCHES,
-            "schedule": SCHEDULE,
+            "optimizer": OPTIMIZER,
             "lr": LR,
+            "lr_schedule": LR_SCHEDULE,
+            "warmup_steps": WARMUP_STEPS,
             **asdict(self),
         }
+        del settings["cache_dir"]
+        return settings
 
 
-def _reference_rate(result: Any) -> float:
-    """Median samples/s of the reference trainer's steps after the first two, the way the
-    pipeline measures itself (so start-up is left out of both)."""
-    times = [record.wall_s for record in result.step_log]
-    durations = sorted(b - a for a, b in zip(times[2:], times[3:], strict=False))
-    if not durations:
-        return float(result.samples_per_s)
-    return BATCH_SIZE / durations[len(durations) // 2]
+def demo_runs(candidates: Sequence[Mapping[str, Any]], cores: int) -> list[dict[str, str]]:
+    """Which planned candidates the demo runs, as cell keys (``role``, ``label``), from the
+    plan's ranked ``candidates`` (``PlanResult.to_dict()["candidates"]``): one process with
+    one thread (role ``baseline``), one with all ``cores`` threads, and the best runnable
+    candidate of every axis (role: its axis), each once."""
+    from parnn.plan import AXES
 
+    runnable = [c for c in candidates if c.get("runnable")]
+    chosen: list[dict[str, str]] = []
 
-def _partitions() -> dict[str, Partition]:
-    """Every named scheme and ``auto``, resolved for the demo's pipeline."""
-    from parnn.partition import SCHEMES
-    from parnn.partition.measure.cache import default_cache_dir
-    from parnn.partition.measure.resolve import resolve_partition
+    def add(role: str, found: Mapping[str, Any] | None) -> None:
+        if found is not None and all(run["label"] != found["config"]["label"] for run in chosen):
+            chosen.append({"role": role, "label": found["config"]["label"]})
 
-    return {
-        method: resolve_partition(
-            method,
-            model=DEMO_MODEL,
-            num_stages=STAGES,
-            batch_size=BATCH_SIZE,
-            num_microbatches=MICROBATCHES,
-            input_shape=(1, 28, 28),
-            num_classes=10,
-            cache_dir=default_cache_dir(),
+    def threads(count: int) -> Mapping[str, Any] | None:
+        return next(
+            (c for c in runnable if c["axis"] == "threads" and c["config"]["threads"] == count),
+            None,
         )
-        for method in [*SCHEMES, "auto"]
-    }
+
+    add("baseline", threads(1))
+    add("threads", threads(cores))
+    for axis in AXES:  # ranked: the first of an axis is its best
+        add(axis, next((c for c in runnable if c["axis"] == axis), None))
+    return chosen
 
 
-def _measure(settings: DemoSettings, out: Path, partitions: dict[str, Partition]) -> Any:
-    """The measure function of the demo's cells."""
-    from parnn.pipeline import PipelineConfig, run_pipeline
-    from parnn.train import OptimizerConfig, TrainConfig, train
-    from parnn.train.setup import setup_training
+def _candidate(planned: Mapping[str, Any]) -> tuple[Candidate, Prediction]:
+    """The candidate and the prediction a recorded plan entry stands for (what a run
+    needs: the layout, and for a pipeline the partition and micro-batch count)."""
+    from parnn.plan import Candidate, Prediction
 
-    optimizer = OptimizerConfig(name="adam", lr=LR)
-    by_counts = {"|".join(map(str, p.counts)): p for p in partitions.values()}
+    config = planned["config"]
+    candidate = Candidate(
+        axis=planned["axis"],
+        threads=int(config["threads"]),
+        replicas=int(config["replicas"]),
+        stages=int(config["stages"]),
+        engine=config["engine"],
+        schedule=config["schedule"],
+        nodes=int(config["nodes"]),
+    )
+    predicted = planned["prediction"]
+    partition = predicted.get("partition")
+    prediction = Prediction(
+        samples_per_s=float(predicted["samples_per_s"]),
+        step_s=float(predicted["step_s"]),
+        compute_s=float(predicted["compute_s"]),
+        num_microbatches=predicted.get("num_microbatches"),
+        partition=None if partition is None else tuple(int(b) for b in partition),
+    )
+    return candidate, prediction
+
+
+def _measure(settings: DemoSettings, plan: Mapping[str, Any]) -> Any:
+    """The measure function of the demo's run cells (``plan``: the recorded plan)."""
+    from parnn.plan import VerifySettings, measure_run
+    from parnn.train.optim import OptimizerConfig
+
+    verify = VerifySettings(
+        model=DEMO_MODEL,
+        input_shape=tuple(plan["input_shape"]),
+        batch_size=BATCH_SIZE,
+        data=DEMO_DATA,
+        epochs=settings.epochs,
+        warmup_steps=WARMUP_STEPS,
+        steps=WARMUP_STEPS + 1,  # unused: the runs train for epochs
+        optimizer=OptimizerConfig(name=OPTIMIZER, lr=LR),
+        lr_schedule=LR_SCHEDULE,
+        seed=settings.seed,
+    )
+    by_label = {c["config"]["label"]: c for c in plan["candidates"]}
 
     def measure(cell: Cell) -> dict[str, Any]:
-        if cell.key["run"] == REFERENCE:
-            setup = setup_training(DEMO_MODEL, DEMO_DATA, seed=settings.seed)
-            reference = train(
-                setup.model,
-                setup.train_data,
-                setup.val_data,
-                TrainConfig(epochs=settings.epochs, batch_size=BATCH_SIZE, optimizer=optimizer,
-                            lr_schedule="constant", seed=settings.seed, threads=1,
-                            drop_last=True),
-                quiet=True,
-            )  # fmt: skip
-            return {
-                "samples_per_s": _reference_rate(reference),
-                "val_accuracy": reference.final.accuracy if reference.final else None,
-            }
-        partition = by_counts[cell.key["units"]]
-        result = run_pipeline(
-            PipelineConfig(
-                model=DEMO_MODEL,
-                data=DEMO_DATA,
-                num_ranks=STAGES,
-                partition=partition,
-                schedule=SCHEDULE,
-                num_microbatches=MICROBATCHES,
-                batch_size=BATCH_SIZE,
-                epochs=settings.epochs,
-                optimizer=optimizer,
-                seed=settings.seed,
-                out_dir=out / f"partition-{'-'.join(map(str, partition.counts))}",
-            ),
-            quiet=True,
-        )
-        assert result is not None  # None only under torchrun
-        return {
-            "partition": list(partition.boundaries),
-            "units_per_stage": list(partition.counts),
-            "samples_per_s": result.samples_per_s,
-            "step_time_s": result.step_time_s,
-            "bubble_fraction": result.bubble_fraction,
-            "val_accuracy": result.val_accuracy,
-            "stage_compute_s": [stage.compute_s for stage in result.stages],
-        }
+        candidate, prediction = _candidate(by_label[cell.key["label"]])
+        try:
+            measured = measure_run(candidate, prediction, verify)
+        except ParnnError as error:  # a failed run is a result too: shown, not retried
+            return {"error": " ".join(str(error).split())}
+        if measured is None:  # pragma: no cover - the demo runs runnable candidates only
+            return {"error": f"{candidate.label}: no engine runs it"}
+        return measured.to_dict()
 
     return measure
+
+
+def _cache_dir(settings: DemoSettings) -> Path:
+    from parnn.partition.measure.cache import default_cache_dir
+
+    return settings.cache_dir or default_cache_dir()
+
+
+def _measured_before(settings: DemoSettings) -> bool:
+    """Whether this machine's model (contention, all-reduce) for the demo is cached: if not,
+    the plan measures it and the profiles first (about a minute on 2 cores)."""
+    from parnn.launch import usable_cores
+    from parnn.plan.machine import machine_file_name
+
+    batch = max(1, BATCH_SIZE // max(1, len(usable_cores())))
+    return (_cache_dir(settings) / machine_file_name(DEMO_MODEL, INPUT_SHAPE, batch)).exists()
+
+
+def _plan(settings: DemoSettings) -> dict[str, Any]:
+    """The plan cell's measurement: every candidate on this machine, predicted."""
+    from parnn.plan import PlanConfig, make_plan
+
+    plan = make_plan(
+        PlanConfig(
+            model=DEMO_MODEL,
+            input_shape=INPUT_SHAPE,
+            batch_size=BATCH_SIZE,
+            data=DEMO_DATA,
+            cache_dir=_cache_dir(settings),
+            seed=settings.seed,
+        )
+    )
+    payload = plan.to_dict()
+    return {name: payload[name] for name in ("input_shape", "cores", "candidates", "reason",
+                                             "assumptions", "skipped", "machine")}  # fmt: skip
 
 
 def run_demo(
@@ -174,33 +226,36 @@ def run_demo(
     ``parnn demo --json`` object. ``fresh`` discards an earlier demo's cells there."""
     from parnn.launch.forkserver import start_forkserver
 
-    # The ranks' fork server imports torch, the pipeline and the digits loader while this
-    # process plans and trains the reference; every run's ranks fork with all that loaded.
-    start_forkserver(["parnn.pipeline.worker", "parnn.data.digits"])
+    # The ranks' fork server imports torch, both engines and the digits loader while this
+    # process plans; every run's ranks fork with all that loaded.
+    start_forkserver(["parnn.pipeline.worker", "parnn.data_parallel.runner", "parnn.data.digits"])
     from parnn.results import machine_facts
 
+    started = time.perf_counter()
     out = Path(out)
     store = StudyStore(out)
     if fresh:
         store.clear()
-    partitions = _partitions()
-    schemes: dict[str, list[str]] = {}
-    for method, partition in partitions.items():
-        schemes.setdefault("|".join(map(str, partition.counts)), []).append(method)
-    # The schemes' partitions are part of the settings: an `auto` that resolves to another
-    # cut on a resume is a different study, refused rather than mixed.
-    header = store.open(KIND, {**settings.to_dict(), "schemes": list(partitions),
-                               "partitions": {m: list(p.boundaries)
-                                              for m, p in partitions.items()}})  # fmt: skip
-    cells = [Cell({"run": REFERENCE, "units": "", "schemes": ""})]
-    cells += [Cell({"run": "pipeline", "units": units, "schemes": ",".join(names)})
-              for units, names in schemes.items()]  # fmt: skip
-    started = time.perf_counter()
-    records = store.run(
-        cells, _measure(settings, out, partitions), description="demo runs", quiet=quiet
+    store.open(KIND, settings.to_dict())
+    plan_cell = Cell({"run": PLAN, "role": "", "label": ""})
+    first_time = plan_cell.id not in store.finished_ids() and not _measured_before(settings)
+    (plan,) = store.run(
+        [plan_cell],
+        lambda cell: _plan(settings),
+        description="demo: plan (profiling this machine once, about a minute)"
+        if first_time
+        else "demo: plan",
+        quiet=quiet,
+    )
+    runs = demo_runs(plan["candidates"], int(plan["cores"]))
+    store.run(
+        [Cell({"run": "verify", **run}) for run in runs],
+        _measure(settings, plan),
+        description="demo: runs",
+        quiet=quiet,
     )
     render_study(out, build_demo_report)
-    payload = demo_payload(header["settings"], records, out)
+    payload = demo_payload(store.header()["settings"], store.records(), out)
     payload["wall_s"] = time.perf_counter() - started
     write_json(out / RESULTS_FILE, {**payload, "machine": machine_facts()})
     return payload
