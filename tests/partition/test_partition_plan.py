@@ -21,7 +21,7 @@ def overhead_profile(size: int) -> ModelProfile:
 def test_microbatch_candidates() -> None:
     assert microbatch_candidates(32) == (1, 2, 4, 8, 16, 32)
     # torch's interleaved 1F1B: m must be a multiple of its max(1, m // k) rounds.
-    assert microbatch_candidates(12, num_devices=2, schedule="interleaved-1f1b") == (
+    assert microbatch_candidates(12, num_ranks=2, schedule="interleaved-1f1b") == (
         1,
         2,
         3,
@@ -29,7 +29,7 @@ def test_microbatch_candidates() -> None:
         6,
         12,
     )
-    assert microbatch_candidates(36, num_devices=4, schedule="interleaved") == (
+    assert microbatch_candidates(36, num_ranks=4, schedule="interleaved") == (
         1,
         2,
         3,
@@ -38,10 +38,10 @@ def test_microbatch_candidates() -> None:
         12,
         36,
     )
-    assert microbatch_candidates(8, num_devices=4, schedule="1f1b") == (4, 8)  # m >= stages
+    assert microbatch_candidates(8, num_ranks=4, schedule="1f1b") == (4, 8)  # m >= stages
     assert microbatch_candidates(128, limit=8) == (1, 2, 4, 8)
     with pytest.raises(ConfigError, match="multiple of 4"):
-        microbatch_candidates(2, num_devices=4, schedule="1f1b")
+        microbatch_candidates(2, num_ranks=4, schedule="1f1b")
 
 
 def test_auto_microbatches_picks_the_fastest_predicted_step() -> None:

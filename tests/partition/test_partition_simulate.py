@@ -129,7 +129,7 @@ def test_interleaved_matches_megatron_bubble(p: int, v: int, groups: int) -> Non
     m = p * groups
     stages = p * v
     times = StageTimes(forward_s=(1.0 / v,) * stages, backward_s=(2.0 / v,) * stages)
-    result = simulate(times, schedule="interleaved", num_microbatches=m, num_devices=p)
+    result = simulate(times, schedule="interleaved", num_microbatches=m, num_ranks=p)
     assert result.step_time_s == pytest.approx(m * 3.0 + (p - 1) * 3.0 / v)
     assert result.bubble_fraction == pytest.approx(closed_form_bubble(p, m, v))
 
@@ -168,17 +168,17 @@ def test_busy_and_idle_add_up() -> None:
 def test_bad_schedules_are_refused() -> None:
     times = StageTimes(forward_s=(1.0,) * 4, backward_s=(1.0,) * 4)
     with pytest.raises(ScheduleError, match="not a multiple of 2"):
-        simulate(times, schedule="interleaved", num_microbatches=5, num_devices=2)
+        simulate(times, schedule="interleaved", num_microbatches=5, num_ranks=2)
     with pytest.raises(ScheduleError, match="unknown schedule"):
         simulate(times, schedule="zero-bubbles", num_microbatches=4)
     with pytest.raises(ScheduleError, match="needs exactly --stages-per-rank 2"):
-        simulate(times, schedule="zbv", num_microbatches=4, num_devices=4)
+        simulate(times, schedule="zbv", num_microbatches=4, num_ranks=4)
     with pytest.raises(ScheduleError, match=r"--microbatches >= 2 x stages \(4\)"):
         simulate(times, schedule="dualpipev", num_microbatches=3)
     with pytest.raises(ScheduleError, match="need --schedule interleaved-1f1b"):
-        simulate(times, schedule="gpipe", num_microbatches=4, num_devices=2)
+        simulate(times, schedule="gpipe", num_microbatches=4, num_ranks=2)
     with pytest.raises(ScheduleError, match="spread evenly"):
-        simulate(times, schedule="interleaved", num_microbatches=3, num_devices=3)
+        simulate(times, schedule="interleaved", num_microbatches=3, num_ranks=3)
 
 
 def test_the_optimizer_update_ends_each_device_step() -> None:
@@ -225,7 +225,7 @@ def test_interleaved_order_is_torchs(k: int, v: int) -> None:
             ]
             assert [(a.kind, a.stage, a.microbatch) for a in plans[device]] == expected
         times = StageTimes(forward_s=(1.0,) * (k * v), backward_s=(2.0,) * (k * v))
-        simulate(times, schedule="interleaved-1f1b", num_microbatches=m, num_devices=k)
+        simulate(times, schedule="interleaved-1f1b", num_microbatches=m, num_ranks=k)
 
 
 def test_priced_partition_puts_the_latency_on_the_link() -> None:
@@ -270,7 +270,7 @@ def test_every_schedule_the_runtime_runs_is_simulated() -> None:
                 link_latency_s=0.05,
                 messages=messages,
             )
-            result = simulate(times, schedule=name, num_microbatches=m, num_devices=k)
+            result = simulate(times, schedule=name, num_microbatches=m, num_ranks=k)
             # Every action ran once: the compute is the whole work, spread as placed.
             assert sum(result.compute_s) == pytest.approx(m * 3.0 * n), (name, k, v, m)
             assert result.step_time_s >= max(result.busy_s) - 1e-9
@@ -282,7 +282,7 @@ def test_looped_schedules_match_the_closed_form(schedule: str, p: int, v: int, m
     if schedule == "interleaved-1f1b" and v == 1:
         v = 2
     times = StageTimes(forward_s=(1.0,) * (p * v), backward_s=(2.0,) * (p * v))
-    result = simulate(times, schedule=schedule, num_microbatches=m, num_devices=p)
+    result = simulate(times, schedule=schedule, num_microbatches=m, num_ranks=p)
     assert result.bubble_fraction == pytest.approx(closed_form_bubble(p, m, v))
     assert schedule_bubble(schedule, p, m, v) == pytest.approx(closed_form_bubble(p, m, v))
 
@@ -292,9 +292,9 @@ def test_a_split_backward_fills_the_bubble() -> None:
     # interleaved 1F1B it is built on, and the V schedules do too; each W follows its I.
     times = StageTimes(forward_s=(1.0,) * 4, backward_s=(2.0,) * 4)
     assert times.backward_weight_s == (1.0,) * 4
-    base = simulate(times, schedule="interleaved-1f1b", num_microbatches=4, num_devices=2)
+    base = simulate(times, schedule="interleaved-1f1b", num_microbatches=4, num_ranks=2)
     for name in ("zero-bubble", "zbv", "dualpipev"):
-        result = simulate(times, schedule=name, num_microbatches=4, num_devices=2)
+        result = simulate(times, schedule=name, num_microbatches=4, num_ranks=2)
         assert result.step_time_s < base.step_time_s, name
         assert schedule_bubble(name, 2, 4, 2) is None
         ends = {(e.stage, e.microbatch): e.end_s for e in result.events if e.kind == "backward"}
@@ -306,7 +306,7 @@ def test_a_split_backward_fills_the_bubble() -> None:
     # is w: F0 | F1 | I1 (2 - w) | I0 (2 - w) | W0 (w): a step of 6 - w.
     for w in (0.0, 0.5, 1.0, 2.0):
         split = StageTimes(forward_s=(1.0, 1.0), backward_s=(2.0, 2.0), backward_weight_s=(w, w))
-        result = simulate(split, schedule="zero-bubble", num_microbatches=1, num_devices=2)
+        result = simulate(split, schedule="zero-bubble", num_microbatches=1, num_ranks=2)
         assert result.step_time_s == pytest.approx(6.0 - w)
     with pytest.raises(ConfigError, match="backward_weight_s is part of backward_s"):
         StageTimes(forward_s=(1.0,), backward_s=(1.0,), backward_weight_s=(2.0,))
@@ -314,7 +314,7 @@ def test_a_split_backward_fills_the_bubble() -> None:
 
 def test_split_backward_holds_activations_until_the_weight_gradient() -> None:
     times = StageTimes(forward_s=(1.0,) * 4, backward_s=(2.0,) * 4, saved_bytes=(10,) * 4)
-    result = simulate(times, schedule="zbv", num_microbatches=4, num_devices=2)
+    result = simulate(times, schedule="zbv", num_microbatches=4, num_ranks=2)
     plans = schedule_actions("zbv", 2, 4, num_chunks=2)
     for device, actions in enumerate(plans):
         held = peak = 0
@@ -322,7 +322,7 @@ def test_split_backward_holds_activations_until_the_weight_gradient() -> None:
             held += {"F": 1, "I": 0, "W": -1, "B": -1}[action.kind]
             peak = max(peak, held)
         assert result.peak_in_flight[device] == peak
-    assert in_flight_microbatches("zbv", 4, 4) == in_flight_microbatches("zbv", 4, 4, num_devices=2)
+    assert in_flight_microbatches("zbv", 4, 4) == in_flight_microbatches("zbv", 4, 4, num_ranks=2)
 
 
 def test_a_priced_partition_splits_the_backward_by_the_stated_rule() -> None:
@@ -333,6 +333,6 @@ def test_a_priced_partition_splits_the_backward_by_the_stated_rule() -> None:
     assert cost.stages[0].to_dict()["backward_weight_s"] == 1.0
     times = StageTimes.from_cost(cost)
     assert times.backward_weight_s == (1.0, 3.0)
-    result = simulate(times, schedule="zero-bubble", num_microbatches=1, num_devices=2)
+    result = simulate(times, schedule="zero-bubble", num_microbatches=1, num_ranks=2)
     weights = {e.stage: e.duration_s for e in result.events if e.kind == "backward-weight"}
     assert weights == pytest.approx({0: 1.0, 1: 3.0})

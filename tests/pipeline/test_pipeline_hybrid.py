@@ -77,7 +77,7 @@ def test_hybrid_steps_equal_the_reference_trainer(
     config = _config(schedule=schedule, transport=transport, stages_per_rank=stages_per_rank)
     result = run_pipeline(config, quiet=True)
     assert result is not None and result.parameters is not None
-    assert result.replicas == 2 and result.num_ranks == 4
+    assert result.replicas == 2 and result.world_size == 4
     # the stages' messages ran over shared memory along "pp", within each replica only
     assert result.transport["used"] == "shm"
     assert sorted(result.transport["pairs"]) == ["0-1", "2-3"]
@@ -249,5 +249,5 @@ def test_two_torchrun_agents_as_two_nodes_run_a_hybrid_and_rank_0_prints_once(
     assert outputs[0][1].count(title) == 1  # rank 0 (node 0) prints the table once
     assert title not in outputs[1][1] and "step time" not in outputs[1][1]
     stored = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert stored["replicas"] == 2 and stored["num_ranks"] == 4 and stored["steps"] == 3
+    assert stored["replicas"] == 2 and stored["world_size"] == 4 and stored["steps"] == 3
     assert sorted(stored["transport"]["pairs"]) == ["0-1", "2-3"]

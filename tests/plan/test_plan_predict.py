@@ -105,7 +105,7 @@ def test_pipeline_is_the_simulated_step_slowed_by_contention(schedule: str) -> N
         profile_for=lambda size: profiles.profile(size, 1),
         batch_size=8,
         num_stages=2 * chunks,
-        num_devices=2,
+        num_ranks=2,
         schedule=schedule,
     )
     assert prediction.step_s == pytest.approx(1.25 * plan.chosen.step_time_s)

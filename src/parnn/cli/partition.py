@@ -237,7 +237,7 @@ def _plan(options: dict[str, Any], method: str) -> Any:
         batch_size=options["batch_size"],
         num_microbatches=parse_microbatches(options["microbatches"]),
         schedule=options["schedule"],
-        num_devices=devices,
+        num_ranks=devices,
         max_stage_memory=None if cap is None else parse_bytes(cap),
     )
     options["_profile"] = source(plan.chosen.microbatch_size)
@@ -321,9 +321,9 @@ def simulate(**options: Any) -> None:
     payload["closed_form_bubble"] = payload["predicted"]["closed_form_bubble"]
     plans = schedule_actions(
         plan.schedule,
-        plan.num_devices,
+        plan.num_ranks,
         simulation.num_microbatches,
-        num_chunks=num_stages // plan.num_devices,
+        num_chunks=num_stages // plan.num_ranks,
     )
     payload["grid"] = format_schedule(plans) if simulation.num_microbatches <= 16 else None
     files: dict[str, str] = {}

@@ -219,9 +219,9 @@ def _render(result: PipelineResult) -> None:
     config = result.config
     hybrid = result.replicas > 1
     ranks = (
-        f"{result.replicas} replicas x {result.num_ranks // result.replicas} ranks"
+        f"{result.replicas} replicas x {result.world_size // result.replicas} ranks"
         if hybrid
-        else f"{result.num_ranks} ranks"
+        else f"{result.world_size} ranks"
     )
     title = (
         f"{config['model']} on {config['data']}: {ranks}, "

@@ -67,18 +67,18 @@ def cut_comm_s(profile: ModelProfile) -> np.ndarray:
 
 
 def in_flight_microbatches(
-    schedule: str, num_stages: int, num_microbatches: int, *, num_devices: int | None = None
+    schedule: str, num_stages: int, num_microbatches: int, *, num_ranks: int | None = None
 ) -> tuple[int, ...]:
     """Micro-batches whose activations stage ``i`` holds at its peak under ``schedule``,
     read off the schedule itself: GPipe keeps all ``m``; 1F1B keeps ``min(m, k - i)``;
-    the multi-stage schedules (``num_devices`` devices, ``num_stages / num_devices`` stages
+    the multi-stage schedules (``num_ranks`` devices, ``num_stages / num_ranks`` stages
     each) keep what their warm-up leaves in flight on every stage."""
     if num_stages < 1 or num_microbatches < 1:
         raise ConfigError(
             f"need num_stages >= 1 and num_microbatches >= 1, got {num_stages}, {num_microbatches}"
         )
     fixed = get_schedule(schedule).fixed_stages_per_rank or 1  # V schedules: 2 per rank
-    devices = num_stages // fixed if num_devices is None else num_devices
+    devices = num_stages // fixed if num_ranks is None else num_ranks
     if devices < 1 or num_stages % devices:
         raise ScheduleError(f"{num_stages} stages cannot be spread evenly over {devices} devices")
     plans = schedule_actions(schedule, devices, num_microbatches, num_chunks=num_stages // devices)

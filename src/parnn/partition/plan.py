@@ -80,7 +80,7 @@ class PipelinePlan:
     method: str
     schedule: str
     batch_size: int
-    num_devices: int
+    num_ranks: int
     chosen: PlanCandidate
     candidates: tuple[PlanCandidate, ...]
     skipped: tuple[tuple[int, str], ...] = ()
@@ -120,7 +120,7 @@ def _accepts(spec: ScheduleSpec, num_ranks: int, num_microbatches: int) -> bool:
 def microbatch_candidates(
     batch_size: int,
     *,
-    num_devices: int = 1,
+    num_ranks: int = 1,
     schedule: str = "gpipe",
     limit: int = MAX_AUTO_MICROBATCHES,
 ) -> tuple[int, ...]:
@@ -133,13 +133,13 @@ def microbatch_candidates(
     values = [
         m
         for m in range(1, min(batch_size, limit) + 1)
-        if batch_size % m == 0 and _accepts(spec, num_devices, m)
+        if batch_size % m == 0 and _accepts(spec, num_ranks, m)
     ]
     if not values:
         raise ConfigError(
             f"no number of micro-batches up to {limit} divides the batch ({batch_size}) and "
-            f"suits {spec.name} on {num_devices} devices: use a batch size that is a multiple "
-            f"of {num_devices}"
+            f"suits {spec.name} on {num_ranks} ranks: use a batch size that is a multiple "
+            f"of {num_ranks}"
         )
     return tuple(values)
 
@@ -152,18 +152,18 @@ def plan_pipeline(
     num_stages: int,
     schedule: str = "gpipe",
     num_microbatches: int | None = None,
-    num_devices: int | None = None,
+    num_ranks: int | None = None,
     max_stage_memory: float | None = None,
     candidates: Sequence[int] | None = None,
 ) -> PipelinePlan:
     """Price and simulate ``method`` (a partition spec or value) for one or many ``m``.
 
-    ``num_stages`` counts (virtual) stages; ``num_devices`` defaults to it (interleaved:
-    ``num_stages / num_devices`` chunks per device). ``num_microbatches=None`` tries
+    ``num_stages`` counts (virtual) stages; ``num_ranks`` defaults to it (interleaved:
+    ``num_stages / num_ranks`` chunks per device). ``num_microbatches=None`` tries
     ``candidates`` (default :func:`microbatch_candidates`) and keeps the fastest predicted
     step; ties go to the smaller ``m`` (less per-call overhead, less to go wrong).
     """
-    devices = num_stages if num_devices is None else num_devices
+    ranks = num_stages if num_ranks is None else num_ranks
     schedule = canonical_schedule(schedule)
     if num_microbatches is not None:
         if num_microbatches < 1 or num_microbatches > batch_size:
@@ -173,15 +173,13 @@ def plan_pipeline(
             )
         tried: Sequence[int] = (num_microbatches,)
     else:
-        tried = candidates or microbatch_candidates(
-            batch_size, num_devices=devices, schedule=schedule
-        )
+        tried = candidates or microbatch_candidates(batch_size, num_ranks=ranks, schedule=schedule)
     name = method if isinstance(method, str) else str(method)
     planned: list[PlanCandidate] = []
     skipped: list[tuple[int, str]] = []
     for m in tried:
         size = math.ceil(batch_size / m)
-        in_flight = in_flight_microbatches(schedule, num_stages, m, num_devices=devices)
+        in_flight = in_flight_microbatches(schedule, num_stages, m, num_ranks=ranks)
         stashed = stashed_weight_versions(schedule, num_stages, m)
         try:
             profile = profile_for(size)
@@ -204,7 +202,7 @@ def plan_pipeline(
             StageTimes.from_cost(cost),
             schedule=schedule,
             num_microbatches=m,
-            num_devices=devices,
+            num_ranks=ranks,
         )
         planned.append(PlanCandidate(m, size, partition, cost, simulation))
     if not planned:
@@ -215,7 +213,7 @@ def plan_pipeline(
         method=name,
         schedule=schedule,
         batch_size=batch_size,
-        num_devices=devices,
+        num_ranks=ranks,
         chosen=chosen,
         candidates=tuple(planned),
         skipped=tuple(skipped),

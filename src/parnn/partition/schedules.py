@@ -533,24 +533,24 @@ _SYNCHRONOUS: dict[str, Callable[[int, int, int, int], list[Action]]] = {
 
 
 def schedule_actions(
-    schedule: str, num_devices: int, num_microbatches: int, *, num_chunks: int = 1
+    schedule: str, num_ranks: int, num_microbatches: int, *, num_chunks: int = 1
 ) -> tuple[tuple[Action, ...], ...]:
     """The ordered actions of every rank (``num_chunks`` stages each); a stage lives on
     :func:`rank_of_stage`. ScheduleError for settings the runtime would refuse."""
     spec = get_schedule(schedule)
-    if num_devices < 1 or num_microbatches < 1 or num_chunks < 1:
+    if num_ranks < 1 or num_microbatches < 1 or num_chunks < 1:
         raise ScheduleError(
-            f"need devices, micro-batches and chunks >= 1; got {num_devices}, "
+            f"need ranks, micro-batches and chunks >= 1; got {num_ranks}, "
             f"{num_microbatches}, {num_chunks}"
         )
     check_schedule(
         spec,
-        num_ranks=num_devices,
+        num_ranks=num_ranks,
         stages_per_rank=num_chunks,
         num_microbatches=num_microbatches,
         simulated=True,
     )
-    k, m = num_devices, num_microbatches
+    k, m = num_ranks, num_microbatches
     if spec.asynchronous:
         return tuple(
             tuple(Action(a.kind, a.stage, a.microbatch) for a in stream if a.kind != "U")
@@ -564,8 +564,8 @@ def format_schedule(plans: tuple[tuple[Action, ...], ...]) -> str:
     """The schedule as an ASCII grid, one line per rank: ``F3`` (the stage shown as
     ``F3.1``, the rank's chunk, when ranks hold several stages), ``I3``/``W3`` for a split
     backward."""
-    num_devices = len(plans)
-    chunked = any(a.stage >= num_devices for actions in plans for a in actions)
+    num_ranks = len(plans)
+    chunked = any(a.stage >= num_ranks for actions in plans for a in actions)
     lines = []
     for device, actions in enumerate(plans):
         own = sorted({a.stage for a in actions})

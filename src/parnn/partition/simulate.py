@@ -60,7 +60,7 @@ def closed_form_bubble(num_stages: int, num_microbatches: int, num_chunks: int =
 
 
 def schedule_bubble(
-    schedule: str, num_devices: int, num_microbatches: int, num_chunks: int = 1
+    schedule: str, num_ranks: int, num_microbatches: int, num_chunks: int = 1
 ) -> float | None:
     """The closed-form bubble of ``schedule`` with equal stages and free messages: 0 for
     the asynchronous schedules (no flush), :func:`closed_form_bubble` for GPipe, 1F1B,
@@ -71,7 +71,7 @@ def schedule_bubble(
         return 0.0
     if spec.split_backward:
         return None
-    return closed_form_bubble(num_devices, num_microbatches, num_chunks)
+    return closed_form_bubble(num_ranks, num_microbatches, num_chunks)
 
 
 def simulate(
@@ -79,13 +79,13 @@ def simulate(
     *,
     schedule: str,
     num_microbatches: int,
-    num_devices: int | None = None,
+    num_ranks: int | None = None,
 ) -> Simulation:
     """Replay ``schedule`` with ``num_microbatches`` micro-batches on ``times``.
 
-    ``num_devices`` defaults to the number of stages; for the multi-stage schedules
+    ``num_ranks`` defaults to the number of stages; for the multi-stage schedules
     (interleaved-1f1b, looped-bfs, zero-bubble, zbv, dualpipev) it may be a divisor of it
-    (each device then holds ``num_stages / num_devices`` stages, placed as the runtime
+    (each device then holds ``num_stages / num_ranks`` stages, placed as the runtime
     places them). The asynchronous schedules (pipedream, pipedream-2bw) predict their
     steady state (:mod:`.simulate_async`).
     """
@@ -95,16 +95,16 @@ def simulate(
     if is_async_schedule(schedule):
         from parnn.partition.simulate_async import simulate_async
 
-        if num_devices not in (None, num_stages):
+        if num_ranks not in (None, num_stages):
             raise ScheduleError(f"{schedule} puts one stage on each device")
         check_async_schedule(schedule, num_stages=num_stages, num_microbatches=num_microbatches)
         return simulate_async(times, schedule=schedule, num_microbatches=num_microbatches)
     fixed = spec.fixed_stages_per_rank or 1  # the V schedules hold 2 stages per device
-    k = num_stages // fixed if num_devices is None else num_devices
+    k = num_stages // fixed if num_ranks is None else num_ranks
     if k < 1 or num_stages % k:
         raise ScheduleError(
-            f"{num_stages} stages cannot be spread evenly over {k} devices; give a number of "
-            f"stages that is a multiple of the devices"
+            f"{num_stages} stages cannot be spread evenly over {k} ranks; give a number of "
+            f"stages that is a multiple of the ranks"
         )
     plans = schedule_actions(schedule, k, num_microbatches, num_chunks=num_stages // k)
     m = num_microbatches
@@ -202,7 +202,7 @@ def simulate(
     return Simulation(
         schedule=schedule,
         num_microbatches=m,
-        num_devices=k,
+        num_ranks=k,
         num_stages=num_stages,
         step_time_s=step,
         compute_s=tuple(compute),

@@ -96,7 +96,7 @@ def simulate_async(
     return Simulation(
         schedule=schedule,
         num_microbatches=m,
-        num_devices=k,
+        num_ranks=k,
         num_stages=k,
         step_time_s=step,
         compute_s=tuple(m * (times.forward_s[s] + times.backward_s[s]) for s in range(k)),

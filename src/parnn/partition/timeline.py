@@ -123,7 +123,7 @@ class Simulation:
 
     schedule: str
     num_microbatches: int
-    num_devices: int
+    num_ranks: int
     num_stages: int
     step_time_s: float
     """From the first action's start to the last action's end."""
@@ -156,7 +156,7 @@ class Simulation:
     def device_bubble(self) -> tuple[float, ...]:
         """Per device: the fraction of the step it sits idle."""
         if self.step_time_s <= 0:
-            return (0.0,) * self.num_devices
+            return (0.0,) * self.num_ranks
         return tuple(idle / self.step_time_s for idle in self.idle_s)
 
     @property
@@ -164,13 +164,13 @@ class Simulation:
         """Idle device time over all device time: 1 - sum(busy) / (k * step time)."""
         if self.step_time_s <= 0:
             return 0.0
-        return 1.0 - sum(self.busy_s) / (self.num_devices * self.step_time_s)
+        return 1.0 - sum(self.busy_s) / (self.num_ranks * self.step_time_s)
 
     def to_dict(self, *, events: bool = False) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "schedule": self.schedule,
             "num_microbatches": self.num_microbatches,
-            "num_devices": self.num_devices,
+            "num_ranks": self.num_ranks,
             "num_stages": self.num_stages,
             "step_time_s": self.step_time_s,
             "bubble_fraction": self.bubble_fraction,
@@ -191,7 +191,7 @@ class Simulation:
                         else {}
                     ),
                 }
-                for d in range(self.num_devices)
+                for d in range(self.num_ranks)
             ],
         }
         if events:

@@ -59,7 +59,7 @@ class PipelineResult:
 
     config: dict[str, Any]
     partition: list[int]
-    num_ranks: int  # processes in all (replicas x pipeline ranks)
+    world_size: int  # processes in all (replicas x pipeline ranks)
     steps: int
     samples: int
     step_time_s: float  # median over steps after warm-up

@@ -149,7 +149,7 @@ def resolve_microbatches(
         batch_size=config.replica_batch_size,
         num_microbatches="auto",
         schedule=config.schedule,
-        num_devices=config.num_ranks,
+        num_ranks=config.num_ranks,
     )
     prediction = {
         "num_microbatches": plan.num_microbatches,
@@ -258,7 +258,7 @@ def _assemble(
     return PipelineResult(
         config=config.to_dict(),
         partition=list(plan.partition.boundaries),
-        num_ranks=config.world_size,
+        world_size=config.world_size,
         replicas=config.replicas,
         steps=total_steps,
         samples=total_steps * config.batch_size,

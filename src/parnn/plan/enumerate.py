@@ -149,7 +149,7 @@ def _stages_per_rank(schedule: str | None) -> int:
 
 def _splits_into_microbatches(batch_size: int, ranks: int, schedule: str) -> bool:
     try:
-        microbatch_candidates(batch_size, num_devices=ranks, schedule=schedule)
+        microbatch_candidates(batch_size, num_ranks=ranks, schedule=schedule)
     except ConfigError:
         return False
     return True

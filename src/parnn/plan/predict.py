@@ -131,7 +131,7 @@ def _fastest_pipeline(
                 profile_for=lambda size: profiles.profile(size, candidate.threads),
                 batch_size=batch_size,
                 num_stages=candidate.stages * candidate.chunks,
-                num_devices=candidate.stages,
+                num_ranks=candidate.stages,
                 schedule=schedule,
                 num_microbatches=m,
             ).chosen
@@ -146,7 +146,7 @@ def _fastest_pipeline(
                 backward_s=tuple(t + action_s for t in times.backward_s),
             )
             simulation = simulate(
-                times, schedule=schedule, num_microbatches=m, num_devices=candidate.stages
+                times, schedule=schedule, num_microbatches=m, num_ranks=candidate.stages
             )
             planned = replace(planned, simulation=simulation)
         if best is None or planned.simulation.step_time_s < best.simulation.step_time_s:
@@ -197,7 +197,7 @@ def predict(
     schedule = candidate.schedule or "gpipe"
     tried = microbatch_candidates(
         replica_batch,
-        num_devices=candidate.stages,
+        num_ranks=candidate.stages,
         schedule=schedule,
         limit=MAX_PLANNED_MICROBATCHES,
     )

@@ -269,8 +269,8 @@ class VariantRun:
         by_rank = {stage.rank: stage.peak_rss_mib for stage in result.stages}
         return cls(
             variant="pipeline",
-            label=f"pipeline x{result.num_ranks}",
-            processes=result.num_ranks,
+            label=f"pipeline x{result.world_size}",
+            processes=result.world_size,
             threads_per_process=config.threads,
             samples_per_s=result.samples_per_s,
             mean_samples_per_s=result.samples / result.train_s if result.train_s else None,

@@ -155,10 +155,10 @@ def count_units(model: str | nn.Sequential, *, input_shape: Sequence[int] | None
 
 
 def _in_flight(
-    schedule: str, num_stages: int, num_microbatches: int, num_devices: int | None
+    schedule: str, num_stages: int, num_microbatches: int, num_ranks: int | None
 ) -> tuple[int, ...]:
     canonical_schedule(schedule)  # every schedule the runtime runs is known
-    return in_flight_microbatches(schedule, num_stages, num_microbatches, num_devices=num_devices)
+    return in_flight_microbatches(schedule, num_stages, num_microbatches, num_ranks=num_ranks)
 
 
 def parse_microbatches(text: str | int | None) -> int | None:
@@ -191,7 +191,7 @@ def resolve_partition(
     batch_size: int | None = None,
     num_microbatches: int = 1,
     schedule: str = "gpipe",
-    num_devices: int | None = None,
+    num_ranks: int | None = None,
     max_stage_memory: float | None = None,
     input_shape: Sequence[int] | None = None,
     num_classes: int | None = None,
@@ -204,7 +204,7 @@ def resolve_partition(
     Explicit partitions, schemes and ``uniform`` need no profile. A cost-aware method uses
     ``profile`` when given, else ``source`` (or a default :class:`ProfileSource` with
     ``cache_dir``) at the micro-batch size ``ceil(batch_size / num_microbatches)``.
-    ``schedule`` and ``num_devices`` only matter under ``max_stage_memory`` (activations in
+    ``schedule`` and ``num_ranks`` only matter under ``max_stage_memory`` (activations in
     flight, read off the schedule's actions).
     """
     if not needs_profile(spec):
@@ -231,7 +231,7 @@ def resolve_partition(
         profile = source(math.ceil(batch_size / num_microbatches))
     in_flight = stashed = None
     if max_stage_memory is not None:
-        in_flight = _in_flight(schedule, num_stages, num_microbatches, num_devices)
+        in_flight = _in_flight(schedule, num_stages, num_microbatches, num_ranks)
         stashed = stashed_weight_versions(schedule, num_stages, num_microbatches)
     return partition_for(
         spec,
@@ -252,7 +252,7 @@ def resolve_plan(
     batch_size: int,
     num_microbatches: int | str | None = "auto",
     schedule: str = "gpipe",
-    num_devices: int | None = None,
+    num_ranks: int | None = None,
     max_stage_memory: float | None = None,
     candidates: Sequence[int] | None = None,
 ) -> PipelinePlan:
@@ -272,7 +272,7 @@ def resolve_plan(
         num_stages=num_stages,
         schedule=schedule,
         num_microbatches=chosen,
-        num_devices=num_devices,
+        num_ranks=num_ranks,
         max_stage_memory=max_stage_memory,
         candidates=candidates,
     )

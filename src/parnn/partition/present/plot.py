@@ -37,7 +37,7 @@ def plot_timeline(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    k = simulation.num_devices
+    k = simulation.num_ranks
     scale, unit = (1e3, "ms") if simulation.step_time_s < 10 else (1.0, "s")
     origin = min((e.start_s for e in simulation.events), default=0.0)
     width = max(simulation.step_time_s * scale, 1e-9)
@@ -73,7 +73,7 @@ def plot_timeline(
     axes.set_ylim(0, k)
     axes.set_xlabel(f"time ({unit})")
     heading = title or (
-        f"{simulation.schedule}, {simulation.num_devices} devices, m={simulation.num_microbatches}"
+        f"{simulation.schedule}, {simulation.num_ranks} ranks, m={simulation.num_microbatches}"
     )
     axes.set_title(
         f"{heading}: step {simulation.step_time_s * scale:.3g} {unit}, "
@@ -111,7 +111,7 @@ def write_simulation_trace(
 
     recorders = [
         TraceRecorder(track=device, track_name=f"stage {device}", process_name="simulated")
-        for device in range(simulation.num_devices)
+        for device in range(simulation.num_ranks)
     ]
     for event in simulation.events:
         category = "comm" if event.kind.startswith("recv") else event.kind
