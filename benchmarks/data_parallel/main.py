@@ -75,7 +75,7 @@ def main() -> None:
         input_shape=shape, num_samples=args.num_samples, seed=0,
     )  # fmt: skip
     initial = copy.deepcopy(setup.model)
-    base = DataParallelConfig(
+    base = DataParallelConfig.of(
         engine="ddp",
         num_ranks=args.ranks,
         batch_size=args.batch_size,

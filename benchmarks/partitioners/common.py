@@ -48,7 +48,7 @@ def measure_run(
     from parnn.pipeline import PipelineConfig, run_pipeline
     from parnn.train import OptimizerConfig
 
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model=model,
         data="synthetic",
         input_shape=input_shape,

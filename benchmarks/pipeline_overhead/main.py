@@ -86,7 +86,7 @@ def reference_step_times(
 
 def pipeline_step_time(cell: Cell, threads: int) -> float:
     """Median step time (s) of a 1-stage, 1-micro-batch GPipe pipeline."""
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model=cell.model,
         data=cell.data,
         input_shape=cell.input_shape,

@@ -99,7 +99,7 @@ def single_step_times(rank: int, world_size: int, cells: list[Cell], threads: in
 
 def pipeline_run(cell: Cell, *, partition: str, microbatches: int) -> dict[str, Any]:
     """One 2-stage pipeline run: its median step time and per-stage figures."""
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model=cell.model,
         data=cell.data,
         input_shape=cell.input_shape,

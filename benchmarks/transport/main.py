@@ -112,7 +112,7 @@ def measure(
     from parnn.train import OptimizerConfig
 
     before = load()
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model=model,
         data="synthetic",
         input_shape=INPUTS[model],

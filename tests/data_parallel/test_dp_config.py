@@ -14,7 +14,7 @@ from parnn.data_parallel.loop import StepLog
 from parnn.data_parallel.result import merge_logs
 from parnn.data_parallel.shards import check_num_samples, rank_shards, total_steps
 from parnn.errors import ConfigError
-from parnn.train import batch_indices
+from parnn.train import OptimizerConfig, TrainConfig, batch_indices
 
 
 @pytest.mark.parametrize(
@@ -33,32 +33,32 @@ from parnn.train import batch_indices
 )
 def test_bad_settings_are_one_line_errors(settings: dict[str, object], expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        DataParallelConfig(**settings)  # type: ignore[arg-type]
+        DataParallelConfig.of(**settings)
     assert expected in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
 def test_per_process_batch_lifts_divisibility() -> None:
-    config = DataParallelConfig(num_ranks=3, batch_size=10, per_process_batch=True)
+    config = DataParallelConfig.of(num_ranks=3, batch_size=10, per_process_batch=True)
     assert (config.rank_batch_size, config.round_size) == (10, 30)
-    hogwild = DataParallelConfig(engine="hogwild", num_ranks=3, batch_size=10)
+    hogwild = DataParallelConfig.of(engine="hogwild", num_ranks=3, batch_size=10)
     assert (hogwild.rank_batch_size, hogwild.round_size) == (10, 30)
 
 
 def test_average_every_is_ignored_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="average_every is ignored by engine .ddp."):
-        DataParallelConfig(engine="ddp", average_every=4)
+        DataParallelConfig.of(engine="ddp", average_every=4)
 
 
 def test_more_processes_than_samples() -> None:
     with pytest.raises(ConfigError, match="3 training samples cannot feed 4 processes"):
-        check_num_samples(3, DataParallelConfig(num_ranks=4, batch_size=4))
+        check_num_samples(3, DataParallelConfig.of(num_ranks=4, batch_size=4))
 
 
 @pytest.mark.parametrize(("num_samples", "num_processes"), [(199, 2), (193, 2), (100, 3)])
 def test_shards_partition_the_reference_batches(num_samples: int, num_processes: int) -> None:
     batch = 30 if num_processes == 3 else 32
-    config = DataParallelConfig(num_ranks=num_processes, batch_size=batch, epochs=2)
+    config = DataParallelConfig.of(num_ranks=num_processes, batch_size=batch, epochs=2)
     per_rank = [list(rank_shards(num_samples, config, rank)) for rank in range(num_processes)]
     assert all(len(shards) == total_steps(num_samples, config) for shards in per_rank)
     reference = [
@@ -89,11 +89,36 @@ def test_merge_synchronous_and_asynchronous_logs() -> None:
     assert curve.loss == pytest.approx([2.0, 1.0, 1.0, 0.0])
 
 
+def test_shared_settings_nest_in_one_train_config() -> None:
+    config = DataParallelConfig.of(engine="hogwild", num_ranks=2, batch_size=16, steps=5)
+    assert (config.train.batch_size, config.train.steps, config.threads) == (16, 5, 1)
+    assert config.train.lr_schedule == "cosine"  # the data-parallel default
+    assert config.train.optimizer == OptimizerConfig(name="sgd", lr=0.05, momentum=0.7)
+    # a copy for another engine takes that engine's default optimizer ...
+    assert config.replace(engine="ddp").train.optimizer.momentum == 0.9
+    # ... but a given optimizer, or the reference trainer's own TrainConfig, is kept
+    adam = OptimizerConfig(name="adam", lr=0.003)
+    assert (
+        DataParallelConfig.of(engine="hogwild", optimizer=adam)
+        .replace(engine="ddp")
+        .train.optimizer
+        == adam
+    )
+    reference = TrainConfig(steps=3, batch_size=8, optimizer=adam, threads=1)
+    shared = DataParallelConfig(engine="ddp", train=reference)
+    assert shared.train is reference
+    payload = shared.to_dict()
+    assert payload["train"] == reference.to_dict() and "batch_size" not in payload
+    assert payload["global_batch_size"] == 8
+    with pytest.raises(ConfigError, match="batch size 0 must be > 0"):
+        DataParallelConfig.of(batch_size=0)
+
+
 def test_compare_list() -> None:
     assert parse_compare_list("ddp,hogwild") == ["serial", "serial-threads", "ddp", "hogwild"]
     with pytest.raises(ConfigError, match="unknown turbo"):
         parse_compare_list("ddp,turbo")
-    base = DataParallelConfig(num_ranks=2, batch_size=32)
+    base = DataParallelConfig.of(num_ranks=2, batch_size=32)
     configs = comparison_configs(
         base, ["serial", "serial-threads", "local-sgd"], average_every=3, all_cores=2
     )

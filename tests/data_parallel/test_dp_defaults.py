@@ -34,7 +34,7 @@ def mnist(mnist_dir: Path) -> TrainingSetup:
 
 
 def _accuracy(setup: TrainingSetup, engine: str) -> float:
-    config = DataParallelConfig(
+    config = DataParallelConfig.of(
         engine=engine,
         num_ranks=1 if engine == "serial" else 2,
         transport="gloo" if engine in ("ddp", "local-sgd") else "auto",

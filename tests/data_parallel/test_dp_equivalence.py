@@ -70,7 +70,7 @@ def test_engine_matches_reference(engine: str, num_samples: int, accumulate: int
     schedule = "cosine" if num_samples == 193 else "constant"
     expected = _reference(model, data, steps, schedule)
     trained = copy.deepcopy(model)
-    config = DataParallelConfig(
+    config = DataParallelConfig.of(
         engine=engine,
         num_ranks=2,
         batch_size=BATCH,
@@ -128,7 +128,7 @@ def _replica_worker(rank: int, world_size: int, job: TrainJob) -> Snapshots:
 def test_replicas_identical_right_after_each_averaging() -> None:
     data = _data(192)
     model = _model(data)
-    config = DataParallelConfig(
+    config = DataParallelConfig.of(
         engine="local-sgd",
         num_ranks=2,
         batch_size=BATCH,

@@ -26,7 +26,7 @@ from parnn.models import build_model
 def test_crashed_worker_is_named(engine: str, kind: str, expected: str) -> None:
     data = load_dataset("digits", input_shape=(1, 16, 16), num_samples=256)
     model = build_model("lenet5", input_shape=data.input_shape, num_classes=data.num_classes)
-    config = DataParallelConfig(
+    config = DataParallelConfig.of(
         engine=engine,
         transport="gloo" if engine != "hogwild" else "auto",  # parnn's own launcher
         num_ranks=2,

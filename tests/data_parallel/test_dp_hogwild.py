@@ -35,7 +35,7 @@ def test_hogwild_reaches_reference_accuracy(mnist_dir: Path) -> None:
         hogwild,
         setup.train_data,
         setup.val_data,
-        DataParallelConfig(
+        DataParallelConfig.of(
             engine="hogwild",
             num_ranks=2,
             batch_size=BATCH,

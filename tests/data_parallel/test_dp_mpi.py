@@ -48,7 +48,7 @@ def test_mpi_matches_local_sgd() -> None:
     results = {}
     for engine in ("local-sgd", "mpi"):
         trained = copy.deepcopy(model)
-        config = DataParallelConfig(
+        config = DataParallelConfig.of(
             engine=engine, num_ranks=2, batch_size=32, steps=8, average_every=2,
             optimizer=OPTIMIZER, monitor_interval_s=0,
         )  # fmt: skip
@@ -72,7 +72,7 @@ def test_mpi_failed_rank_is_named(rank: int, kind: str, expected: str) -> None:
     """mpiexec kills the other ranks within a millisecond of a silent death; the rank
     named must still be the one that died first, whichever it is."""
     model, data = _setup()
-    config = DataParallelConfig(
+    config = DataParallelConfig.of(
         engine="mpi", num_ranks=2, batch_size=32, epochs=200,
         fail_at=FailurePlan(rank=rank, step=2, kind=kind), failure_timeout_s=20,
     )  # fmt: skip

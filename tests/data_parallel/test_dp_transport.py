@@ -55,7 +55,7 @@ def _parallel(
     model: nn.Module, data: ArrayDataset, engine: str, transport: str, optimizer: OptimizerConfig
 ) -> tuple[nn.Module, str | None]:
     trained = copy.deepcopy(model)
-    config = DataParallelConfig(
+    config = DataParallelConfig.of(
         engine=engine, transport=transport, num_ranks=2, batch_size=BATCH, steps=STEPS,
         accumulate_steps=2, average_every=1 if engine == "local-sgd" else None,
         optimizer=optimizer, lr_schedule="constant", monitor_interval_s=0,  # the reference's
@@ -107,7 +107,7 @@ def test_local_sgd_over_mpi_matches_reference() -> None:
 def test_ddp_over_mpi_failed_rank_is_named() -> None:
     # rank 1 raises while rank 0 waits in the hook's Allreduce: MPI_Abort ends both
     model, data = _setup(192)
-    config = DataParallelConfig(
+    config = DataParallelConfig.of(
         engine="ddp", transport="mpi", num_ranks=2, batch_size=BATCH, epochs=200,
         fail_at=FailurePlan(rank=1, step=2), failure_timeout_s=20, monitor_interval_s=0,
     )  # fmt: skip
@@ -119,7 +119,7 @@ def test_ddp_over_mpi_failed_rank_is_named() -> None:
 
 
 def _config(engine: str, transport: str) -> DataParallelConfig:
-    return DataParallelConfig(engine=engine, transport=transport, num_ranks=2, steps=1)
+    return DataParallelConfig.of(engine=engine, transport=transport, num_ranks=2, steps=1)
 
 
 def test_torchrun_falls_back_with_a_reason_or_refuses_mpi(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,17 +146,17 @@ def test_without_mpi4py_auto_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_engines_without_collectives_have_no_transport() -> None:
     for engine in ("serial", "hogwild"):
         processes = 1 if engine == "serial" else 2
-        config = DataParallelConfig(engine=engine, num_ranks=processes, steps=1)
+        config = DataParallelConfig.of(engine=engine, num_ranks=processes, steps=1)
         assert resolve_transport(config).name is None
     with pytest.warns(ParnnWarning, match="transport 'mpi' is ignored by engine 'hogwild'"):
-        DataParallelConfig(engine="hogwild", transport="mpi", steps=1)
+        DataParallelConfig.of(engine="hogwild", transport="mpi", steps=1)
 
 
 def test_bad_transports_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"unknown transport 'tcp'.*auto, gloo, mpi"):
-        DataParallelConfig(engine="ddp", transport="tcp")
+        DataParallelConfig.of(engine="ddp", transport="tcp")
     with pytest.raises(ConfigError, match="--engine local-sgd --transport gloo"):
-        DataParallelConfig(engine="mpi", transport="gloo")
+        DataParallelConfig.of(engine="mpi", transport="gloo")
 
 
 def test_cli_mpi_under_torchrun_is_one_error_line() -> None:

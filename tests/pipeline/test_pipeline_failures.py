@@ -22,7 +22,7 @@ def _children() -> list[psutil.Process]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("failing_rank", [0, 1])
 def test_a_stage_that_raises_ends_every_process_and_names_its_rank(failing_rank: int) -> None:
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model="lenet5",
         num_ranks=2,
         steps=6,
@@ -78,7 +78,7 @@ def test_the_cli_prints_the_failing_rank_in_one_line_and_exits_non_zero() -> Non
 def test_bad_settings_fail_before_any_process_starts(
     settings: dict[str, object], error: type[Exception], message: str
 ) -> None:
-    config = PipelineConfig(model="lenet5", **settings)  # type: ignore[arg-type]
+    config = PipelineConfig.of(model="lenet5", **settings)
     with pytest.raises(error, match=message):
         plan_pipeline_run(config)
     assert not _children()
@@ -86,7 +86,7 @@ def test_bad_settings_fail_before_any_process_starts(
 
 def test_batch_size_must_split_into_equal_microbatches() -> None:
     with pytest.raises(ConfigError, match="not divisible by 3 micro-batches"):
-        PipelineConfig(batch_size=32, num_microbatches=3)
+        PipelineConfig.of(batch_size=32, num_microbatches=3)
 
 
 def test_cli_bad_input_is_one_line_with_exit_code_2() -> None:

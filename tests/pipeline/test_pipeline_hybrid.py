@@ -62,7 +62,7 @@ def _config(**settings: object) -> PipelineConfig:
         "return_parameters": True,
     }
     values.update(settings)
-    return PipelineConfig(**values)  # type: ignore[arg-type]
+    return PipelineConfig.of(**values)
 
 
 @pytest.mark.timeout(240)

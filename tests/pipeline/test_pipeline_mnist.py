@@ -17,7 +17,7 @@ from parnn.train.setup import setup_training
 @pytest.mark.timeout(300)
 def test_pipeline_reaches_the_reference_accuracy_on_real_mnist(mnist_dir: Path) -> None:
     optimizer = OptimizerConfig(name="adam", lr=0.003)
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model="lenet5",
         data="mnist",
         data_dir=mnist_dir,

@@ -27,16 +27,22 @@ BATCH = 32
 
 def _emulated(config: PipelineConfig) -> dict[str, torch.Tensor]:
     setup = setup_training(
-        config.model, config.data, seed=config.seed, num_samples=config.num_samples
+        config.model, config.data, seed=config.train.seed, num_samples=config.num_samples
     )
     inputs, targets = setup.train_data.inputs, setup.train_data.targets
-    per_epoch = len(setup.train_data) // config.batch_size
-    steps = config.steps if config.steps is not None else config.epochs * per_epoch
+    per_epoch = len(setup.train_data) // config.train.batch_size
+    steps = (
+        config.train.steps if config.train.steps is not None else config.train.epochs * per_epoch
+    )
     minibatches = []
     epoch = 0
     while len(minibatches) < steps:
         for index in batch_indices(
-            len(setup.train_data), config.batch_size, seed=config.seed, epoch=epoch, drop_last=True
+            len(setup.train_data),
+            config.train.batch_size,
+            seed=config.train.seed,
+            epoch=epoch,
+            drop_last=True,
         ):
             minibatches.append((inputs[index], targets[index]))
         epoch += 1
@@ -45,8 +51,8 @@ def _emulated(config: PipelineConfig) -> dict[str, torch.Tensor]:
         plan_pipeline_run(config).partition,
         minibatches[:steps],
         num_microbatches=config.num_microbatches,
-        optimizer=config.optimizer,
-        lr_schedule=config.lr_schedule,
+        optimizer=config.train.optimizer,
+        lr_schedule=config.train.lr_schedule,
         vertical_sync=config.vertical_sync,
         drain_every=per_epoch,
     )
@@ -68,7 +74,7 @@ def _emulated(config: PipelineConfig) -> dict[str, torch.Tensor]:
 def test_pipedream_steps_equal_the_emulated_run(
     stages: int, schedule: str, microbatches: int, optimizer: str, vertical_sync: bool
 ) -> None:
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model="lenet5",
         data="digits",
         num_samples=400,  # 320 training samples: 10 steps per epoch, so 12 steps cross a drain
@@ -98,7 +104,7 @@ def test_pipedream_steps_equal_the_emulated_run(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("failing_rank", [0, 1])
 def test_a_failing_stage_ends_the_asynchronous_run_and_names_its_rank(failing_rank: int) -> None:
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model="lenet5",
         num_ranks=2,
         schedule="pipedream",
@@ -123,7 +129,7 @@ def test_a_failing_stage_ends_the_asynchronous_run_and_names_its_rank(failing_ra
 
 @pytest.mark.timeout(120)
 def test_an_epoch_is_evaluated_and_reports_stash_and_activations() -> None:
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model="lenet5",
         num_samples=400,
         num_ranks=2,
@@ -144,11 +150,13 @@ def test_an_epoch_is_evaluated_and_reports_stash_and_activations() -> None:
 
 def test_bad_asynchronous_settings_are_refused_before_any_process_starts() -> None:
     with pytest.raises(ScheduleError, match="pipedream-2bw accumulates"):
-        plan_pipeline_run(PipelineConfig(num_ranks=4, schedule="pipedream-2bw", num_microbatches=2))
+        plan_pipeline_run(
+            PipelineConfig.of(num_ranks=4, schedule="pipedream-2bw", num_microbatches=2)
+        )
     with pytest.raises(ConfigError, match="vertical sync applies to the asynchronous"):
-        PipelineConfig(schedule="1f1b", vertical_sync=True)
+        PipelineConfig.of(schedule="1f1b", vertical_sync=True)
     with pytest.raises(ScheduleError, match="one stage per rank"):
-        plan_pipeline_run(PipelineConfig(schedule="pipedream", stages_per_rank=2))
+        plan_pipeline_run(PipelineConfig.of(schedule="pipedream", stages_per_rank=2))
 
 
 @pytest.mark.timeout(300)
@@ -165,16 +173,16 @@ def test_a_run_resumed_from_its_epoch_checkpoint_ends_where_an_uninterrupted_one
         "lr_schedule": "cosine",
         "return_parameters": True,
     }
-    whole = run_pipeline(PipelineConfig(**settings), quiet=True)
+    whole = run_pipeline(PipelineConfig.of(**settings), quiet=True)
     checkpoints = tmp_path / "checkpoints"
     with pytest.raises(RankFailedError):  # dies in epoch 2, after epoch 1's checkpoint
         run_pipeline(
-            PipelineConfig(**settings, checkpoint_dir=checkpoints, fail_rank=1, fail_at_step=13),
+            PipelineConfig.of(**settings, checkpoint_dir=checkpoints, fail_rank=1, fail_at_step=13),
             quiet=True,
         )
     assert sorted(p.name for p in (checkpoints / "stage-1").iterdir()) == ["step-00000010.pt"]
     resumed = run_pipeline(
-        PipelineConfig(**settings, checkpoint_dir=checkpoints, resume=True), quiet=True
+        PipelineConfig.of(**settings, checkpoint_dir=checkpoints, resume=True), quiet=True
     )
     assert whole is not None and resumed is not None
     assert whole.parameters is not None and resumed.parameters is not None

@@ -70,7 +70,7 @@ def test_pipeline_steps_equal_the_reference_trainer(
     transport: str,
 ) -> None:
     batch_size = 32
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model=model,
         data="digits",
         input_shape=input_shape,

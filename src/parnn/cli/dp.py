@@ -80,7 +80,7 @@ def _render_run(payload: dict[str, Any]) -> None:
     rows = [
         ("model / data", f"{payload['model']} on {payload['data']} "
          f"({payload['num_train']:,} train / {payload['num_val']:,} val)"),
-        ("ranks x threads", f"{config['num_ranks']} x {config['threads']}"),
+        ("ranks x threads", f"{config['num_ranks']} x {config['train']['threads']}"),
         ("batch", f"{config['global_batch_size']} per step "
          f"({config['rank_batch_size']} per rank), accumulate {config['accumulate_steps']}"),
         ("steps / samples", f"{payload['steps']:,} / {payload['samples']:,}"),
@@ -96,7 +96,7 @@ def _render_run(payload: dict[str, Any]) -> None:
     ]  # fmt: skip
     if config.get("average_every"):
         rows.insert(3, ("average every", f"{config['average_every']} steps"))
-    optimizer = config["optimizer"]
+    optimizer = config["train"]["optimizer"]
     momentum = f" momentum {optimizer['momentum']}" if optimizer["name"] == "sgd" else ""
     rows.insert(3, ("optimizer", f"{optimizer['name']} lr {optimizer['lr']}{momentum}"))
     if payload["transport"] is not None:
@@ -284,7 +284,7 @@ def _config(options: dict[str, Any], *, compare: bool) -> DataParallelConfig:
             )
         average_every = None  # --compare passes it to the averaging engines only
     optimizer, lr, momentum = options["optimizer"], options["lr"], options["momentum"]
-    return DataParallelConfig(
+    return DataParallelConfig.of(
         engine="ddp" if compare else engine,
         transport=options["transport"],
         num_ranks=ranks,

@@ -171,7 +171,7 @@ def _config(options: dict[str, Any]) -> PipelineConfig:
 
     fail_rank, fail_step = _fail_at(options["fail_at"])
     optimizer, lr = options["optimizer"], options["lr"]
-    return PipelineConfig(
+    return PipelineConfig.of(
         model=options["model"],
         data=options["data"],
         data_dir=options["data_dir"],

@@ -61,10 +61,10 @@ def train_data_parallel(
 
     resolve_transport(config)  # MPI asked for but unusable: say so before loading data
     setup = setup_training(
-        model, data, data_dir=data_dir, input_shape=input_shape, seed=config.seed,
+        model, data, data_dir=data_dir, input_shape=input_shape, seed=config.train.seed,
         val_fraction=val_fraction, num_samples=num_samples,
     )  # fmt: skip
-    check_batch_size(config.batch_size, len(setup.train_data), copies=config.batch_copies)
+    check_batch_size(config.train.batch_size, len(setup.train_data), copies=config.batch_copies)
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
     result = run_data_parallel(
@@ -137,7 +137,7 @@ class DistributedTrainer:
             "average_every": average_every,
             "seed": seed,
         }
-        DataParallelConfig(**self.settings)  # bad settings fail here, not in __call__
+        DataParallelConfig.of(**self.settings)  # bad settings fail here, not in __call__
 
     def __call__(
         self,
@@ -157,7 +157,7 @@ class DistributedTrainer:
             optimizer = optimizer_factory
         else:
             factory = optimizer_factory
-        config = DataParallelConfig(
+        config = DataParallelConfig.of(
             **self.settings, epochs=epochs, steps=steps, optimizer=optimizer
         )
         result = run_data_parallel(

@@ -16,15 +16,17 @@ A *step* is one optimizer update. ``batch_size`` is the batch of one step:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from parnn.errors import ConfigError, ParnnWarning
-from parnn.train import SCHEDULES, OptimizerConfig
+from parnn.train.config import TrainConfig, split_train_settings
+from parnn.train.optim import OptimizerConfig
 
 __all__ = [
     "AVERAGING_ENGINES",
     "COMMUNICATING_ENGINES",
+    "DATA_PARALLEL_TRAIN",
     "ENGINES",
     "ENGINE_DEFAULTS",
     "SYNCHRONOUS_ENGINES",
@@ -77,6 +79,19 @@ def engine_optimizer(
     )
 
 
+DATA_PARALLEL_TRAIN: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": 64,
+    "optimizer": engine_optimizer("ddp"),
+    "lr_schedule": "cosine",
+    "threads": 1,
+}
+"""The data-parallel defaults of the shared training settings (the rest: TrainConfig's).
+Cosine by default: at a constant LR 0.05 with momentum 0.9 the accuracy after 2 epochs of
+LeNet-5/MNIST moved by up to 2 points with float summation order alone (serial 94.05%, ddp
+96.10%), too much to compare engines; the decay settles every engine (96.3-96.6%)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FailurePlan:
     """A failure to inject, for tests of failure propagation: ``rank`` fails when it starts
@@ -103,10 +118,18 @@ class DataParallelConfig:
     """serial, ddp, hogwild, local-sgd or mpi."""
     num_ranks: int = 2
     """Worker processes (ranks); one pinned core each by default. ``serial`` runs one."""
-    threads: int = 1
-    """torch intra-op threads in each rank."""
-    batch_size: int = 64
-    """Samples of one optimizer step (see the module docstring for each engine)."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**DATA_PARALLEL_TRAIN))
+    """How to train (the settings every engine shares): ``batch_size``, the samples of one
+    optimizer step (see the module docstring for each engine); epochs or steps; the
+    optimizer (each worker builds its own: Hogwild and the averaging engines keep
+    per-worker optimizer state); the LR schedule, stepped once per optimizer step; the seed
+    of the data order (worker ``r`` also seeds its own RNG with ``seed + r``); ``threads``,
+    the intra-op threads of each rank (None: 1); ``drop_last`` (each epoch's last,
+    incomplete global batch) and ``eval_batch_size``. Defaults: :data:`DATA_PARALLEL_TRAIN`."""
+    engine_optimizer: bool = False
+    """Replace ``train.optimizer`` by the engine's defaults (:data:`ENGINE_DEFAULTS`: SGD lr
+    0.05, momentum 0.9; Hogwild momentum 0.7): what :meth:`of` sets when it is given no
+    optimizer, so that a copy for another engine (``--compare``) takes that engine's."""
     per_process_batch: bool = False
     """``batch_size`` is each rank's batch; the global batch is batch_size x num_ranks."""
     accumulate_steps: int = 1
@@ -115,30 +138,11 @@ class DataParallelConfig:
     average_every: int | None = None
     """local-sgd / mpi: average the replicas' parameters every this many steps (default 1).
     Ignored, with a warning, by the other engines."""
-    epochs: int = 1
-    """Passes over the training data (used when ``steps`` is None)."""
-    steps: int | None = None
-    """Optimizer steps to run; overrides ``epochs``."""
     transport: str = "auto"
     """ddp, local-sgd: ``gloo``, ``mpi`` or ``auto`` (mpi where mpi4py and mpiexec are
     there and no torchrun started the run, else gloo). ``mpi`` is the ``mpi`` engine's
     only transport; serial and hogwild do not communicate (a transport other than auto
     is ignored, with a warning)."""
-    optimizer: OptimizerConfig | None = None
-    """Optimizer name and hyper-parameters; None = the engine's defaults
-    (:data:`ENGINE_DEFAULTS`: SGD lr 0.05, momentum 0.9; Hogwild momentum 0.7). Each worker
-    builds its own (Hogwild and the averaging engines keep per-worker optimizer state)."""
-    lr_schedule: str = "cosine"
-    """LR schedule (constant, step, cosine, warm), stepped once per optimizer step. Cosine
-    by default: at a constant LR 0.05 with momentum 0.9 the accuracy after 2 epochs of
-    LeNet-5/MNIST moved by up to 2 points with float summation order alone (serial 94.05%,
-    ddp 96.10%), too much to compare engines; the decay settles every engine (96.3-96.6%)."""
-    warmup_steps: int | None = None
-    """Warm-up steps of the 'warm' schedule; None = 10% of the run."""
-    seed: int = 0
-    """Seed of the data order; worker ``r`` also seeds its own RNG with ``seed + r``."""
-    drop_last: bool = False
-    """Drop each epoch's last, incomplete global batch."""
     pin: bool = True
     """Pin each worker to its own core (round-robin over the usable cores)."""
     cores: tuple[int, ...] | None = None
@@ -147,14 +151,43 @@ class DataParallelConfig:
     """How long the survivors of a failed rank may take to stop before they are killed."""
     monitor_interval_s: float = 0.25
     """Seconds between two CPU-utilisation samples; 0 turns the monitor off."""
-    eval_batch_size: int = 256
-    """Mini-batch size of the final evaluation (does not change the results)."""
     fail_at: FailurePlan | None = None
     """Test hook: make one rank fail at one step."""
 
+    @classmethod
+    def of(cls, *, train: TrainConfig | None = None, **settings: Any) -> DataParallelConfig:
+        """A config from flat keywords: the shared training settings (batch_size, epochs,
+        steps, optimizer, lr_schedule, warmup_steps, seed, threads, ...) fill ``train``
+        (over :data:`DATA_PARALLEL_TRAIN`, or over ``train`` when given), the rest are the
+        engine's own. No optimizer (or ``optimizer=None``) and no ``train``: the engine's
+        defaults. ``DataParallelConfig.of(engine="ddp", num_ranks=2, steps=10)``."""
+        shared, own = split_train_settings(settings)
+        if shared.get("optimizer", 0) is None:
+            del shared["optimizer"]
+        own.setdefault("engine_optimizer", train is None and "optimizer" not in shared)
+        base = train if train is not None else TrainConfig(**DATA_PARALLEL_TRAIN)
+        return cls(train=replace(base, **shared) if shared else base, **own)
+
+    def replace(self, **changes: Any) -> DataParallelConfig:
+        """A copy with ``changes``, flat keywords as :meth:`of` takes them."""
+        shared, own = split_train_settings(changes)
+        if "optimizer" in shared:
+            own.setdefault("engine_optimizer", shared["optimizer"] is None)
+            if shared["optimizer"] is None:
+                del shared["optimizer"]
+        return replace(self, train=replace(self.train, **shared), **own)
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads of each rank (``train.threads``; None: 1)."""
+        return self.train.threads or 1
+
     def __post_init__(self) -> None:
         self.engine = str(self.engine).lower()
-        self.lr_schedule = str(self.lr_schedule).lower()
+        if self.train.threads is None:
+            self.train = replace(self.train, threads=1)
+        if self.engine_optimizer and self.engine in ENGINES:
+            self.train = replace(self.train, optimizer=engine_optimizer(self.engine))
         if self.engine not in ENGINES:
             raise ConfigError(
                 f"unknown engine {self.engine!r}: choose one of {', '.join(ENGINES)}, "
@@ -178,7 +211,7 @@ class DataParallelConfig:
                 ParnnWarning,
                 stacklevel=2,
             )
-        for name in ("num_ranks", "threads", "batch_size", "accumulate_steps"):
+        for name in ("num_ranks", "accumulate_steps"):
             value = getattr(self, name)
             if value < 1:
                 raise ConfigError(f"{name.replace('_', ' ')} {value} must be >= 1")
@@ -188,16 +221,16 @@ class DataParallelConfig:
                 "(use --threads for intra-op threads) or pick a parallel engine"
             )
         if self.engine in SYNCHRONOUS_ENGINES and not self.per_process_batch:
-            if self.batch_size < self.num_ranks:
+            if self.train.batch_size < self.num_ranks:
                 raise ConfigError(
                     f"more ranks ({self.num_ranks}) than samples per batch "
-                    f"({self.batch_size}): every rank needs at least one sample per step; "
+                    f"({self.train.batch_size}): every rank needs at least one sample per step; "
                     f"use --batch-size >= {self.num_ranks} or fewer --ranks"
                 )
-            if self.batch_size % self.num_ranks:
-                lower = self.batch_size - self.batch_size % self.num_ranks
+            if self.train.batch_size % self.num_ranks:
+                lower = self.train.batch_size - self.train.batch_size % self.num_ranks
                 raise ConfigError(
-                    f"global batch {self.batch_size} is not divisible by {self.num_ranks} "
+                    f"global batch {self.train.batch_size} is not divisible by {self.num_ranks} "
                     f"ranks: use --batch-size {lower} or "
                     f"{lower + self.num_ranks}, or --per-process-batch"
                 )
@@ -218,31 +251,14 @@ class DataParallelConfig:
                     ParnnWarning,
                     stacklevel=2,
                 )
-        if self.steps is None and self.epochs < 1:
-            raise ConfigError(f"epochs {self.epochs} must be >= 1, e.g. --epochs 2")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps {self.steps} must be >= 1, or leave --steps unset")
-        if self.lr_schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown LR schedule {self.lr_schedule!r}: choose one of {', '.join(SCHEDULES)}"
-            )
-        if self.seed < 0:
-            raise ConfigError(f"seed {self.seed} must be >= 0")
         if self.failure_timeout_s <= 0:
             raise ConfigError(f"failure timeout {self.failure_timeout_s} s must be > 0")
         if self.monitor_interval_s < 0:
             raise ConfigError(f"monitor interval {self.monitor_interval_s} s must be >= 0")
-        if self.eval_batch_size < 1:
-            raise ConfigError(f"evaluation batch size {self.eval_batch_size} must be >= 1")
         if self.fail_at is not None and self.fail_at.rank >= self.num_ranks:
             raise ConfigError(
                 f"failure plan rank {self.fail_at.rank} is out of range for {self.num_ranks} ranks"
             )
-
-    @property
-    def resolved_optimizer(self) -> OptimizerConfig:
-        """The optimizer (the engine's defaults when none was given)."""
-        return self.optimizer if self.optimizer is not None else engine_optimizer(self.engine)
 
     @property
     def synchronous(self) -> bool:
@@ -257,8 +273,8 @@ class DataParallelConfig:
     def rank_batch_size(self) -> int:
         """Samples one rank takes per step (before the last, smaller batch of an epoch)."""
         if self.synchronous and not self.per_process_batch:
-            return self.batch_size // self.num_ranks
-        return self.batch_size
+            return self.train.batch_size // self.num_ranks
+        return self.train.batch_size
 
     @property
     def batch_copies(self) -> int:
@@ -275,21 +291,14 @@ class DataParallelConfig:
         return {
             "engine": self.engine,
             "num_ranks": self.num_ranks,
-            "threads": self.threads,
-            "batch_size": self.batch_size,
+            "train": self.train.to_dict(),
+            "engine_optimizer": self.engine_optimizer,
             "per_process_batch": self.per_process_batch,
             "rank_batch_size": self.rank_batch_size,
             "global_batch_size": self.round_size,
             "accumulate_steps": self.accumulate_steps,
             "average_every": self.averaging_period if self.engine in AVERAGING_ENGINES else None,
-            "epochs": self.epochs,
-            "steps": self.steps,
             "transport": self.transport,
-            "optimizer": self.resolved_optimizer.to_dict(),
-            "lr_schedule": self.lr_schedule,
-            "warmup_steps": self.warmup_steps,
-            "seed": self.seed,
-            "drop_last": self.drop_last,
             "pin": self.pin,
             "cores": list(self.cores) if self.cores is not None else None,
         }

@@ -118,4 +118,4 @@ class TrainJob:
 
     def seed_worker(self, rank: int) -> None:
         """Distinct RNG streams per worker (dropout, augmentation); the data order is fixed."""
-        torch.manual_seed(self.config.seed + rank)
+        torch.manual_seed(self.config.train.seed + rank)

@@ -189,9 +189,9 @@ def run_data_parallel(
             inputs=inputs,
             targets=targets,
             criterion=criterion if criterion is not None else make_criterion(),
-            optimizer_factory=optimizer_factory or OptimizerFactory(config.resolved_optimizer),
+            optimizer_factory=optimizer_factory or OptimizerFactory(config.train.optimizer),
             scheduler_factory=scheduler_factory
-            or ScheduleFactory(config.lr_schedule, steps, config.warmup_steps),
+            or ScheduleFactory(config.train.lr_schedule, steps, config.train.warmup_steps),
             board=board,
         )
         monitor = CpuMonitor(config.monitor_interval_s)
@@ -202,7 +202,7 @@ def run_data_parallel(
         return None
     if output.state is not None:
         load_numpy_state(model, output.state)
-    val = evaluate(model, val_data, batch_size=config.eval_batch_size) if val_data else None
+    val = evaluate(model, val_data, batch_size=config.train.eval_batch_size) if val_data else None
     return _result(
         config, model, output, monitor.trace, val, transport,
         model_name=model_name or type(model).__name__,

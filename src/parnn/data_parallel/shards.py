@@ -20,14 +20,14 @@ __all__ = ["check_num_samples", "rank_shards", "steps_per_epoch", "total_steps"]
 
 
 def steps_per_epoch(num_samples: int, config: DataParallelConfig) -> int:
-    return num_batches(num_samples, config.round_size, drop_last=config.drop_last)
+    return num_batches(num_samples, config.round_size, drop_last=config.train.drop_last)
 
 
 def total_steps(num_samples: int, config: DataParallelConfig) -> int:
     """``steps`` when given, else ``epochs`` x rounds per epoch."""
-    if config.steps is not None:
-        return config.steps
-    return config.epochs * steps_per_epoch(num_samples, config)
+    if config.train.steps is not None:
+        return config.train.steps
+    return config.train.epochs * steps_per_epoch(num_samples, config)
 
 
 def check_num_samples(num_samples: int, config: DataParallelConfig) -> None:
@@ -45,9 +45,9 @@ def rank_shards(num_samples: int, config: DataParallelConfig, rank: int) -> Iter
     return batch_stream(
         num_samples,
         config.round_size,
-        seed=config.seed,
+        seed=config.train.seed,
         total_steps=total_steps(num_samples, config),
-        drop_last=config.drop_last,
+        drop_last=config.train.drop_last,
         part=rank,
         num_parts=config.num_ranks,
     )

@@ -89,7 +89,7 @@ def async_pipeline_worker(
     module = stage_module(model, partition, rank)
     module.train()
     ring = num_stages + 1
-    loss_fn = minibatch_mean_loss(config.batch_size)
+    loss_fn = minibatch_mean_loss(config.train.batch_size)
     versioned = VersionedModule(module)
     stage = TimedPipelineStage(
         versioned,
@@ -102,9 +102,12 @@ def async_pipeline_worker(
         meter=meter,
     )
     init_stage_infra(stage, ring, loss_fn)
-    optimizer = make_optimizer(module.parameters(), config.optimizer)
+    optimizer = make_optimizer(module.parameters(), config.train.optimizer)
     scheduler = make_scheduler(
-        optimizer, config.lr_schedule, total_steps=total_steps, warmup_steps=config.warmup_steps
+        optimizer,
+        config.train.lr_schedule,
+        total_steps=total_steps,
+        warmup_steps=config.train.warmup_steps,
     )
     stash = WeightStash(module)
     run = StageStream(
@@ -140,7 +143,11 @@ def async_pipeline_worker(
         bar.advance(step)
         while step < total_steps:
             order = batch_indices(
-                num_train, config.batch_size, seed=config.seed, epoch=epoch, drop_last=True
+                num_train,
+                config.train.batch_size,
+                seed=config.train.seed,
+                epoch=epoch,
+                drop_last=True,
             )[: total_steps - step]
             x = y = None
             if rank == 0:
@@ -234,11 +241,15 @@ def _checkpoint_settings(
         "schedule": config.schedule,
         "vertical_sync": config.vertical_sync,
         "partition": list(partition.boundaries),
-        "batch_size": config.batch_size,
+        "batch_size": config.train.batch_size,
         "num_microbatches": config.num_microbatches,
-        "seed": config.seed,
-        "optimizer": [config.optimizer.name, config.optimizer.lr, config.optimizer.momentum],
-        "lr_schedule": config.lr_schedule,
+        "seed": config.train.seed,
+        "optimizer": [
+            config.train.optimizer.name,
+            config.train.optimizer.lr,
+            config.train.optimizer.momentum,
+        ],
+        "lr_schedule": config.train.lr_schedule,
         "total_steps": total_steps,
     }
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from parnn.errors import ConfigError
 from parnn.partition import Partition
-from parnn.train import OptimizerConfig
+from parnn.train.config import TrainConfig, split_train_settings
+from parnn.train.optim import OptimizerConfig
 from parnn.transport import TRANSPORTS
 
-__all__ = ["PipelineConfig"]
+__all__ = ["PIPELINE_TRAIN", "PipelineConfig"]
+
+PIPELINE_TRAIN: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": 32,
+    "optimizer": OptimizerConfig(name="adam", lr=0.003),
+    "threads": 1,
+    "drop_last": True,
+}
+"""The pipeline's defaults of the shared training settings (the rest: TrainConfig's)."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -51,28 +61,16 @@ class PipelineConfig:
     """Micro-batches per mini-batch; the batch size must be a multiple of it. ``"auto"``:
     the simulator's fastest for this model, partition and schedule, chosen by
     :func:`resolve_microbatches` (``run_pipeline`` calls it) from a profile of the model."""
-    batch_size: int = 32
-    """Mini-batch size: one optimizer step per mini-batch."""
-    epochs: int = 1
-    """Passes over the training data (ignored when ``steps`` is given)."""
-    steps: int | None = None
-    """Optimizer steps to run; overrides ``epochs``."""
-    optimizer: OptimizerConfig = field(
-        default_factory=lambda: OptimizerConfig(name="adam", lr=0.003)
-    )
-    """Optimizer of every stage's parameters (the reference trainer's)."""
-    lr_schedule: str = "constant"
-    """LR schedule (constant, step, cosine, warm), stepped once per optimizer step."""
-    warmup_steps: int | None = None
-    """Warm-up of the ``warm`` schedule."""
-    seed: int = 0
-    """Seeds the weights, the split and the data order (the reference trainer's rules)."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**PIPELINE_TRAIN))
+    """How to train (the settings every engine shares): batch size (one optimizer step per
+    mini-batch), epochs or steps, the optimizer of every stage's parameters, the LR
+    schedule (stepped once per optimizer step), the seed (of the weights, the split and the
+    data order: the reference trainer's rules) and ``threads``, the intra-op threads per
+    process (and cores it is pinned to; None: 1). Defaults: :data:`PIPELINE_TRAIN`."""
     val_fraction: float = 0.2
     """Held-out share of the data, evaluated at the end of every epoch."""
     evaluate: bool = True
     """Evaluate on the held-out data at each epoch's end (rank 0, on the gathered model)."""
-    threads: int = 1
-    """Intra-op threads per process (and cores it is pinned to)."""
     pin: bool = True
     """Pin each process to its own core(s)."""
     backend: str = "gloo"
@@ -99,7 +97,29 @@ class PipelineConfig:
     fail_at_step: int | None = None
     """TEST HOOK: the step at which ``fail_rank`` raises."""
 
+    @classmethod
+    def of(cls, *, train: TrainConfig | None = None, **settings: Any) -> PipelineConfig:
+        """A config from flat keywords: the shared training settings (batch_size, epochs,
+        steps, optimizer, lr_schedule, warmup_steps, seed, threads, ...) fill ``train``
+        (over :data:`PIPELINE_TRAIN`, or over ``train`` when given), the rest are the
+        pipeline's own: ``PipelineConfig.of(num_ranks=2, batch_size=32, steps=4)``."""
+        shared, own = split_train_settings(settings)
+        base = train if train is not None else TrainConfig(**PIPELINE_TRAIN)
+        return cls(train=replace(base, **shared) if shared else base, **own)
+
+    def replace(self, **changes: Any) -> PipelineConfig:
+        """A copy with ``changes``, flat keywords as :meth:`of` takes them."""
+        shared, own = split_train_settings(changes)
+        return replace(self, train=replace(self.train, **shared), **own)
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads per process (``train.threads``; None: 1)."""
+        return self.train.threads or 1
+
     def __post_init__(self) -> None:
+        if self.train.threads is None:
+            self.train = replace(self.train, threads=1)
         if isinstance(self.num_microbatches, str):
             if self.num_microbatches.strip().lower() != "auto":
                 raise ConfigError(
@@ -107,15 +127,13 @@ class PipelineConfig:
                     "'auto' (the simulator's fastest), e.g. --microbatches 4"
                 )
             self.num_microbatches = "auto"
-        for name in ("num_ranks", "replicas", "stages_per_rank", "num_microbatches", "threads"):
+        for name in ("num_ranks", "replicas", "stages_per_rank", "num_microbatches"):
             value = getattr(self, name)
             if value == "auto" and name == "num_microbatches":
                 continue
             if not isinstance(value, int) or value < 1:
                 what = "num_ranks (the pipeline's depth, --stages)" if name == "num_ranks" else name
                 raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
-        if self.batch_size <= 0:
-            raise ConfigError(f"batch size must be > 0, got {self.batch_size}")
         asynchronous = self.schedule.strip().lower() in ("pipedream", "pipedream-2bw")
         if self.replicas > 1 and asynchronous:
             raise ConfigError(
@@ -127,26 +145,27 @@ class PipelineConfig:
         if (
             microbatches != "auto"
             and self.replicas > 1
-            and self.batch_size % (self.replicas * microbatches)
+            and self.train.batch_size % (self.replicas * microbatches)
         ):
             split = self.replicas * microbatches
             raise ConfigError(
-                f"batch size {self.batch_size} is not divisible by {self.replicas} replicas x "
+                f"batch size {self.train.batch_size} is not divisible by {self.replicas} replicas x "
                 f"{microbatches} micro-batches = {split}: every replica takes an equal "
                 f"shard, cut into equal micro-batches; try --batch-size "
-                f"{split * max(1, self.batch_size // split)}"
+                f"{split * max(1, self.train.batch_size // split)}"
             )
-        if self.num_microbatches != "auto" and self.batch_size % self.num_microbatches:
+        if self.num_microbatches != "auto" and self.train.batch_size % self.num_microbatches:
             raise ConfigError(
-                f"batch size {self.batch_size} is not divisible by {self.num_microbatches} "
+                f"batch size {self.train.batch_size} is not divisible by {self.num_microbatches} "
                 f"micro-batches: every micro-batch must have the same size; try "
-                f"--microbatches {_divisor_near(self.batch_size, self.num_microbatches)} or "
-                f"--batch-size {self.num_microbatches * max(1, self.batch_size // self.num_microbatches)}"
+                f"--microbatches {_divisor_near(self.train.batch_size, self.num_microbatches)} or "
+                f"--batch-size {self.num_microbatches * max(1, self.train.batch_size // self.num_microbatches)}"
             )
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if self.steps is None and self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.train.drop_last:
+            raise ConfigError(
+                "the pipeline drops each epoch's last, smaller mini-batch (its micro-batches "
+                "must be equal): give the TrainConfig drop_last=True"
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.transport not in TRANSPORTS:
@@ -214,7 +233,7 @@ class PipelineConfig:
     @property
     def replica_batch_size(self) -> int:
         """Samples one replica trains on per step (its shard of the global batch)."""
-        return self.batch_size // self.replicas
+        return self.train.batch_size // self.replicas
 
     @property
     def microbatch_size(self) -> int:
@@ -222,6 +241,7 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
+        values["train"] = self.train.to_dict()
         values["partition"] = (
             list(self.partition.boundaries)
             if isinstance(self.partition, Partition)

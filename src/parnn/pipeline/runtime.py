@@ -169,7 +169,7 @@ def check_batch_fits_data(config: PipelineConfig) -> None:
     total = dataset_length(config.data, data_dir=config.data_dir, num_samples=config.num_samples)
     if total is None or total < 2:
         return  # not known without loading it: rank 0 checks
-    check_batch_size(config.batch_size, total - round(total * config.val_fraction))
+    check_batch_size(config.train.batch_size, total - round(total * config.val_fraction))
 
 
 def run_pipeline(
@@ -261,10 +261,10 @@ def _assemble(
         world_size=config.world_size,
         replicas=config.replicas,
         steps=total_steps,
-        samples=total_steps * config.batch_size,
+        samples=total_steps * config.train.batch_size,
         step_time_s=step_time_s,
         step_times_s=[master.step_times[s] for s in sorted(measured)],
-        samples_per_s=config.batch_size / step_time_s if step_time_s else 0.0,
+        samples_per_s=config.train.batch_size / step_time_s if step_time_s else 0.0,
         bubble_fraction=bubble,
         wall_s=wall_s,
         train_s=sum(master.step_times),

@@ -139,7 +139,7 @@ def start_rank(rank: int, config: PipelineConfig) -> RankStart:
             config.data,
             data_dir=config.data_dir,
             input_shape=config.input_shape,
-            seed=config.seed,
+            seed=config.train.seed,
             val_fraction=config.val_fraction,
             num_samples=config.num_samples,
         )
@@ -150,16 +150,20 @@ def start_rank(rank: int, config: PipelineConfig) -> RankStart:
     dist.broadcast_object_list(header, src=0)
     input_shape, num_classes, num_train = header
     if rank != 0:
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.train.seed)
         model = build_model(config.model, input_shape=input_shape, num_classes=num_classes)
 
-    steps_per_epoch = num_train // config.batch_size
+    steps_per_epoch = num_train // config.train.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
-            f"batch size {config.batch_size} is larger than the {num_train} training samples: "
+            f"batch size {config.train.batch_size} is larger than the {num_train} training samples: "
             f"use --batch-size {num_train} or less"
         )
-    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    total_steps = (
+        config.train.steps
+        if config.train.steps is not None
+        else config.train.epochs * steps_per_epoch
+    )
     return RankStart(
         setup=setup,
         model=model,
@@ -307,12 +311,12 @@ def build_stages(
         scale_grads=False,
     )
     parameters = [p for stage in stages for p in stage.submod.parameters()]
-    optimizer = make_optimizer(parameters, config.optimizer)
+    optimizer = make_optimizer(parameters, config.train.optimizer)
     scheduler = make_scheduler(
         optimizer,
-        config.lr_schedule,
+        config.train.lr_schedule,
         total_steps=start.total_steps,
-        warmup_steps=config.warmup_steps,
+        warmup_steps=config.train.warmup_steps,
     )
     for stage in stages:
         stage.submod.train()
@@ -362,8 +366,8 @@ def run_steps(pipe: RankPipeline, config: PipelineConfig, *, quiet: bool) -> Ste
             while step < start.total_steps:
                 order = batch_indices(
                     start.num_train,
-                    config.batch_size,
-                    seed=config.seed,
+                    config.train.batch_size,
+                    seed=config.train.seed,
                     epoch=epoch,
                     drop_last=True,
                 )

@@ -225,7 +225,7 @@ def measure_pipeline_action_s(
 
     partition = Partition(boundaries=(0, 2, 5))
     m, batch = 8, 8
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model=CALIBRATION_MODEL,
         data="synthetic",
         input_shape=CALIBRATION_SHAPE,

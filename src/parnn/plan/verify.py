@@ -124,7 +124,7 @@ def _run_data_parallel(candidate: Candidate, settings: VerifySettings) -> Measur
         optional["optimizer"] = settings.optimizer
     if settings.lr_schedule is not None:
         optional["lr_schedule"] = settings.lr_schedule
-    config = DataParallelConfig(
+    config = DataParallelConfig.of(
         engine="serial" if serial else str(candidate.engine),
         num_ranks=1 if serial else candidate.replicas,
         threads=candidate.threads,
@@ -167,7 +167,7 @@ def _run_pipeline(
         optional["optimizer"] = settings.optimizer
     if settings.lr_schedule is not None:
         optional["lr_schedule"] = settings.lr_schedule
-    config = PipelineConfig(
+    config = PipelineConfig.of(
         model=settings.model,
         data=settings.data,
         data_dir=settings.data_dir,

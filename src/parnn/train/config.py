@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,12 +11,17 @@ from parnn.train.batches import num_batches
 from parnn.train.optim import OptimizerConfig
 from parnn.train.schedules import SCHEDULES
 
-__all__ = ["TrainConfig"]
+__all__ = ["TRAIN_FIELDS", "TrainConfig", "split_train_settings"]
 
 
 @dataclass(kw_only=True, slots=True)
 class TrainConfig:
-    """How to train: length, batches, optimizer, LR schedule, seed, threads, checkpoints."""
+    """How to train: length, batches, optimizer, LR schedule, seed, threads, checkpoints.
+
+    The reference trainer takes one; every engine config holds one as its ``train`` (the
+    settings the engines share) beside its own fields. Engines train from their own start
+    and write no reference checkpoints: they leave ``checkpoint_every`` and
+    ``keep_checkpoints`` alone."""
 
     epochs: int = 3
     """Passes over the training data (used when ``steps`` is None)."""
@@ -93,3 +99,22 @@ class TrainConfig:
             "drop_last": self.drop_last,
             "eval_batch_size": self.eval_batch_size,
         }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The config of :meth:`to_dict`; keys it does not know (an engine's own) are left."""
+        known = {name: values[name] for name in TRAIN_FIELDS if name in values}
+        if isinstance(known.get("optimizer"), Mapping):
+            known["optimizer"] = OptimizerConfig(**known["optimizer"])
+        return cls(**known)
+
+
+TRAIN_FIELDS: tuple[str, ...] = tuple(TrainConfig.__dataclass_fields__)
+"""The settings every engine shares: an engine config holds them in its ``train``."""
+
+
+def split_train_settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Flat keyword settings of an engine config -> (its ``train``'s, the engine's own)."""
+    shared = {name: value for name, value in settings.items() if name in TRAIN_FIELDS}
+    own = {name: value for name, value in settings.items() if name not in TRAIN_FIELDS}
+    return shared, own

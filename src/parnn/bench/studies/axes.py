@@ -145,7 +145,7 @@ class AxesConfig:
         steps = self.steps
         if steps is not None and variant == "hogwild":
             steps = steps // self.num_processes  # rounds: each worker updates once per round
-        return DataParallelConfig(
+        return DataParallelConfig.of(
             engine="serial" if variant.startswith("serial") else variant,
             num_ranks=processes,
             threads=self.num_processes if variant == "serial-threads" else 1,
@@ -161,7 +161,7 @@ class AxesConfig:
     def pipeline_config(self) -> PipelineConfig:
         from parnn.pipeline import PipelineConfig
 
-        return PipelineConfig(
+        return PipelineConfig.of(
             model=self.model,
             data=self.data,
             data_dir=self.data_dir,

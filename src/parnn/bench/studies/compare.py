@@ -4,7 +4,6 @@ and (b) one process using every core through intra-op threads."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +91,7 @@ def comparison_configs(
             changes["average_every"] = average_every
         elif name == INDEPENDENT:
             changes.update(engine="local-sgd", average_every=_NEVER)
-        configs.append(dataclasses.replace(base, **changes))
+        configs.append(base.replace(**changes))
     return configs
 
 
@@ -217,10 +216,10 @@ def compare_data_parallel(
 
     configs = comparison_configs(base, names, average_every=average_every)
     setup = setup_training(
-        model, data, data_dir=data_dir, input_shape=input_shape, seed=base.seed,
+        model, data, data_dir=data_dir, input_shape=input_shape, seed=base.train.seed,
         val_fraction=val_fraction, num_samples=num_samples,
     )  # fmt: skip
-    check_batch_size(base.batch_size, len(setup.train_data), copies=base.batch_copies)
+    check_batch_size(base.train.batch_size, len(setup.train_data), copies=base.batch_copies)
     out = check_out_dir(out, overwrite=overwrite)
     initial = copy.deepcopy(setup.model)
     comparison = run_comparison(

@@ -33,7 +33,7 @@ def pipeline_config(spec: RunSpec) -> PipelineConfig:
     """The :class:`~parnn.pipeline.PipelineConfig` of one study run."""
     # Enough synthetic samples that the training split (80 %) holds a whole mini-batch.
     num_samples = max(32, 2 * spec.batch_size)
-    return PipelineConfig(
+    return PipelineConfig.of(
         model=spec.model,
         data="synthetic",
         input_shape=tuple(spec.input_shape),

@@ -137,7 +137,7 @@ def _cells(data_dir: Path | None) -> list[Cell]:
 
 
 def _config(cell: Cell, schedule: str, stages: int, partition: Any, **kw: Any) -> PipelineConfig:
-    return PipelineConfig(
+    return PipelineConfig.of(
         model=cell.model,
         data=cell.data,
         data_dir=kw.pop("data_dir", None),
