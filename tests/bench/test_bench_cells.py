@@ -71,3 +71,13 @@ def test_other_settings_in_the_same_directory_are_refused(tmp_path: Path) -> Non
 def test_a_directory_without_a_study_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="holds no study"):
         StudyStore(tmp_path / "nothing").header()
+
+
+def test_a_study_stored_under_an_old_setting_name_resumes(tmp_path: Path) -> None:
+    # written before `study axes --processes` became --ranks (num_processes -> num_ranks)
+    StudyStore(tmp_path).open("toy", {"num_processes": 2, "repeats": 3})
+    assert StudyStore(tmp_path).header()["settings"] == {"num_ranks": 2, "repeats": 3}
+    header = StudyStore(tmp_path).open("toy", {"num_ranks": 2, "repeats": 3})
+    assert header["settings"]["num_ranks"] == 2
+    with pytest.raises(CheckpointError, match="other settings"):
+        StudyStore(tmp_path).open("toy", {"num_ranks": 4, "repeats": 3})

@@ -33,7 +33,7 @@ def test_cli_study_axes_end_to_end(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["study", "axes", "--model", "lenet5", "--data", "digits", "--engines",
-         "ddp,hogwild,pipeline", "--processes", "2", "--batch-size", "32", "--steps", "6",
+         "ddp,hogwild,pipeline", "--ranks", "2", "--batch-size", "32", "--steps", "6",
          "--out", str(tmp_path), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -72,7 +72,7 @@ def test_cli_study_axes_end_to_end(tmp_path: Path) -> None:
     ("args", "expected"),
     [
         (["--engines", "serial,bogus"], "unknown bogus"),
-        (["--processes", "1"], "--processes 2"),
+        (["--ranks", "1"], "--ranks 2"),
         (["--batch-size", "30", "--microbatches", "4"], "not divisible by 4 micro-batches"),
     ],
 )

@@ -79,7 +79,7 @@ def test_usage_errors_import_no_torch() -> None:
         ["no-such-command"],
         ["train", "--no-such-flag"],
         ["dp", "--epochs", "many"],
-        ["study", "axes", "--processes"],
+        ["study", "axes", "--ranks"],
         ["pipeline", "--lr-schedule", "no-such-schedule"],
     ]
     found = _heavy_imports(argument_lists)

@@ -19,6 +19,7 @@ RENAMED = [
     ("pipeline", "--threads-per-stage", "--threads", "0", "threads"),
     ("kfold", "--schedulers", "--lr-schedules", "nosuch", "nosuch"),
     ("kfold", "--threads-per-job", "--threads", "0", "threads"),
+    ("study axes", "--processes", "--ranks", "1", "ranks 1"),
 ]
 
 
@@ -38,7 +39,7 @@ def test_an_old_spelling_with_equals_warns_once() -> None:
 def test_an_old_spelling_warns_and_reaches_the_new_option(
     command: str, old: str, new: str, value: str, word: str
 ) -> None:
-    code, _, lines = invoke(command, old, value, "--quiet")
+    code, _, lines = invoke(*command.split(), old, value, "--quiet")
     assert code == 2
     assert lines[0] == f"parnn: warning: {old} is now {new}"
     assert len(lines) == 2 and lines[1].startswith("parnn: error: ") and word in lines[1]
@@ -48,14 +49,14 @@ def test_an_old_spelling_warns_and_reaches_the_new_option(
 def test_the_new_spelling_does_not_warn(
     command: str, old: str, new: str, value: str, word: str
 ) -> None:
-    code, _, lines = invoke(command, new, value, "--quiet")
+    code, _, lines = invoke(*command.split(), new, value, "--quiet")
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("parnn: error: ") and word in lines[0]
 
 
 @pytest.mark.parametrize(("command", "old", "new"), sorted({r[:3] for r in RENAMED}))
 def test_help_shows_the_new_spelling_only(command: str, old: str, new: str) -> None:
-    code, out, _ = invoke(command, "--help")
+    code, out, _ = invoke(*command.split(), "--help")
     assert code == 0
     assert re.search(rf"(^|[\s,]){re.escape(new)}([\s,]|$)", out, re.MULTILINE)
     assert not re.search(rf"(^|[\s,]){re.escape(old)}([\s,=]|$)", out, re.MULTILINE)

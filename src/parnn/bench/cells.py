@@ -33,6 +33,7 @@ from parnn.results import (
 )
 
 __all__ = [
+    "RENAMED_SETTINGS",
     "CELLS_FILE",
     "STUDY_FILE",
     "Cell",
@@ -42,6 +43,9 @@ __all__ = [
     "measure_timed",
     "run_here",
 ]
+
+RENAMED_SETTINGS = {"num_processes": "num_ranks"}
+"""Study settings under their old names (studies written before the rename) -> new."""
 
 STUDY_FILE = "study.json"
 CELLS_FILE = "cells.jsonl"
@@ -111,7 +115,7 @@ class StudyStore:
         """
         settings = dict(settings)
         if self.study_path.exists():
-            header = read_json(self.study_path)
+            header = _renamed(read_json(self.study_path))
             differences = settings_differences(
                 {"kind": header.get("kind"), **header.get("settings", {})},
                 {"kind": kind, **settings},
@@ -142,7 +146,7 @@ class StudyStore:
                 f"{self.directory} holds no study ({STUDY_FILE} is missing): "
                 "give the --out directory of a `parnn study` run"
             )
-        return dict(read_json(self.study_path))
+        return _renamed(read_json(self.study_path))
 
     def records(self) -> list[dict[str, Any]]:
         """Every finished cell's record, in the order they finished."""
@@ -185,3 +189,10 @@ class StudyStore:
             if todo:
                 executor(todo, measure, finished)
         return [done[cell.id] for cell in cells if cell.id in done]
+
+
+def _renamed(header: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored study header with its settings under today's names (RENAMED_SETTINGS)."""
+    settings = header.get("settings", {})
+    renamed = {RENAMED_SETTINGS.get(key, key): value for key, value in settings.items()}
+    return {**header, "settings": renamed}

@@ -262,10 +262,10 @@ def kfold_command(**options: Any) -> None:
         shape = DIGITS_INPUT_SHAPE
     dataset = load_dataset(
         data, data_dir=options["data_dir"], input_shape=shape,
-        num_samples=options["num_samples"], seed=config.seed,
+        num_samples=options["num_samples"], seed=config.train.seed,
     )  # fmt: skip
     # one fold's training set
-    check_batch_size(config.batch_size, len(dataset) - len(dataset) // config.folds)
+    check_batch_size(config.train.batch_size, len(dataset) - len(dataset) // config.folds)
     out_dir = out if out is not None else Path("runs") / time.strftime("kfold-%Y%m%d-%H%M%S")
     check_out_dir(
         out_dir, resumes=Resumes.FLAG, resume=config.resume, can_overwrite=False, create=False,
@@ -314,7 +314,7 @@ def _config(options: dict[str, Any]) -> KFoldConfig:
     """The flags as a :class:`KFoldConfig` (validated)."""
     from parnn.jobs.config import KFoldConfig
 
-    return KFoldConfig(
+    return KFoldConfig.of(
         folds=options["folds"],
         batch_size=options["batch_size"],
         epochs=options["epochs"],

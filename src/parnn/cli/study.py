@@ -2,7 +2,7 @@
 
     parnn study batch-scaling --model lenet5 --data mnist --data-dir DIR \\
         --batch-sizes 8,16,...,1024 --target-accuracy 0.97
-    parnn study axes --model lenet5 --processes 2 --engines serial,ddp,hogwild,pipeline
+    parnn study axes --model lenet5 --ranks 2 --engines serial,ddp,hogwild,pipeline
 
 Add a study by defining a click command and ``study.add_command(...)`` below.
 
@@ -16,7 +16,7 @@ elapsed_s), files (plot, result, trials, report, page), machine.
 
 ``axes --json`` prints one object (stable keys): command ("study axes"), model, data,
 train_samples, val_samples, parameters, settings (the AxesConfig: model, data, data_dir,
-input_shape, variants, num_processes, batch_size, epochs, steps, optimizer, lr_schedule,
+input_shape, variants, num_ranks, batch_size, epochs, steps, optimizer, lr_schedule,
 seed, val_fraction, schedule, num_microbatches, partition), rows (one per variant: variant,
 label, axis, processes, threads_per_process, samples_per_s (median step after warm-up),
 speedup_vs_serial, efficiency, mean_samples_per_s (null for the pipeline), accuracy,
@@ -43,6 +43,7 @@ from parnn.bench.studies.axes import (
     parse_variants,
 )
 from parnn.cli._options import (
+    RenamedFlagsCommand,
     batch_size_option,
     data_dir_option,
     data_option,
@@ -299,7 +300,7 @@ def _render_axes(payload: dict[str, Any]) -> None:
         stdout_console.print(f"{name}: {path}")
 
 
-@study.command("axes")
+@study.command("axes", cls=RenamedFlagsCommand, renamed_flags={"--processes": "--ranks"})
 @model_option("lenet5")
 @data_option("digits")
 @data_dir_option
@@ -311,11 +312,11 @@ def _render_axes(payload: dict[str, Any]) -> None:
     help=f"Variants to compare, from {', '.join(VARIANTS)}; serial is always run.",
 )
 @click.option(
-    "--processes",
+    "--ranks",
     type=int,
     default=2,
     show_default=True,
-    help="Cores of every parallel variant: ranks, pipeline stages, or serial-threads threads.",
+    help="Cores of every parallel variant: its ranks, or serial-threads' threads.",
 )
 @batch_size_option(64)
 @epochs_option(5)
@@ -355,7 +356,7 @@ def _render_axes(payload: dict[str, Any]) -> None:
 @quiet_option
 def axes(
     model: str, data: str, data_dir: Path | None, input_shape: str | None, engines: str,
-    processes: int, batch_size: int, epochs: int, steps: int | None, lr: float,
+    ranks: int, batch_size: int, epochs: int, steps: int | None, lr: float,
     optimizer: str, momentum: float, lr_schedule: str, schedule: str, microbatches: int,
     partition: str, seed: int, out: Path | None, overwrite: bool, as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
@@ -368,7 +369,7 @@ def axes(
 
     config = AxesConfig(
         model=model, data=data, data_dir=data_dir, input_shape=parse_input_shape(input_shape),
-        variants=parse_variants(engines), num_processes=processes, batch_size=batch_size,
+        variants=parse_variants(engines), num_ranks=ranks, batch_size=batch_size,
         epochs=epochs, steps=steps,
         optimizer=OptimizerConfig(name=optimizer, lr=lr, momentum=momentum),
         lr_schedule=lr_schedule, seed=seed, schedule=schedule, num_microbatches=microbatches,

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from parnn.errors import ConfigError, ParnnError
 from parnn.jobs.pool import START_METHODS
 from parnn.jobs.scheduler import COST_METHODS
 from parnn.launch import usable_cores
-from parnn.train import OptimizerConfig
+from parnn.train.config import TrainConfig, split_train_settings
+from parnn.train.optim import OptimizerConfig
 
-__all__ = ["DEFAULT_OPTIMIZER", "TRAINER_PARAMS", "JobsFailedError", "KFoldConfig"]
+__all__ = [
+    "DEFAULT_OPTIMIZER",
+    "KFOLD_TRAIN",
+    "KFOLD_TRAIN_SETTINGS",
+    "TRAINER_PARAMS",
+    "JobsFailedError",
+    "KFoldConfig",
+]
 
 TRAINER_PARAMS = ("epochs", "steps", "save_checkpoint_frequency", "print_frequency", "warmup_steps")
 DEFAULT_OPTIMIZER = OptimizerConfig(name="adam", lr=0.003)  # parnn train's default recipe
+KFOLD_TRAIN: dict[str, Any] = {
+    "epochs": 2,
+    "batch_size": 32,
+    "optimizer": DEFAULT_OPTIMIZER,
+    "threads": 1,
+}
+"""k-fold's defaults of the shared training settings (the rest: TrainConfig's)."""
+KFOLD_TRAIN_SETTINGS = (
+    "batch_size", "epochs", "steps", "warmup_steps", "seed", "threads", "eval_batch_size",
+    "optimizer",
+)  # fmt: skip
+"""The TrainConfig fields k-fold uses (the flat keywords ``AsyncKFold`` takes)."""
 
 
 class JobsFailedError(ParnnError):
@@ -29,12 +49,14 @@ class KFoldConfig:
 
     folds: int = 5
     """k: the number of folds (2 <= k <= samples)."""
-    batch_size: int = 32
-    """Mini-batch size of every job."""
-    epochs: int = 2
-    """Passes over a fold's training part (used when ``steps`` is None)."""
-    steps: int | None = None
-    """Optimizer steps per job; overrides ``epochs``."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**KFOLD_TRAIN))
+    """How every job trains (the settings every engine shares): its mini-batch size, the
+    passes over a fold's training part (``epochs``) or the optimizer ``steps`` of each job,
+    ``warmup_steps`` of the 'warm' schedule (None: 10% of each job), ``seed`` (of the folds
+    and, with model and fold, of every job), ``threads`` (intra-op threads of each worker;
+    None: 1), ``eval_batch_size`` and ``optimizer``, the optimizer of every job unless
+    ``run_kfold`` is given ``get_optimizer``. Each job's LR schedule comes from the list of
+    LR schedules, so ``train.lr_schedule`` is not used. Defaults: :data:`KFOLD_TRAIN`."""
     save_checkpoint_frequency: int | None = None
     """Also checkpoint each job every this many steps (atomic); None or 0: by time only."""
     checkpoint_interval_s: float | None = 5.0
@@ -44,14 +66,8 @@ class KFoldConfig:
     a job writes at most one checkpoint per interval however short its steps are."""
     print_frequency: int = 10
     """Steps between a job's progress reports (live bar, loss history)."""
-    warmup_steps: int | None = None
-    """Warm-up steps of the 'warm' schedule; None: 10% of each job."""
     workers: int | None = None
     """Worker processes; None: usable cores // threads (``--workers auto``)."""
-    threads: int = 1
-    """Intra-op threads of each worker."""
-    seed: int = 0
-    """Seed of the folds and (with model and fold) of every job."""
     compare_serial: bool = False
     """Also run every job one after another on one worker, for the speedup."""
     serial_threads: int = 1
@@ -64,8 +80,6 @@ class KFoldConfig:
     """Cost estimate that orders the jobs: 'profile' (timed) or 'params' (a proxy)."""
     start_method: str = "forkserver"
     """How workers start: 'forkserver' or 'spawn'."""
-    eval_batch_size: int = 256
-    """Batch size of the held-out evaluation (does not change results)."""
     monitor_interval_s: float = 0.5
     """CPU utilisation sampling period; 0: off."""
     cluster: Any = None
@@ -74,15 +88,36 @@ class KFoldConfig:
     processes here), a ``distributed.Client`` or a cluster object (dask-jobqueue's
     SLURMCluster). See docs/cluster.md."""
 
+    @classmethod
+    def of(cls, *, train: TrainConfig | None = None, **settings: Any) -> KFoldConfig:
+        """A config from flat keywords: the shared training settings (batch_size, epochs,
+        steps, warmup_steps, seed, threads, eval_batch_size, optimizer) fill ``train`` (over
+        :data:`KFOLD_TRAIN`, or over ``train`` when given), the rest are k-fold's own:
+        ``KFoldConfig.of(folds=5, batch_size=32, epochs=2)``."""
+        shared, own = split_train_settings(settings)
+        base = train if train is not None else TrainConfig(**KFOLD_TRAIN)
+        return cls(train=replace(base, **shared) if shared else base, **own)
+
+    def replace(self, **changes: Any) -> KFoldConfig:
+        """A copy with ``changes``, flat keywords as :meth:`of` takes them."""
+        shared, own = split_train_settings(changes)
+        return replace(self, train=replace(self.train, **shared), **own)
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads of each worker (``train.threads``; None: 1)."""
+        return self.train.threads or 1
+
     def __post_init__(self) -> None:
-        positive = ("folds", "batch_size", "epochs", "print_frequency", "threads")
-        for name in (*positive, "serial_threads", "eval_batch_size"):
+        if self.train.threads is None:
+            self.train = replace(self.train, threads=1)
+        for name in ("folds", "print_frequency", "serial_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r}: must be an integer >= 1")
         if self.folds < 2:
             raise ConfigError(f"k-fold needs k >= 2 folds, got {self.folds}; try --folds 5")
-        for name in ("steps", "workers", "warmup_steps"):
+        for name in ("workers",):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name}={value!r}: must be an integer >= 1, or unset")
@@ -96,8 +131,6 @@ class KFoldConfig:
                 f"checkpoint_interval_s={self.checkpoint_interval_s}: must be > 0 seconds, or "
                 "0/None for checkpoints by steps only"
             )
-        if self.seed < 0:
-            raise ConfigError(f"seed {self.seed} must be >= 0")
         if self.cost_method not in COST_METHODS:
             raise ConfigError(
                 f"unknown cost method {self.cost_method!r}: choose one of {', '.join(COST_METHODS)}"

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from parnn.data import kfold_splits
 from parnn.errors import ConfigError
-from parnn.jobs.config import DEFAULT_OPTIMIZER, TRAINER_PARAMS, KFoldConfig
+from parnn.jobs.config import KFOLD_TRAIN_SETTINGS, TRAINER_PARAMS, KFoldConfig
 from parnn.jobs.fold_job import FoldContext, ModelSource, OptimizerFactory
 from parnn.jobs.results import KFoldResults
 from parnn.jobs.runner import SessionPlan, run_session
@@ -135,7 +135,7 @@ def run_kfold(
         root_dir = Path(root_dir).resolve()  # the workers' paths, whatever their directory
     criterion = criterion if criterion is not None else make_criterion()
     get_optimizer = (
-        get_optimizer if get_optimizer is not None else OptimizerFactory(DEFAULT_OPTIMIZER)
+        get_optimizer if get_optimizer is not None else OptimizerFactory(config.train.optimizer)
     )
     _check_picklable("get_optimizer", get_optimizer)
     _check_picklable("criterion", criterion)
@@ -149,27 +149,27 @@ def run_kfold(
         named,
         input_shape=input_shape,
         num_classes=num_classes,
-        batch_size=config.batch_size,
+        batch_size=config.train.batch_size,
         threads=config.threads,
         method=config.cost_method,
     )
     store = RunStore(root_dir)
     session = store.open(settings, resume=config.resume)
 
-    splits = kfold_splits(num_samples, config.folds, seed=config.seed)
+    splits = kfold_splits(num_samples, config.folds, seed=config.train.seed)
     jobs = []
     for model in named:
         for schedule in schedules:
             for fold, (train_index, _) in enumerate(splits):
-                total = config.steps or config.epochs * num_batches(
-                    len(train_index), config.batch_size
+                total = config.train.steps or config.train.epochs * num_batches(
+                    len(train_index), config.train.batch_size
                 )
                 jobs.append(
                     JobSpec(
                         model=model,
                         lr_schedule=schedule,
                         fold=fold,
-                        seed=job_seed(config.seed, model, fold),
+                        seed=job_seed(config.train.seed, model, fold),
                         total_steps=total,
                         cost_s=step_costs[model] * total,
                     )
@@ -182,13 +182,13 @@ def run_kfold(
         models=named,
         get_optimizer=get_optimizer,
         criterion=criterion,
-        batch_size=config.batch_size,
-        warmup_steps=config.warmup_steps,
+        batch_size=config.train.batch_size,
+        warmup_steps=config.train.warmup_steps,
         save_checkpoint_frequency=config.save_checkpoint_frequency or None,
         checkpoint_interval_s=config.checkpoint_interval_s or None,
         print_frequency=config.print_frequency,
         checkpoint_dir="",  # set per mode by run_session
-        eval_batch_size=config.eval_batch_size,
+        eval_batch_size=config.train.eval_batch_size,
     )
     plans = [("parallel", config.resolved_workers(), config.threads)]
     if config.compare_serial:
@@ -244,11 +244,11 @@ def _settings(
         ],
         "lr_schedules": schedulers,
         "folds": config.folds,
-        "seed": config.seed,
-        "batch_size": config.batch_size,
-        "epochs": config.epochs if config.steps is None else None,
-        "steps": config.steps,
-        "warmup_steps": config.warmup_steps,
+        "seed": config.train.seed,
+        "batch_size": config.train.batch_size,
+        "epochs": config.train.epochs if config.train.steps is None else None,
+        "steps": config.train.steps,
+        "warmup_steps": config.train.warmup_steps,
         "threads": config.threads,
         "serial_threads": config.serial_threads,
         "optimizer": _describe_callable(get_optimizer),
@@ -285,9 +285,8 @@ class AsyncKFold:
         batch_size: int = 32,
         **options: Any,
     ) -> None:
-        allowed = sorted(
-            set(KFoldConfig.__dataclass_fields__) - {"folds", "batch_size", *TRAINER_PARAMS}
-        )
+        own = set(KFoldConfig.__dataclass_fields__) | set(KFOLD_TRAIN_SETTINGS)
+        allowed = sorted(own - {"train", "folds", "batch_size", *TRAINER_PARAMS})
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ConfigError(
@@ -297,7 +296,7 @@ class AsyncKFold:
         self.dataset = dataset
         self.root_dir = Path(root_dir)
         self.criterion = criterion
-        self.base = KFoldConfig(folds=k, batch_size=batch_size, **options)
+        self.base = KFoldConfig.of(folds=k, batch_size=batch_size, **options)
         num_samples = len(dataset)  # type: ignore[arg-type]
         if k > num_samples:
             raise ConfigError(
@@ -318,8 +317,7 @@ class AsyncKFold:
             raise ConfigError(
                 f"unknown trainer_params {', '.join(unknown)}: use {', '.join(TRAINER_PARAMS)}"
             )
-        fields = {name: getattr(self.base, name) for name in KFoldConfig.__dataclass_fields__}
-        config = KFoldConfig(**{**fields, **params})
+        config = self.base.replace(**params)
         return run_kfold(
             self.dataset,
             models,

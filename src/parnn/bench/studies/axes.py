@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from parnn.bench.cells import Cell, StudyStore
+from parnn.bench.cells import RENAMED_SETTINGS, Cell, StudyStore
 from parnn.data_parallel.config import DataParallelConfig
 from parnn.errors import ConfigError
 from parnn.results import machine_facts
@@ -94,9 +94,9 @@ class AxesConfig:
     """Sample shape (C, H, W); default: the dataset's own (digits: 1x28x28)."""
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     """Which variants to run (see ``VARIANTS``); serial is always run first."""
-    num_processes: int = 2
-    """Cores used by every parallel variant: processes of ddp/hogwild/local-sgd/mpi and
-    pipeline stages (one pinned core each), intra-op threads of serial-threads."""
+    num_ranks: int = 2
+    """Cores used by every parallel variant: ranks of ddp/hogwild/local-sgd/mpi and of the
+    pipeline (one pinned core each), intra-op threads of serial-threads."""
     batch_size: int = 64
     """Samples per optimizer step (global batch; Hogwild: per worker update)."""
     epochs: int = 5
@@ -122,15 +122,15 @@ class AxesConfig:
 
     def __post_init__(self) -> None:
         self.variants = parse_variants(",".join(self.variants))
-        if self.num_processes < 2:
+        if self.num_ranks < 2:
             raise ConfigError(
-                f"processes {self.num_processes}: the parallel variants need at least 2 "
-                "cores to compare against serial; use --processes 2 or more"
+                f"ranks {self.num_ranks}: the parallel variants need at least 2 "
+                "cores to compare against serial; use --ranks 2 or more"
             )
-        if self.steps is not None and self.steps < self.num_processes:
+        if self.steps is not None and self.steps < self.num_ranks:
             raise ConfigError(
-                f"steps {self.steps} must be >= {self.num_processes} processes (Hogwild runs "
-                f"steps / processes rounds); use --steps {self.num_processes} or more"
+                f"steps {self.steps} must be >= {self.num_ranks} ranks (Hogwild runs "
+                f"steps / ranks rounds); use --steps {self.num_ranks} or more"
             )
         if self.lr_schedule not in SCHEDULES:
             raise ConfigError(
@@ -141,14 +141,14 @@ class AxesConfig:
 
     def data_parallel_config(self, variant: str) -> DataParallelConfig:
         """The engine config of a data-parallel or serial variant (validated)."""
-        processes = 1 if variant.startswith("serial") else self.num_processes
+        processes = 1 if variant.startswith("serial") else self.num_ranks
         steps = self.steps
         if steps is not None and variant == "hogwild":
-            steps = steps // self.num_processes  # rounds: each worker updates once per round
+            steps = steps // self.num_ranks  # rounds: each worker updates once per round
         return DataParallelConfig.of(
             engine="serial" if variant.startswith("serial") else variant,
             num_ranks=processes,
-            threads=self.num_processes if variant == "serial-threads" else 1,
+            threads=self.num_ranks if variant == "serial-threads" else 1,
             batch_size=self.batch_size,
             epochs=self.epochs,
             steps=steps,
@@ -166,7 +166,7 @@ class AxesConfig:
             data=self.data,
             data_dir=self.data_dir,
             input_shape=self.input_shape,
-            num_ranks=self.num_processes,
+            num_ranks=self.num_ranks,
             partition=self.partition,
             schedule=self.schedule,
             num_microbatches=self.num_microbatches,
@@ -183,6 +183,7 @@ class AxesConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AxesConfig:
         """The config of :meth:`to_dict` (as a study's stored settings hold it)."""
+        values = {RENAMED_SETTINGS.get(key, key): value for key, value in values.items()}
         known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
         known["optimizer"] = OptimizerConfig(**known["optimizer"])
         known["variants"] = tuple(known["variants"])

@@ -34,7 +34,7 @@ def conclude(result: AxesResult) -> list[str]:
     lines = []
     ranked = sorted(rows, key=lambda row: row["samples_per_s"], reverse=True)
     best = ranked[0]
-    cores = result.config.num_processes
+    cores = result.config.num_ranks
     lines.append(
         f"Fastest: {best['label']} at {best['samples_per_s']:,.0f} samples/s, "
         f"{best['speedup_vs_serial']:.2f}x serial with 1 thread "
@@ -173,7 +173,7 @@ def plot_axes(result: AxesResult, path: Path) -> Path:
         color=[colours.get(row["axis"], "tab:orange") for row in rows],
     )
     axis.bar_label(bars, labels=[f"{value:,.0f}" for value in values], fontsize=8)
-    ideal = result.config.num_processes * rows[0]["samples_per_s"]
+    ideal = result.config.num_ranks * rows[0]["samples_per_s"]
     axis.axhline(ideal, color="black", linestyle="--", linewidth=1, label="ideal: cores x serial")
     axis.set_ylabel("training samples / s (median step)")
     axis.set_title(f"axes of parallelism: {result.config.model} on {result.config.data}")
