@@ -27,11 +27,11 @@ OVERHEAD_S = 1e-3  # per micro-batch per stage
 
 def fake_partition(spec: RunSpec) -> Partition:
     costs = UNIT_MS[spec.model]
-    if spec.num_stages > len(costs):
-        raise PartitionError(f"{spec.num_stages} stages but {spec.model} has {len(costs)} units")
+    if spec.num_ranks > len(costs):
+        raise PartitionError(f"{spec.num_ranks} stages but {spec.model} has {len(costs)} units")
     if needs_profile(spec.partition):
-        return balanced_partition(costs, spec.num_stages)
-    return partition_for(spec.partition, num_stages=spec.num_stages, num_units=len(costs))
+        return balanced_partition(costs, spec.num_ranks)
+    return partition_for(spec.partition, num_stages=spec.num_ranks, num_units=len(costs))
 
 
 def stage_seconds(spec: RunSpec, boundaries: Sequence[int]) -> list[float]:

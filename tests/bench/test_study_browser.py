@@ -25,7 +25,7 @@ def test_the_microbatches_page_shows_its_sections_and_plots(tmp_path: Path) -> N
     settings = MicrobatchesSettings(
         model="dummy16",
         input_shape=(1, 8, 8),
-        num_stages=(2,),
+        num_ranks=(2,),
         microbatches=(1, 2, 4, 8),
         batch_size=16,
         partition="equal-load",

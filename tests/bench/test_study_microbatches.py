@@ -22,7 +22,7 @@ def _settings(**changes: object) -> MicrobatchesSettings:
     values: dict[str, object] = {
         "model": "dummy16",
         "input_shape": (1, 8, 8),
-        "num_stages": (1, 4),
+        "num_ranks": (1, 4),
         "microbatches": (1, 2, 4, 8, 16, 32),
         "batch_size": 64,
         "partition": "equal-load",
@@ -53,7 +53,7 @@ def test_cells_sweep_stages_then_microbatches_on_one_minibatch() -> None:
         ({"microbatches": ()}, "--microbatches is empty"),
         ({"partition": "zigzag"}, "unknown partition 'zigzag'"),
         ({"partition": "0,8,16"}, "has 2 stages but --stages is 1,4"),
-        ({"num_stages": (0,)}, "--stages must all be >= 1"),
+        ({"num_ranks": (0,)}, "--stages must all be >= 1"),
     ],
 )
 def test_bad_settings_are_one_line_errors(changes: dict[str, object], message: str) -> None:
@@ -62,7 +62,7 @@ def test_bad_settings_are_one_line_errors(changes: dict[str, object], message: s
 
 
 def test_explicit_boundaries_are_checked_against_the_model(tmp_path: Path) -> None:
-    settings = _settings(num_stages=(2,), partition="0,8,17")
+    settings = _settings(num_ranks=(2,), partition="0,8,17")
     with pytest.raises(PartitionError, match="end at 17 but the model has 16 units"):
         run_microbatches_study(settings, tmp_path, measure=FakePipeline(), quiet=True)
 
@@ -114,7 +114,7 @@ def test_the_optimum_m_and_the_report(tmp_path: Path) -> None:
 def test_a_failed_cell_is_reported_and_the_rest_still_run(tmp_path: Path) -> None:
     pipeline = FakePipeline(fail_scheme="equal-load")
     outcome = run_microbatches_study(
-        _settings(num_stages=(2,), microbatches=(1, 2)), tmp_path, measure=pipeline, quiet=True
+        _settings(num_ranks=(2,), microbatches=(1, 2)), tmp_path, measure=pipeline, quiet=True
     )
     assert len(outcome.failed) == 2
     markdown = (tmp_path / "report.md").read_text()
@@ -125,10 +125,10 @@ def test_a_cost_aware_partition_is_chosen_once_per_number_of_stages(tmp_path: Pa
     asked: list[tuple[int, int]] = []
 
     def resolve(spec: RunSpec) -> tuple[int, ...]:
-        asked.append((spec.num_stages, spec.num_microbatches))
-        return tuple(16 * i // spec.num_stages for i in range(spec.num_stages + 1))
+        asked.append((spec.num_ranks, spec.num_microbatches))
+        return tuple(16 * i // spec.num_ranks for i in range(spec.num_ranks + 1))
 
-    settings = _settings(partition="auto", num_stages=(2, 4), microbatches=(2, 8))
+    settings = _settings(partition="auto", num_ranks=(2, 4), microbatches=(2, 8))
     pipeline = FakePipeline()
     run_microbatches_study(
         settings, tmp_path / "fixed", measure=pipeline, resolve=resolve, quiet=True
@@ -140,7 +140,7 @@ def test_a_cost_aware_partition_is_chosen_once_per_number_of_stages(tmp_path: Pa
     asked.clear()
     again = FakePipeline()
     run_microbatches_study(
-        _settings(partition="auto", repartition=True, num_stages=(2,), microbatches=(2, 8)),
+        _settings(partition="auto", repartition=True, num_ranks=(2,), microbatches=(2, 8)),
         tmp_path / "per-m",
         measure=again,
         resolve=resolve,

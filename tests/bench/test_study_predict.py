@@ -17,7 +17,7 @@ def _spec(**changes: object) -> RunSpec:
         "num_classes": 10,
         "batch_size": 16,
         "num_microbatches": 4,
-        "num_stages": 2,
+        "num_ranks": 2,
         "partition": "auto",
         "schedule": "gpipe",
         "steps": 1,

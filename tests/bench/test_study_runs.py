@@ -16,7 +16,7 @@ def _spec(**changes: object) -> RunSpec:
         "num_classes": 10,
         "batch_size": 8,
         "num_microbatches": 2,
-        "num_stages": 2,
+        "num_ranks": 2,
         "partition": "equal-load",
         "schedule": "gpipe",
         "steps": 3,
@@ -91,4 +91,4 @@ def test_too_few_reported_steps_is_an_error() -> None:
         )
 
     with pytest.raises(ConfigError, match="reported 1 timed steps"):
-        measure_cell(_spec(num_stages=1), short, repeats=2)
+        measure_cell(_spec(num_ranks=1), short, repeats=2)

@@ -22,7 +22,7 @@ def _settings(**changes: object) -> ScalingSettings:
     values: dict[str, object] = {
         "model": "dummy16",
         "input_shape": (1, 8, 8),
-        "num_stages": (4, 1, 2),
+        "num_ranks": (4, 1, 2),
         "batch_size": 32,
         "num_microbatches": 8,
         "partition": "equal-load",
@@ -35,20 +35,20 @@ def _settings(**changes: object) -> ScalingSettings:
 
 def test_stages_are_sorted_and_every_cell_runs_the_same_minibatch() -> None:
     settings = _settings()
-    assert settings.num_stages == (1, 2, 4)
+    assert settings.num_ranks == (1, 2, 4)
     specs = [scaling_spec(settings, cell) for cell in scaling_cells(settings)]
-    assert [s.num_stages for s in specs] == [1, 2, 4]
+    assert [s.num_ranks for s in specs] == [1, 2, 4]
     assert {(s.batch_size, s.num_microbatches) for s in specs} == {(32, 8)}
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"num_stages": (2,)}, "scaling needs at least two numbers of stages"),
+        ({"num_ranks": (2,)}, "scaling needs at least two numbers of stages"),
         ({"partition": "0,8,16"}, "needs a partition name"),
         ({"batch_size": 30}, "does not split into 8 equal micro-batches"),
         ({"model": "no-such-model"}, "unknown model"),
-        ({"num_stages": (1, 16)}, "1f1b needs at least as many micro-batches as stages"),
+        ({"num_ranks": (1, 16)}, "1f1b needs at least as many micro-batches as stages"),
     ],
 )
 def test_bad_settings_are_one_line_errors(changes: dict[str, object], message: str) -> None:
@@ -60,7 +60,7 @@ def test_bad_settings_are_one_line_errors(changes: dict[str, object], message: s
 def test_more_stages_than_units_fails_first(tmp_path: Path) -> None:
     with pytest.raises(PartitionError, match="too few for 32 stages"):
         run_scaling_study(
-            _settings(num_stages=(1, 32), schedule="gpipe"),
+            _settings(num_ranks=(1, 32), schedule="gpipe"),
             tmp_path,
             measure=FakePipeline(),
             quiet=True,
@@ -68,7 +68,7 @@ def test_more_stages_than_units_fails_first(tmp_path: Path) -> None:
 
 
 def test_speedups_against_the_smallest_number_of_stages(tmp_path: Path) -> None:
-    settings = _settings(num_stages=(2, 4, 8))
+    settings = _settings(num_ranks=(2, 4, 8))
     outcome = run_scaling_study(
         settings, tmp_path, measure=FakePipeline(), predict=FakePredictor(), quiet=True
     )

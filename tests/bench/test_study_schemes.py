@@ -26,7 +26,7 @@ def _settings(**changes: object) -> SchemesSettings:
         "models": ("lenet5", "mlp"),
         "batch_sizes": (1, 4),
         "schemes": ("equal-load", "front-heavy", "end-heavy", "auto"),
-        "num_stages": 2,
+        "num_ranks": 2,
         "num_microbatches": 2,
         "input_shape": (1, 28, 28),
         "repeats": 3,
@@ -59,7 +59,7 @@ def test_defaults_are_every_named_scheme_plus_auto() -> None:
         ({"schemes": ("zigzag",)}, ConfigError, "unknown scheme 'zigzag' in --schemes"),
         ({"batch_sizes": (4, 0)}, ConfigError, "must all be >= 1"),
         ({"batch_sizes": (2, 2)}, ConfigError, "repeat a value"),
-        ({"num_stages": 1}, ConfigError, "at least 2 stages"),
+        ({"num_ranks": 1}, ConfigError, "at least 2 stages"),
         ({"schedule": "round-robin"}, ConfigError, "unknown schedule 'round-robin'"),
         ({"repeats": 0}, ConfigError, "--repeats must be >= 1"),
         ({"input_shape": (1, 0, 28)}, ConfigError, "must be positive sizes"),
@@ -77,7 +77,7 @@ def test_more_stages_than_units_fails_before_any_cell(tmp_path: Path) -> None:
     pipeline = FakePipeline()
     with pytest.raises(PartitionError, match="lenet5 has 5 units, too few for 6 stages"):
         run_schemes_study(
-            _settings(num_stages=6, num_microbatches=6), tmp_path, measure=pipeline, quiet=True
+            _settings(num_ranks=6, num_microbatches=6), tmp_path, measure=pipeline, quiet=True
         )
     assert pipeline.calls == []
 
@@ -96,7 +96,7 @@ def test_the_study_records_every_cell_and_resumes(tmp_path: Path) -> None:
     assert record["step_time_s"]["num_runs"] == 3
     assert record["prediction"]["step_time_s"] > 0
     header = StudyStore(tmp_path).header()
-    assert header["kind"] == "schemes" and header["settings"]["num_stages"] == 2
+    assert header["kind"] == "schemes" and header["settings"]["num_ranks"] == 2
     assert header["machine"]["torch"]
 
     again = FakePipeline()

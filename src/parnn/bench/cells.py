@@ -44,8 +44,10 @@ __all__ = [
     "run_here",
 ]
 
-RENAMED_SETTINGS = {"num_processes": "num_ranks"}
-"""Study settings under their old names (studies written before the rename) -> new."""
+RENAMED_SETTINGS = {"num_processes": "num_ranks", "num_stages": "num_ranks"}
+"""Study settings under their old names (studies written before the rename) -> new:
+``study axes``' processes and the pipeline studies' stages, both ranks. No study setting
+counts model pieces (every pipeline study runs one stage per rank)."""
 
 STUDY_FILE = "study.json"
 CELLS_FILE = "cells.jsonl"

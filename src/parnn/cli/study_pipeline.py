@@ -296,7 +296,7 @@ def schemes(**options: Any) -> None:
         schemes=parse_name_list(options["scheme_names"], "--schemes")
         if options["scheme_names"]
         else DEFAULT_SCHEMES,
-        num_stages=options["stages"],
+        num_ranks=options["stages"],
         num_microbatches=options["microbatches"],
         **_common(options),
     )
@@ -373,7 +373,7 @@ def microbatches(**options: Any) -> None:
 
     settings = MicrobatchesSettings(
         model=options["model"],
-        num_stages=parse_int_list(options["stages"], "--stages"),
+        num_ranks=parse_int_list(options["stages"], "--stages"),
         microbatches=parse_int_list(options["microbatches"], "--microbatches"),
         batch_size=options["batch_size"],
         partition=options["partition"],
@@ -447,7 +447,7 @@ def scaling(**options: Any) -> None:
 
     settings = ScalingSettings(
         model=options["model"],
-        num_stages=parse_int_list(options["stages"], "--stages"),
+        num_ranks=parse_int_list(options["stages"], "--stages"),
         batch_size=options["batch_size"],
         num_microbatches=options["microbatches"],
         partition=options["partition"],

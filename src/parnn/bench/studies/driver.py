@@ -87,7 +87,7 @@ def run_study(
 
         def cores(cell: Cell) -> int:
             spec = spec_of(cell)
-            return spec.num_stages * spec.threads
+            return spec.num_ranks * spec.threads
 
         executor = DaskCells(cluster, cores=cores)
     records = store.run(

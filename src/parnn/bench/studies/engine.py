@@ -38,7 +38,7 @@ def pipeline_config(spec: RunSpec) -> PipelineConfig:
         data="synthetic",
         input_shape=tuple(spec.input_shape),
         num_samples=num_samples,
-        num_ranks=spec.num_stages,
+        num_ranks=spec.num_ranks,
         partition=spec.partition,
         schedule=spec.schedule,
         num_microbatches=spec.num_microbatches,
@@ -88,7 +88,7 @@ def resolve_boundaries(spec: RunSpec, *, cache_dir: str | Path | None) -> tuple[
     partition = resolve_partition(
         spec.partition,
         model=spec.model,
-        num_stages=spec.num_stages,
+        num_stages=spec.num_ranks,
         batch_size=spec.batch_size,
         num_microbatches=spec.num_microbatches,
         schedule=spec.schedule,

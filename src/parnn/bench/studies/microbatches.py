@@ -54,8 +54,9 @@ class MicrobatchesSettings(RunSettings):
     schedule: str = "gpipe"
     model: str = "vgg16"
     """The model (zoo name or user spec)."""
-    num_stages: tuple[int, ...] = (4,)
-    """Pipeline stages; 1 shows what micro-batching costs without any overlap."""
+    num_ranks: tuple[int, ...] = (4,)
+    """Pipeline ranks (``--stages``; one stage each); 1 shows what micro-batching costs
+    without any overlap."""
     microbatches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     """Micro-batches per step (each must divide the batch size)."""
     batch_size: int = 32
@@ -71,7 +72,7 @@ class MicrobatchesSettings(RunSettings):
     def __post_init__(self) -> None:
         self.check_run_settings()
         check_model_name(self.model)
-        self.num_stages = check_positive_list("--stages", self.num_stages, "--stages")
+        self.num_ranks = check_positive_list("--stages", self.num_ranks, "--stages")
         self.microbatches = check_positive_list(
             "--microbatches", self.microbatches, "--microbatches"
         )
@@ -85,15 +86,15 @@ class MicrobatchesSettings(RunSettings):
                 f"micro-batches: every --microbatches value must divide it; try --batch-size "
                 f"{fit * max(1, round(self.batch_size / fit))}"
             )
-        check_partition(self.partition, self.num_stages)
+        check_partition(self.partition, self.num_ranks)
 
-        check_pipeline_shape(self.schedule, self.num_stages, self.microbatches)
+        check_pipeline_shape(self.schedule, self.num_ranks, self.microbatches)
 
 
 def microbatches_cells(settings: MicrobatchesSettings) -> list[Cell]:
     return [
         Cell({"stages": stages, "microbatches": m})
-        for stages in settings.num_stages
+        for stages in settings.num_ranks
         for m in settings.microbatches
     ]
 
@@ -112,7 +113,7 @@ def microbatches_spec(
         num_classes=SYNTHETIC_CLASSES,
         batch_size=settings.batch_size,
         num_microbatches=int(cell.key["microbatches"]),
-        num_stages=int(cell.key["stages"]),
+        num_ranks=int(cell.key["stages"]),
         partition=settings.partition if partition is None else partition,
         schedule=settings.schedule,
         steps=settings.steps,
@@ -142,12 +143,12 @@ def run_microbatches_study(
     from parnn.bench.studies.microbatches_report import build_microbatches_report
 
     units = model_units(settings.model, settings.input_shape, SYNTHETIC_CLASSES)
-    check_stages_fit(settings.model, settings.num_stages, units)
-    check_partition(settings.partition, settings.num_stages, units)
+    check_stages_fit(settings.model, settings.num_ranks, units)
+    check_partition(settings.partition, settings.num_ranks, units)
     fixed: dict[int, str] = {}
     if resolve is not None and needs_profile(settings.partition) and not settings.repartition:
         reference = min(settings.microbatches)
-        for stages in settings.num_stages:
+        for stages in settings.num_ranks:
             cell = Cell({"stages": stages, "microbatches": reference})
             boundaries = resolve(microbatches_spec(settings, cell))
             fixed[stages] = ",".join(str(b) for b in boundaries)

@@ -70,7 +70,7 @@ class SimulatorPredictor:
             Partition(tuple(boundaries)),
             profile_for=self._source(spec),
             batch_size=spec.batch_size,
-            num_stages=spec.num_stages,
+            num_stages=spec.num_ranks,
             schedule=spec.schedule,
             num_microbatches=m,
         )

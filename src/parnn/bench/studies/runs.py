@@ -51,8 +51,8 @@ class RunSpec:
     """Samples per training step (the mini-batch, split into ``num_microbatches``)."""
     num_microbatches: int
     """Micro-batches per step."""
-    num_stages: int
-    """Pipeline stages, one process each."""
+    num_ranks: int
+    """Pipeline ranks, one process and one stage each."""
     partition: str
     """Scheme name, balancer name ('auto', ...) or explicit boundaries '0,5,9,16'."""
     schedule: str
@@ -67,7 +67,7 @@ class RunSpec:
     """Seed of weights and data."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "num_microbatches", "num_stages", "steps", "threads"):
+        for name in ("batch_size", "num_microbatches", "num_ranks", "steps", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:

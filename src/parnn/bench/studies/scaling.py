@@ -42,8 +42,9 @@ class ScalingSettings(RunSettings):
 
     model: str = "vgg16"
     """The model (zoo name or user spec)."""
-    num_stages: tuple[int, ...] = (1, 2, 4)
-    """Numbers of stages to compare; the smallest is the baseline (1: no pipeline)."""
+    num_ranks: tuple[int, ...] = (1, 2, 4)
+    """Numbers of pipeline ranks (``--stages``; one stage each) to compare; the smallest is
+    the baseline (1: no pipeline)."""
     batch_size: int = 32
     """Samples per training step."""
     num_microbatches: int = 4
@@ -54,11 +55,11 @@ class ScalingSettings(RunSettings):
     def __post_init__(self) -> None:
         self.check_run_settings()
         check_model_name(self.model)
-        stages = check_positive_list("--stages", self.num_stages, "--stages")
-        self.num_stages = tuple(sorted(stages))
-        if len(self.num_stages) < 2:
+        stages = check_positive_list("--stages", self.num_ranks, "--stages")
+        self.num_ranks = tuple(sorted(stages))
+        if len(self.num_ranks) < 2:
             raise ConfigError(
-                f"--stages {self.num_stages[0]}: scaling needs at least two numbers of stages, "
+                f"--stages {self.num_ranks[0]}: scaling needs at least two numbers of stages, "
                 "e.g. --stages 1,2,4"
             )
         if self.batch_size < 1 or self.num_microbatches < 1:
@@ -76,13 +77,13 @@ class ScalingSettings(RunSettings):
                 f"--partition {self.partition!r}: scaling over several numbers of stages needs "
                 f"a partition name ({', '.join(PARTITION_NAMES)}), not explicit boundaries"
             )
-        check_partition(self.partition, self.num_stages)
+        check_partition(self.partition, self.num_ranks)
 
-        check_pipeline_shape(self.schedule, self.num_stages, [self.num_microbatches])
+        check_pipeline_shape(self.schedule, self.num_ranks, [self.num_microbatches])
 
 
 def scaling_cells(settings: ScalingSettings) -> list[Cell]:
-    return [Cell({"stages": stages}) for stages in settings.num_stages]
+    return [Cell({"stages": stages}) for stages in settings.num_ranks]
 
 
 def scaling_spec(settings: ScalingSettings, cell: Cell) -> RunSpec:
@@ -92,7 +93,7 @@ def scaling_spec(settings: ScalingSettings, cell: Cell) -> RunSpec:
         num_classes=SYNTHETIC_CLASSES,
         batch_size=settings.batch_size,
         num_microbatches=settings.num_microbatches,
-        num_stages=int(cell.key["stages"]),
+        num_ranks=int(cell.key["stages"]),
         partition=settings.partition,
         schedule=settings.schedule,
         steps=settings.steps,
@@ -116,7 +117,7 @@ def run_scaling_study(
     from parnn.bench.studies.scaling_report import build_scaling_report
 
     units = model_units(settings.model, settings.input_shape, SYNTHETIC_CLASSES)
-    check_stages_fit(settings.model, settings.num_stages, units)
+    check_stages_fit(settings.model, settings.num_ranks, units)
     return run_study(
         KIND,
         settings,

@@ -56,8 +56,8 @@ class SchemesSettings(RunSettings):
     """Samples per micro-batch (the write-up's batch size; it used 1, 2, 4, 8, 16)."""
     schemes: tuple[str, ...] = DEFAULT_SCHEMES
     """Partitions to compare: scheme names, 'auto' or other balancers."""
-    num_stages: int = 4
-    """Pipeline stages (one process each)."""
+    num_ranks: int = 4
+    """Pipeline ranks (``--stages``; one process and one stage each)."""
     num_microbatches: int = 4
     """Micro-batches (batches) pipelined per training step."""
     steps: int = 1
@@ -84,14 +84,14 @@ class SchemesSettings(RunSettings):
                 )
         if len(set(self.schemes)) != len(self.schemes):
             raise ConfigError(f"--schemes repeats a scheme: {', '.join(self.schemes)}")
-        if self.num_stages < 2:
+        if self.num_ranks < 2:
             raise ConfigError(
-                f"--stages {self.num_stages}: comparing partitions needs at least 2 stages"
+                f"--stages {self.num_ranks}: comparing partitions needs at least 2 stages"
             )
         if self.num_microbatches < 1:
             raise ConfigError(f"--microbatches must be >= 1, got {self.num_microbatches}")
 
-        check_pipeline_shape(self.schedule, [self.num_stages], [self.num_microbatches])
+        check_pipeline_shape(self.schedule, [self.num_ranks], [self.num_microbatches])
 
 
 def schemes_cells(settings: SchemesSettings) -> list[Cell]:
@@ -112,7 +112,7 @@ def schemes_spec(settings: SchemesSettings, cell: Cell) -> RunSpec:
         num_classes=SYNTHETIC_CLASSES,
         batch_size=int(cell.key["batch_size"]) * m,
         num_microbatches=m,
-        num_stages=settings.num_stages,
+        num_ranks=settings.num_ranks,
         partition=str(cell.key["scheme"]),
         schedule=settings.schedule,
         steps=settings.steps,
@@ -137,7 +137,7 @@ def run_schemes_study(
 
     for model in settings.models:
         units = model_units(model, settings.input_shape, SYNTHETIC_CLASSES)
-        check_stages_fit(model, [settings.num_stages], units)
+        check_stages_fit(model, [settings.num_ranks], units)
     return run_study(
         KIND,
         settings,

@@ -469,7 +469,7 @@ def build_schemes_report(data: StudyData) -> Report:
     notes = [
         size_note(settings, records),
         f"A cell's batch size is the size of each micro-batch; a step pipelines "
-        f"{settings.get('num_microbatches')} of them over {settings.get('num_stages')} stages "
+        f"{settings.get('num_microbatches')} of them over {settings.get('num_ranks')} stages "
         f"with the {settings.get('schedule')} schedule.",
     ]
     sections.append(settings_section(settings, notes))
