@@ -110,3 +110,21 @@ def test_bad_arguments_are_one_line_errors(data: ArrayDataset, tmp_path: Path) -
     with pytest.raises(ConfigError, match="unknown AsyncKFold option"):
         AsyncKFold(2, data, tmp_path, None, 32, wokers=2)
     assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_kfold_config_nests_the_shared_settings() -> None:
+    from parnn.jobs.config import KFoldConfig
+    from parnn.train import OptimizerConfig, TrainConfig
+
+    config = KFoldConfig.of(folds=3, batch_size=16, steps=4, threads=2, seed=5)
+    assert (config.folds, config.threads) == (3, 2)
+    assert (config.train.batch_size, config.train.steps, config.train.seed) == (16, 4, 5)
+    assert config.train.optimizer == OptimizerConfig(name="adam", lr=0.003)  # jobs' default
+    # AsyncKFold's trainer_params change a copy, shared and own settings alike
+    changed = config.replace(epochs=1, steps=None, print_frequency=5)
+    assert (changed.train.epochs, changed.train.steps, changed.print_frequency) == (1, None, 5)
+    assert config.train.steps == 4
+    shared = KFoldConfig(folds=2, train=TrainConfig(batch_size=8, threads=None))
+    assert shared.threads == 1
+    with pytest.raises(ConfigError, match="batch size 0 must be > 0"):
+        KFoldConfig.of(batch_size=0)
