@@ -156,3 +156,13 @@ def test_training_learns_and_steps_mode_may_stop_mid_epoch() -> None:
     assert result.final is not None and result.final.loss < before.loss
     assert result.history[-1].complete is False and result.history[-1].step == 40
     assert [r.step for r in result.step_log] == list(range(1, 41))
+
+
+def test_train_config_round_trips_and_reads_an_engines_flat_keys() -> None:
+    from parnn.train import OptimizerConfig
+
+    config = TrainConfig(steps=5, batch_size=16, optimizer=OptimizerConfig(name="adam", lr=0.01))
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    # an engine config's JSON before the nesting: flat, with the engine's own keys beside
+    flat = {"num_ranks": 2, "schedule": "gpipe", "batch_size": 16, "steps": 5, "seed": 3}
+    assert TrainConfig.from_dict(flat) == TrainConfig(batch_size=16, steps=5, seed=3)

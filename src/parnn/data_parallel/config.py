@@ -129,7 +129,9 @@ class DataParallelConfig:
     engine_optimizer: bool = False
     """Replace ``train.optimizer`` by the engine's defaults (:data:`ENGINE_DEFAULTS`: SGD lr
     0.05, momentum 0.9; Hogwild momentum 0.7): what :meth:`of` sets when it is given no
-    optimizer, so that a copy for another engine (``--compare``) takes that engine's."""
+    optimizer, so that a copy for another engine (``--compare``) takes that engine's. Left
+    False (built directly), ``train.optimizer`` is used as given: DATA_PARALLEL_TRAIN's is
+    ddp's, not Hogwild's."""
     per_process_batch: bool = False
     """``batch_size`` is each rank's batch; the global batch is batch_size x num_ranks."""
     accumulate_steps: int = 1
