@@ -89,14 +89,6 @@ def test_nothing_imports_a_layer_above_it_and_engines_do_not_import_each_other()
     assert wrong == []
 
 
-KNOWN_CIRCLES = [
-    ["parnn.pipeline.asynchronous", "parnn.pipeline.worker"],
-]
-"""Module circles inside one package that predate this test; the split of the pipeline
-worker (issue #11) removes the last, and then this list. (The simulators' values moved to
-partition/timeline.py, which removed partition/simulate <-> simulate_async.)"""
-
-
 def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected components of more than one node (Tarjan)."""
     index: dict[str, int] = {}
@@ -150,4 +142,4 @@ def test_no_modules_import_each_other() -> None:
             inside = name.startswith(f"{module}.") or module.startswith(f"{name}.")
             if not inside:
                 graph[module].add(name)
-    assert [circle for circle in _circles(graph) if circle not in KNOWN_CIRCLES] == []
+    assert _circles(graph) == []

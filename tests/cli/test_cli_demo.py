@@ -65,6 +65,15 @@ def test_demo_plans_verifies_every_axis_and_names_the_measured_winner(tmp_path: 
     assert len(records) == 1 + len(axes)
     again = run_demo(DemoSettings(epochs=1, cache_dir=cache), out, quiet=True)
     assert again["axes"] == axes and StudyStore(out).records() == records
+    # ... and so does the command (`make run` twice): no refusal, nothing runs again
+    rerun = CliRunner().invoke(
+        cli,
+        ["demo", "--out", str(out), "--epochs", "1", "--cache-dir", str(cache), "--json",
+         "--quiet"],
+    )  # fmt: skip
+    assert rerun.exit_code == 0, rerun.output
+    assert json.loads(rerun.output.strip().splitlines()[-1])["axes"] == axes
+    assert StudyStore(out).records() == records
     (out / "report.md").unlink()
     rendered = CliRunner().invoke(cli, ["report", str(out), "--json"])
     assert rendered.exit_code == 0, rendered.output

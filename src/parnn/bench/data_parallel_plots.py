@@ -1,20 +1,43 @@
 """Plots of data-parallel runs, rendered from their results: loss against wall time and
 against samples, CPU utilisation over time, throughput bars (``parnn dp`` and its
-``--compare``)."""
+``--compare``). A plot takes live results or runs read back from a study's store alike
+(anything shaped as :class:`PlottedRun`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 
-from parnn.data_parallel.result import DataParallelResult  # noqa: E402
+from parnn.data_parallel.result import DataParallelResult, LossCurve  # noqa: E402
+from parnn.monitor import CpuTrace  # noqa: E402
 
-__all__ = ["plot_cpu", "plot_loss", "plot_run", "plot_throughput", "smooth"]
+__all__ = ["PlottedRun", "plot_cpu", "plot_loss", "plot_run", "plot_throughput", "smooth"]
+
+
+class PlottedRun(Protocol):
+    """What the plots read of a run: a :class:`DataParallelResult`, or a comparison's run
+    read back from its store (:class:`parnn.bench.studies.compare_report.ComparedRun`)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def data(self) -> str: ...
+    @property
+    def samples_per_s(self) -> float: ...
+    @property
+    def curve(self) -> LossCurve: ...
+    @property
+    def cpu(self) -> CpuTrace | None: ...
+    @property
+    def cpu_summary(self) -> Mapping[str, Any]: ...
 
 
 def smooth(values: Sequence[float], window: int) -> list[float]:
@@ -29,7 +52,7 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def plot_loss(runs: Sequence[DataParallelResult], path: Path, *, x_axis: str = "time") -> Path:
+def plot_loss(runs: Sequence[PlottedRun], path: Path, *, x_axis: str = "time") -> Path:
     """Training loss (moving average over ~2% of the steps) against seconds or samples."""
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     for run in runs:
@@ -51,7 +74,7 @@ def plot_loss(runs: Sequence[DataParallelResult], path: Path, *, x_axis: str = "
     return path
 
 
-def plot_cpu(runs: Sequence[DataParallelResult], path: Path) -> Path:
+def plot_cpu(runs: Sequence[PlottedRun], path: Path) -> Path:
     """One panel per run: each core (thin), their mean (bold) and this job's share (dashed)."""
     panels = [run for run in runs if run.cpu is not None]
     figure, axes = plt.subplots(
@@ -93,7 +116,7 @@ def plot_run(result: DataParallelResult, out: Path) -> dict[str, str]:
     }
 
 
-def plot_throughput(runs: Sequence[DataParallelResult], path: Path) -> Path:
+def plot_throughput(runs: Sequence[PlottedRun], path: Path) -> Path:
     """Training samples per second of each run."""
     figure, axis = plt.subplots(figsize=(7.5, 3.5))
     labels = [run.label for run in runs]
@@ -109,5 +132,5 @@ def plot_throughput(runs: Sequence[DataParallelResult], path: Path) -> Path:
     return path
 
 
-def _subject(runs: Sequence[DataParallelResult]) -> str:
+def _subject(runs: Sequence[PlottedRun]) -> str:
     return f"{runs[0].model} on {runs[0].data}" if runs else ""

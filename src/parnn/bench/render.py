@@ -25,6 +25,8 @@ REPORTS: dict[str, str] = {
     "demo": "parnn.bench.studies.demo_report:build_demo_report",
     "batch-scaling": "parnn.bench.studies.batch_scaling_report:build_batch_scaling_report",
     "axes": "parnn.bench.studies.axes_report:build_axes_report",
+    "dp-compare": "parnn.bench.studies.compare_report:build_compare_report",
+    "pipedream": "parnn.bench.studies.pipedream_report:build_pipedream_report",
 }
 """Study kind -> its report builder ('module:function', imported when needed)."""
 

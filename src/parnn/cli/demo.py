@@ -28,7 +28,7 @@ from rich import box
 from rich.table import Table
 
 from parnn.cli._options import emit, json_option, quiet_option, seed_option
-from parnn.outdir import check_out_dir
+from parnn.outdir import Resumes, check_out_dir
 from parnn.progress import stdout_console
 
 __all__ = ["COMMANDS", "demo_command", "render_demo"]
@@ -57,7 +57,11 @@ EPOCHS = 3  # parnn.bench.studies.demo.EPOCHS, written out so that --help import
     default=None,
     help="Where the plan's profiles and machine measurements are cached [default: ~/.cache/parnn].",
 )
-@click.option("--overwrite", is_flag=True, help="Write over an earlier demo in --out.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Run afresh over an earlier demo in --out (without it, running again resumes it).",
+)
 @seed_option
 @json_option
 @quiet_option
@@ -71,7 +75,12 @@ def demo_command(
     quiet: bool,
 ) -> None:
     """Plan LeNet-5 on the bundled digits for this machine, then run every axis's best."""
-    check_out_dir(out, overwrite=overwrite)
+    from parnn.bench.cells import STUDY_FILE
+
+    # Running again into an earlier demo resumes it (a finished one re-renders at once,
+    # as every study does); --overwrite runs it afresh.
+    resumes = Resumes.RERUN if (out / STUDY_FILE).exists() else Resumes.NEVER
+    check_out_dir(out, resumes=resumes, overwrite=overwrite)
     from parnn.bench.studies.demo import DemoSettings, run_demo
 
     payload = run_demo(

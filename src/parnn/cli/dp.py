@@ -17,6 +17,9 @@ samples_per_s, train_s, speedup_vs_1_thread, speedup_vs_all_cores,
 share_of_independent (null unless ``independent`` ran), accuracy,
 accuracy_delta_points, final_train_loss, cpu_total_percent, cpu_process_percent,
 peak_rss_mib), runs, files, machine.
+
+``--compare`` is a study (:mod:`parnn.bench.studies.compare`): each engine's run is a cell
+of its store in ``--out``, a re-run resumes it, and ``parnn report DIR`` renders it.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from parnn.errors import ConfigError, ParnnWarning
 from parnn.progress import stderr_console, stdout_console
 
 if TYPE_CHECKING:  # torch and the engines are imported when a command runs, not at --help
-    from parnn.data_parallel.result import DataParallelResult
+    from parnn.bench.studies.compare_report import ComparedRun
 
 __all__ = ["COMMANDS", "dp"]
 
@@ -223,7 +226,12 @@ def _default_out() -> Path:
 @click.option("--no-pin", is_flag=True, help="Do not pin the workers to cores.")
 @seed_option
 @out_option
-@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write over an earlier run in --out (--compare: start the comparison there afresh; "
+    "re-running the same command otherwise resumes it).",
+)
 @json_option
 @quiet_option
 def dp(**options: Any) -> None:
@@ -334,14 +342,13 @@ def _launcher_world_size() -> int | None:
     return mpi.size if mpi is not None and mpi.size > 1 else None
 
 
-def _announcer(options: dict[str, Any]) -> Callable[[DataParallelResult], None]:
+def _announcer(options: dict[str, Any]) -> Callable[[ComparedRun], None]:
     """Prints one line per finished run of --compare on stderr (not with --json/--quiet)."""
 
-    def announce(result: DataParallelResult) -> None:
+    def announce(run: ComparedRun) -> None:
         if not options["quiet"] and not options["as_json"]:
             stderr_console.print(
-                f"{result.label}: {result.samples_per_s:,.0f} samples/s, "
-                f"val acc {_percent(result.val.accuracy if result.val else None)}"
+                f"{run.label}: {run.samples_per_s:,.0f} samples/s, val acc {_percent(run.accuracy)}"
             )
 
     return announce

@@ -10,6 +10,10 @@ pipedream_vs_1f1b, pipedream_vs_1f1b_per_repeat, pipedream_vs_1f1b_whole_run, ru
 accuracy (label, partition, curves {name: points (epoch, samples, train_s, val_accuracy),
 final_accuracy, time_to_target_s, epochs_to_target, accuracy_minus_sync_points,
 time_to_target_vs_sync}), load_average_end, machine, file.
+
+The study runs on the one store in ``--out`` (``study.json``, ``cells.jsonl``: one cell per
+prediction, throughput run and accuracy side): re-running the same command resumes it,
+other settings there are refused, and ``parnn report DIR`` renders its report.
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ __all__ = ["pipedream"]
     "--parts", default="throughput,predict,accuracy", show_default=True, help="What to run."
 )
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/pipedream"))
-@click.option("--overwrite", is_flag=True, help="Write over an earlier study in --out.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start afresh over an earlier study in --out (re-running otherwise resumes it).",
+)
 @json_option
 @quiet_option
 def pipedream(
@@ -55,10 +63,14 @@ def pipedream(
 ) -> None:
     """PipeDream (asynchronous, weight stashing) vs gpipe and 1f1b: throughput on the same
     partition and micro-batch size, and validation accuracy against time on LeNet-5."""
-    from parnn.bench.studies.pipedream import PipeDreamStudyConfig, run_pipedream_study
+    from parnn.bench.cells import STUDY_FILE, StudyStore
+    from parnn.bench.studies.pipedream import (
+        RESULT_FILE,
+        PipeDreamStudyConfig,
+        run_pipedream_study,
+    )
     from parnn.errors import ConfigError
-    from parnn.outdir import check_out_dir
-    from parnn.results import write_json
+    from parnn.outdir import Resumes, check_out_dir
 
     try:
         depths = tuple(int(v) for v in stages.split(","))
@@ -74,12 +86,20 @@ def pipedream(
         models=tuple(m.strip() for m in models.split(",") if m.strip()),
         parts=tuple(p.strip() for p in parts.split(",") if p.strip()),
     )
-    check_out_dir(out, overwrite=overwrite)
+    # an earlier study here resumes (re-running skips its finished cells); anything else
+    # needs --overwrite
+    resumes = Resumes.RERUN if (out / STUDY_FILE).exists() else Resumes.NEVER
+    check_out_dir(out, resumes=resumes, overwrite=overwrite)
+    if overwrite:
+        StudyStore(out).clear()
     silent = quiet or as_json
     result = run_pipedream_study(
-        config, report=None if silent else lambda line: stderr_console.print(line)
+        config,
+        report=None if silent else lambda line: stderr_console.print(line),
+        out=out,
+        quiet=silent,
     )
-    path = write_json(out / "pipedream.json", result)
+    path = out / RESULT_FILE
     payload = {"command": "study pipedream", **result, "file": str(path)}
 
     def render() -> None:

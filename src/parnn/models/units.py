@@ -7,6 +7,7 @@ one tensor and returns one tensor, so any contiguous run of units is a valid sta
 
 from __future__ import annotations
 
+import math
 import operator
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -155,15 +156,116 @@ def output_shape(
 ) -> tuple[int, ...] | None:
     """Shape of one sample after ``make(input_shape)``, or None when the input is too small.
 
-    The module is built and run on the ``meta`` device: no memory, no arithmetic.
+    The module is built on the ``meta`` device (no memory). Its output shape is worked out
+    from the layers' own arithmetic where every layer is one :func:`arithmetic_shape` knows
+    (a dry run on ``meta`` imports torch's symbolic shapes and sympy: ~0.3 s of every
+    command's start-up), and by a dry run on ``meta`` otherwise.
     """
     with torch.device("meta"):
         module = make(input_shape).eval()  # eval: BatchNorm would reject a batch of one 1x1 map
+        known, shape = arithmetic_shape(module, input_shape)
+        if known:
+            return shape
         try:
             out = module(torch.empty((1, *input_shape)))
         except RuntimeError:  # "Output size is too small", "Kernel size can't be greater ..."
             return None
     return tuple(out.shape[1:])
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int] | None:
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return value[0], value[1]
+    return None
+
+
+def _window(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil: bool) -> int:
+    """Output length of a convolution or pooling window along one axis (torch's formula)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + padding:  # the last window must start inside
+        out -= 1
+    return out
+
+
+_SHAPE_KEEPING = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
+    nn.Hardswish, nn.Hardsigmoid, nn.Dropout, nn.Dropout2d, nn.Identity, nn.BatchNorm2d,
+    nn.LocalResponseNorm,
+)  # fmt: skip
+
+
+def arithmetic_shape(
+    module: nn.Module, input_shape: tuple[int, ...]
+) -> tuple[bool, tuple[int, ...] | None]:
+    """``(True, shape)`` of one sample after ``module`` (None: the input is too small), found
+    from the layers' arithmetic without running anything, when ``module`` is a sequence of
+    convolutions, poolings, activations, normalisations, dropouts and flattens;
+    ``(False, None)`` for anything else (a residual block, a custom layer)."""
+    shape: tuple[int, ...] = tuple(input_shape)
+    layers = [  # in the order a Sequential runs them, a module used twice listed twice
+        m
+        for _, m in module.named_modules(remove_duplicate=False)
+        if not isinstance(m, nn.Sequential)
+    ]
+    for layer in layers:
+        if any(type(parent) is not nn.Sequential for parent in _containers_of(module, layer)):
+            return False, None
+        if isinstance(layer, _SHAPE_KEEPING):
+            continue
+        if isinstance(layer, nn.Flatten):
+            if layer.start_dim != 1 or layer.end_dim != -1:
+                return False, None
+            shape = (math.prod(shape),)
+            continue
+        if len(shape) != 3:
+            return False, None
+        channels, height, width = shape
+        if isinstance(layer, nn.Conv2d):
+            if layer.in_channels != channels or isinstance(layer.padding, str):
+                return False, None
+            params = [
+                _pair(v) for v in (layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+            ]
+            ceil = False
+            channels = layer.out_channels
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+            dilation = layer.dilation if isinstance(layer, nn.MaxPool2d) else 1
+            stride = layer.stride if layer.stride is not None else layer.kernel_size
+            params = [_pair(v) for v in (layer.kernel_size, stride, layer.padding, dilation)]
+            ceil = bool(layer.ceil_mode)
+        elif isinstance(layer, nn.AdaptiveAvgPool2d):
+            size = _pair(layer.output_size)  # type: ignore[arg-type]
+            if size is None:
+                return False, None
+            shape = (channels, *size)
+            continue
+        else:
+            return False, None
+        if any(value is None for value in params):
+            return False, None
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = params  # type: ignore[misc]
+        height = _window(height, kh, sh, ph, dh, ceil)
+        width = _window(width, kw, sw, pw, dw, ceil)
+        if height <= 0 or width <= 0:
+            return True, None
+        shape = (channels, height, width)
+    return True, shape
+
+
+def _containers_of(root: nn.Module, target: nn.Module) -> list[nn.Module]:
+    """The modules on the path from ``root`` down to ``target`` (``target`` excluded)."""
+    for child in root.children():
+        if child is target:
+            return [root]
+        below = _containers_of(child, target)
+        if below:
+            return [root, *below]
+    return []
 
 
 def require_output_shape(

@@ -4,17 +4,13 @@ stage (or per group of stages), rank 0 the master, measured per stage and micro-
 from parnn.pipeline.config import PipelineConfig
 from parnn.pipeline.result import BoundaryStats, PipelineResult, StageStats
 from parnn.pipeline.runtime import PipelinePlan, plan_pipeline_run, run_pipeline
-from parnn.pipeline.schedules import SCHEDULES, get_schedule, schedule_names
 
 __all__ = [
-    "SCHEDULES",
     "BoundaryStats",
     "PipelineConfig",
     "PipelinePlan",
     "PipelineResult",
     "StageStats",
-    "get_schedule",
     "plan_pipeline_run",
     "run_pipeline",
-    "schedule_names",
 ]

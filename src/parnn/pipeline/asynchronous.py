@@ -37,6 +37,7 @@ from parnn.partition import Partition
 from parnn.pipeline.async_stage import StageStream, VersionedModule, WeightStash, init_stage_infra
 from parnn.pipeline.config import PipelineConfig
 from parnn.pipeline.emulate import minibatch_mean_loss
+from parnn.pipeline.rank import RankReport, start_rank
 from parnn.pipeline.stage import StageMeter, TimedPipelineStage, stage_module
 from parnn.pipeline.stage_checkpoint import load_stage_checkpoint, save_stage_checkpoint
 from parnn.progress import progress_bar
@@ -72,8 +73,6 @@ def async_pipeline_worker(
 ) -> dict[str, Any] | None:
     """Run one rank (= one stage) of the asynchronous pipeline; rank 0 returns the gathered
     measurements in the shape :func:`~parnn.pipeline.worker.pipeline_worker` returns them."""
-    from parnn.pipeline.worker import RankReport, start_rank
-
     num_stages, m = world_size, config.microbatches
     last_rank = num_stages - 1
     start = start_rank(rank, config)

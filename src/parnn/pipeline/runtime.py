@@ -23,6 +23,7 @@ from parnn.models import build_model, count_parameters
 from parnn.partition import Partition
 from parnn.partition.measure.resolve import resolve_partition
 from parnn.partition.methods import needs_profile
+from parnn.partition.schedules import check_schedule, get_schedule
 from parnn.pipeline.config import PipelineConfig
 from parnn.pipeline.cuts import boundary_shapes
 from parnn.pipeline.result import (
@@ -31,7 +32,6 @@ from parnn.pipeline.result import (
     summarize_stages,
     summarize_transport,
 )
-from parnn.pipeline.schedules import check_schedule, get_schedule
 from parnn.results import machine_facts, write_json
 from parnn.trace import TraceRecorder, write_chrome_trace
 from parnn.train.setup import check_batch_size
@@ -71,7 +71,7 @@ def plan_pipeline_run(
 ) -> PipelinePlan:
     """Validate ``config`` and resolve its partition and boundary shapes, on the ``meta``
     device (no weights, no data): every bad setting fails here, in one line."""
-    spec = get_schedule(config.schedule)
+    spec = get_schedule(config.schedule, runnable=True)
     check_schedule(
         spec,
         num_ranks=config.num_ranks,

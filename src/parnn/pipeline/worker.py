@@ -34,52 +34,27 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.pipelining import schedules as torch_schedules
 
-from parnn.errors import ConfigError
-from parnn.models import build_model
 from parnn.partition import Partition
+from parnn.partition.schedules import get_schedule, rank_of_stage, stage_indices
 from parnn.pipeline.config import PipelineConfig
-from parnn.pipeline.schedules import get_schedule, rank_of_stage, stage_indices
+from parnn.pipeline.rank import RankReport, RankStart, start_rank
 from parnn.pipeline.stage import StageMeter, TimedPipelineStage, stage_module
 from parnn.progress import progress_bar
 from parnn.train import batch_indices, evaluate, make_optimizer, make_scheduler
-from parnn.train.setup import setup_training
 from parnn.transport import new_transport_group, transport_backend, transport_geometry
 
 __all__ = [
     "MeshPlace",
     "RankPipeline",
-    "RankReport",
-    "RankStart",
     "StepRecords",
     "build_stages",
     "gather_reports",
     "pipeline_worker",
     "run_steps",
-    "start_rank",
 ]
 
 _TARGET_TAG = 7  # p2p tag of the targets rank 0 sends to the last stage's rank
 _INPUT_TAG = 8  # p2p tag of the inputs rank 0 sends to another replica's first stage
-
-
-@dataclass(slots=True)
-class RankReport:
-    """What one rank measured, gathered by rank 0 at the end."""
-
-    rank: int
-    stages: list[int]
-    chunks: list[tuple[int, int, int, str, float, float]]  # StageMeter records
-    waits: list[tuple[int, float, float]]  # (step, start_s, duration_s) blocked in p2p
-    step_times: list[float]  # wall seconds per step on this rank
-    step_starts: list[float]
-    optimizer_times: list[float]
-    losses: list[float]  # per step, on the rank holding the last stage
-    peak_rss_bytes: int
-    state: dict[str, torch.Tensor]  # this rank's trained parameters and buffers
-    transport: dict[int, str]  # peer rank -> "shm" or "gloo": the path of their messages
-    replica: int = 0  # hybrid: the replica this rank belongs to
-    allreduces: list[tuple[int, float, float]] = field(default_factory=list)
-    """Hybrid: (step, start_s, duration_s) of the gradient all-reduce along "dp"."""
 
 
 class _WaitTimer:
@@ -114,65 +89,6 @@ class MiniBatchMeanLoss:
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._criterion(output, target) / self.batch_size
-
-
-@dataclass(slots=True)
-class RankStart:
-    """What a rank knows before its first step (every schedule's worker starts here)."""
-
-    setup: Any  # the TrainingSetup (data) on rank 0, None on the others
-    model: nn.Sequential  # the whole model, built from the same seed on every rank
-    input_shape: tuple[int, ...]
-    num_classes: int
-    num_train: int
-    steps_per_epoch: int
-    total_steps: int
-
-
-def start_rank(rank: int, config: PipelineConfig) -> RankStart:
-    """Rank 0 loads the data and builds the model; it broadcasts the shapes, and every
-    other rank builds the same model from the same seed."""
-    setup = None
-    if rank == 0:
-        setup = setup_training(
-            config.model,
-            config.data,
-            data_dir=config.data_dir,
-            input_shape=config.input_shape,
-            seed=config.train.seed,
-            val_fraction=config.val_fraction,
-            num_samples=config.num_samples,
-        )
-        model = setup.model
-        header: list[Any] = [setup.input_shape, setup.num_classes, len(setup.train_data)]
-    else:
-        header = [None, None, None]
-    dist.broadcast_object_list(header, src=0)
-    input_shape, num_classes, num_train = header
-    if rank != 0:
-        torch.manual_seed(config.train.seed)
-        model = build_model(config.model, input_shape=input_shape, num_classes=num_classes)
-
-    steps_per_epoch = num_train // config.train.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"batch size {config.train.batch_size} is larger than the {num_train} training samples: "
-            f"use --batch-size {num_train} or less"
-        )
-    total_steps = (
-        config.train.steps
-        if config.train.steps is not None
-        else config.train.epochs * steps_per_epoch
-    )
-    return RankStart(
-        setup=setup,
-        model=model,
-        input_shape=tuple(input_shape),
-        num_classes=num_classes,
-        num_train=num_train,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +165,7 @@ def pipeline_worker(
     quiet: bool,
 ) -> dict[str, Any] | None:
     """Run one rank of the pipeline; rank 0 returns the gathered measurements."""
-    spec = get_schedule(config.schedule)
+    spec = get_schedule(config.schedule, runnable=True)
     if spec.asynchronous:  # PipeDream: its own engine (parnn.pipeline.asynchronous)
         from parnn.pipeline.asynchronous import async_pipeline_worker
 
@@ -269,7 +185,7 @@ def build_stages(
     """Data (rank 0) and model (every rank, same seed), the p2p group (and, for a hybrid,
     the mesh's "dp" group), this rank's stages, torch's schedule over them, the optimizer
     and the LR schedule."""
-    spec = get_schedule(config.schedule)
+    spec = get_schedule(config.schedule, runnable=True)
     total_stages = config.num_stages
     place = MeshPlace.of(rank, config)
     start = start_rank(rank, config)

@@ -1,14 +1,29 @@
-"""Engines side by side on one model and data: the same seed, the same initial weights and
-the same data for every run, then a speedup table against (a) one process with one thread
-and (b) one process using every core through intra-op threads."""
+"""Engines side by side on one model and data (``parnn dp --compare``): the same seed, the
+same initial weights and the same data for every run, then a speedup table against (a) one
+process with one thread and (b) one process using every core through intra-op threads.
+
+A study on the one store (:class:`parnn.bench.cells.StudyStore`): each engine is a cell
+(keyed by its ``--compare`` name), recorded as soon as its run finishes; re-running the
+same command into the same ``--out`` skips the engines already run, and other settings
+there are refused, naming the differences. The report, the plots and the speedup rows are
+:mod:`parnn.bench.studies.compare_report`'s, rendered from the store alone
+(``parnn report DIR``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from parnn.bench.studies.compare_report import (
+    KIND,
+    PLOT_FILES,
+    ComparedRun,
+    Comparison,
+    build_compare_report,
+    comparison_of,
+)
 from parnn.data_parallel.config import ENGINES, TRANSPORTS, DataParallelConfig
 from parnn.errors import ConfigError
 
@@ -16,18 +31,17 @@ if TYPE_CHECKING:  # the names (COMPARE_NAMES, the --help text) import no torch
     from torch import nn
     from torch.utils.data import Dataset
 
-    from parnn.data_parallel.result import DataParallelResult
-
 __all__ = [
-    "compare_data_parallel",
     "BASELINES",
     "COMPARE_NAMES",
-    "Comparison",
+    "RESULT_FILE",
+    "compare_data_parallel",
     "comparison_configs",
-    "write_comparison_files",
     "parse_compare_list",
     "run_comparison",
 ]
+
+RESULT_FILE = "compare.json"
 
 BASELINES = ("serial", "serial-threads")
 """One process with one thread; one process with one intra-op thread per usable core."""
@@ -95,74 +109,6 @@ def comparison_configs(
     return configs
 
 
-@dataclass(slots=True)
-class Comparison:
-    """The runs of one comparison, baselines first."""
-
-    runs: list[DataParallelResult]
-
-    def _baseline(self, threads_all: bool) -> DataParallelResult | None:
-        serial = [run for run in self.runs if run.config.engine == "serial"]
-        if not serial:
-            return None
-        return (
-            max(serial, key=lambda run: run.config.threads)
-            if threads_all
-            else min(serial, key=lambda run: run.config.threads)
-        )
-
-    def _independent(self) -> DataParallelResult | None:
-        return next((run for run in self.runs if run.independent), None)
-
-    def speedups(self) -> list[dict[str, Any]]:
-        """One row per run: throughput, speedups over both baselines (and the share of the
-        ``independent`` ceiling when it ran), accuracy and CPU."""
-        one = self._baseline(threads_all=False)
-        every = self._baseline(threads_all=True)
-        ceiling = self._independent()
-        one_accuracy = one.val.accuracy if one is not None and one.val is not None else None
-        rows = []
-        for run in self.runs:
-            accuracy = run.val.accuracy if run.val is not None else None
-            rows.append(
-                {
-                    "label": run.label,
-                    "engine": run.config.engine,
-                    "transport": run.transport,
-                    "processes": run.config.num_ranks,
-                    "threads_per_process": run.config.threads,
-                    "samples_per_s": round(run.samples_per_s, 1),
-                    "train_s": round(run.train_s, 3),
-                    "speedup_vs_1_thread": _ratio(run, one),
-                    "speedup_vs_all_cores": _ratio(run, every),
-                    "share_of_independent": _ratio(run, ceiling),
-                    "accuracy": accuracy,
-                    "accuracy_delta_points": (
-                        round(100 * (accuracy - one_accuracy), 2)
-                        if accuracy is not None and one_accuracy is not None
-                        else None
-                    ),
-                    "final_train_loss": run.curve.tail_loss(),
-                    "cpu_total_percent": run.cpu_summary.get("mean_total_percent"),
-                    "cpu_process_percent": run.cpu_summary.get("mean_process_percent"),
-                    "peak_rss_mib": max(rank["peak_rss_mib"] for rank in run.ranks),
-                }
-            )
-        return rows
-
-    def to_dict(self, *, cpu_trace: bool = False) -> dict[str, Any]:
-        return {
-            "runs": [run.to_dict(cpu_trace=cpu_trace) for run in self.runs],
-            "speedup": self.speedups(),
-        }
-
-
-def _ratio(run: DataParallelResult, baseline: DataParallelResult | None) -> float | None:
-    if baseline is None or baseline.samples_per_s <= 0:
-        return None
-    return round(run.samples_per_s / baseline.samples_per_s, 3)
-
-
 def run_comparison(
     model_factory: Callable[[], nn.Module],
     train_data: Dataset[Any],
@@ -171,9 +117,10 @@ def run_comparison(
     *,
     model_name: str | None = None,
     quiet: bool = False,
-    on_run: Callable[[DataParallelResult], None] | None = None,
+    on_run: Callable[[ComparedRun], None] | None = None,
 ) -> Comparison:
-    """Run each config on a fresh model from ``model_factory()`` (which seeds and builds)."""
+    """Run each config on a fresh model from ``model_factory()`` (which seeds and builds),
+    one after the other, without a store (the benchmark's repeats)."""
     from parnn.data_parallel.runner import run_data_parallel
 
     runs = []
@@ -183,9 +130,10 @@ def run_comparison(
         )
         if result is None:  # pragma: no cover - only under an external launcher
             raise ConfigError("--compare starts its own processes: run it without torchrun/mpirun")
-        runs.append(result)
+        run = ComparedRun.of(result)
+        runs.append(run)
         if on_run is not None:
-            on_run(result)
+            on_run(run)
     return Comparison(runs)
 
 
@@ -193,7 +141,7 @@ def compare_data_parallel(
     base: DataParallelConfig,
     names: Sequence[str],
     *,
-    out: Path,
+    out: str | Path,
     average_every: int | None = None,
     model: str = "lenet5",
     data: str = "digits",
@@ -203,29 +151,71 @@ def compare_data_parallel(
     val_fraction: float = 0.2,
     overwrite: bool = False,
     quiet: bool = False,
-    on_run: Callable[[DataParallelResult], None] | None = None,
+    on_run: Callable[[ComparedRun], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the engines ``names`` (see :func:`parse_compare_list`) on the same model and
-    data, write compare.json and the loss, CPU and throughput plots to ``out``, and return
-    the comparison's JSON object (``mode`` "compare", engines, speedup rows, runs, files)."""
+    """Run (or resume) the comparison of the engines ``names`` (see
+    :func:`parse_compare_list`) on the same model and data in the study directory ``out``;
+    render its report and plots, write compare.json, and return the comparison's JSON
+    object (``mode`` "compare", engines, speedup rows, runs, files).
+
+    ``on_run`` hears of each engine as its run finishes (not of those run before);
+    ``overwrite`` discards an earlier comparison in ``out``."""
     import copy
 
-    from parnn.outdir import check_out_dir
-    from parnn.results import machine_facts
+    from parnn.bench.cells import STUDY_FILE, Cell, StudyStore
+    from parnn.bench.report import render_study
+    from parnn.outdir import Resumes, check_out_dir
+    from parnn.results import machine_facts, write_json
     from parnn.train.setup import check_batch_size, setup_training
 
-    configs = comparison_configs(base, names, average_every=average_every)
+    configs = dict(zip(names, comparison_configs(base, names, average_every=average_every),
+                       strict=True))  # fmt: skip
     setup = setup_training(
         model, data, data_dir=data_dir, input_shape=input_shape, seed=base.train.seed,
         val_fraction=val_fraction, num_samples=num_samples,
     )  # fmt: skip
     check_batch_size(base.train.batch_size, len(setup.train_data), copies=base.batch_copies)
-    out = check_out_dir(out, overwrite=overwrite)
+    resumes = Resumes.RERUN if (Path(out) / STUDY_FILE).exists() else Resumes.NEVER
+    directory = check_out_dir(out, resumes=resumes, overwrite=overwrite)
+    store = StudyStore(directory)
+    if overwrite:
+        store.clear()
+    store.open(
+        KIND,
+        {
+            "engines": list(names),
+            "average_every": average_every,
+            "config": base.to_dict(),
+            "model": model,
+            "data": data,
+            "data_dir": None if data_dir is None else str(data_dir),
+            "input_shape": None if input_shape is None else list(input_shape),
+            "num_samples": num_samples,
+            "val_fraction": val_fraction,
+            "facts": {
+                "model": setup.model_name,
+                "data": setup.data_name,
+                "input_shape": list(setup.input_shape),
+                "parameters": setup.num_parameters,
+            },
+        },
+    )
     initial = copy.deepcopy(setup.model)
-    comparison = run_comparison(
-        lambda: copy.deepcopy(initial), setup.train_data, setup.val_data, configs,
-        model_name=setup.model_name, quiet=quiet, on_run=on_run,
-    )  # fmt: skip
+
+    def measure(cell: Cell) -> dict[str, Any]:
+        (run,) = run_comparison(
+            lambda: copy.deepcopy(initial), setup.train_data, setup.val_data,
+            [configs[cell.key["engine"]]], model_name=setup.model_name, quiet=quiet,
+            on_run=on_run,
+        ).runs  # fmt: skip
+        return run.to_record()
+
+    # quiet: the engines draw their own progress bars, and rich shows one at a time
+    store.run([Cell({"engine": name}) for name in names], measure, quiet=True)
+    markdown, page = render_study(directory, build_compare_report)  # draws the plots too
+    comparison = comparison_of(names, store.records())
+    files = {name: str(directory / file) for name, file in PLOT_FILES.items()}
+    files.update(result=str(directory / RESULT_FILE), report=str(markdown), page=str(page))
     payload: dict[str, Any] = {
         "mode": "compare",
         "engines": list(names),
@@ -235,30 +225,8 @@ def compare_data_parallel(
         "parameters": setup.num_parameters,
         "speedup": comparison.speedups(),
         "machine": machine_facts(),
+        "files": files,
     }
-    payload["files"] = write_comparison_files(comparison, payload, out)
+    write_json(directory / RESULT_FILE, {**payload, **comparison.to_dict(cpu_trace=True)})
     payload["runs"] = [run.to_dict() for run in comparison.runs]
     return payload
-
-
-def write_comparison_files(
-    comparison: Comparison, payload: dict[str, Any], out: Path
-) -> dict[str, str]:
-    """The loss, CPU and throughput plots and compare.json (``payload`` with every run and
-    its CPU trace); returns their paths by name."""
-    from parnn.bench.data_parallel_plots import plot_cpu, plot_loss, plot_throughput
-    from parnn.results import write_json
-
-    out.mkdir(parents=True, exist_ok=True)
-    runs = comparison.runs
-    files = {
-        "loss_vs_time": str(plot_loss(runs, out / "loss_vs_time.png", x_axis="time")),
-        "loss_vs_samples": str(plot_loss(runs, out / "loss_vs_samples.png", x_axis="samples")),
-        "cpu": str(plot_cpu(runs, out / "cpu.png")),
-        "throughput": str(plot_throughput(runs, out / "throughput.png")),
-        "result": str(out / "compare.json"),
-    }
-    write_json(
-        out / "compare.json", {**payload, "files": files, **comparison.to_dict(cpu_trace=True)}
-    )
-    return files

@@ -19,7 +19,6 @@ throughput and in statistical efficiency (``parnn study pipedream``,
 from __future__ import annotations
 
 import os
-import statistics
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,18 +27,33 @@ from typing import Any
 
 from torch import nn
 
-from parnn.bench.stats import summarize
+from parnn.bench.cells import Cell, StudyStore, measure_timed
+from parnn.bench.report import render_study
+from parnn.bench.studies.pipedream_report import (
+    KIND,
+    SCHEDULES,
+    SIDES,
+    build_pipedream_report,
+    pipedream_payload,
+)
 from parnn.errors import ConfigError
 from parnn.partition import Partition
 from parnn.partition.measure.cache import default_cache_dir
 from parnn.pipeline import PipelineConfig, plan_pipeline_run, run_pipeline
-from parnn.results import machine_facts
+from parnn.results import machine_facts, write_json
 from parnn.train import OptimizerConfig
 
-__all__ = ["PipeDreamStudyConfig", "build_vgg_cifar", "run_pipedream_study"]
+__all__ = [
+    "PARTS",
+    "RESULT_FILE",
+    "PipeDreamStudyConfig",
+    "build_vgg_cifar",
+    "run_pipedream_study",
+    "study_cells",
+]
 
 OPTIMIZER = OptimizerConfig(name="adam", lr=0.003)
-SCHEDULES = ("gpipe", "1f1b", "pipedream")
+RESULT_FILE = "pipedream.json"
 VGG = "parnn.bench.studies.pipedream:build_vgg_cifar"
 PARTS = ("throughput", "predict", "accuracy")
 Report = Callable[[str], None]
@@ -114,9 +128,20 @@ class PipeDreamStudyConfig:
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir)
 
+    def to_settings(self) -> dict[str, Any]:
+        """The settings as JSON holds them (the study's stored settings)."""
+        return {
+            name: str(value)
+            if isinstance(value, Path)
+            else list(value)
+            if isinstance(value, tuple)
+            else value
+            for name, value in ((n, getattr(self, n)) for n in self.__dataclass_fields__)
+        }
+
 
 @dataclass(frozen=True, slots=True)
-class Cell:
+class Workload:
     """One model/data setting whose schedules are compared."""
 
     label: str
@@ -128,15 +153,17 @@ class Cell:
     num_microbatches: int = 4
 
 
-def _cells(data_dir: Path | None) -> list[Cell]:
+def _workloads(data_dir: Path | None) -> list[Workload]:
     mnist = "mnist" if data_dir is not None else "digits"
     return [
-        Cell("lenet5 " + mnist, "lenet5", mnist, None, None),
-        Cell("vgg-cifar synthetic", VGG, "synthetic", (3, 32, 32), 2048),
+        Workload("lenet5 " + mnist, "lenet5", mnist, None, None),
+        Workload("vgg-cifar synthetic", VGG, "synthetic", (3, 32, 32), 2048),
     ]
 
 
-def _config(cell: Cell, schedule: str, stages: int, partition: Any, **kw: Any) -> PipelineConfig:
+def _config(
+    cell: Workload, schedule: str, stages: int, partition: Any, **kw: Any
+) -> PipelineConfig:
     return PipelineConfig.of(
         model=cell.model,
         data=cell.data,
@@ -154,7 +181,12 @@ def _config(cell: Cell, schedule: str, stages: int, partition: Any, **kw: Any) -
 
 
 def _throughput_run(
-    cell: Cell, schedule: str, stages: int, partition: Partition, steps: int, data_dir: Path | None
+    cell: Workload,
+    schedule: str,
+    stages: int,
+    partition: Partition,
+    steps: int,
+    data_dir: Path | None,
 ) -> dict[str, Any]:
     run_config = _config(
         cell,
@@ -180,195 +212,208 @@ def _throughput_run(
     }
 
 
-def _throughput(config: PipeDreamStudyConfig, cells: list[Cell], report: Report) -> dict[str, Any]:
-    rows = []
-    for cell in cells:
-        for stages in config.stages:
-            # One partition for every schedule: the profile-balanced one ("time").
-            partition = plan_pipeline_run(
-                _config(cell, "1f1b", stages, "time", data_dir=config.data_dir),
-                profile_cache_dir=default_cache_dir(),
-            ).partition
-            runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SCHEDULES}
-            for repeat in range(config.repeats):
-                order = SCHEDULES[repeat % 3 :] + SCHEDULES[: repeat % 3]
-                for schedule in order:
-                    run = _throughput_run(
-                        cell, schedule, stages, partition, config.steps, config.data_dir
-                    )
-                    runs[schedule].append(run)
-                    report(
-                        f"{cell.label} k={stages} r{repeat + 1} {schedule:<9} "
-                        f"{run['samples_per_s']:8.0f} samples/s (steady), "
-                        f"{run['train_samples_per_s']:8.0f} (whole run), bubble "
-                        f"{100 * run['bubble_fraction']:4.0f}%, load {run['load_1m']:.1f}",
-                    )
-            ratio = [
-                p["samples_per_s"] / s["samples_per_s"]
-                for p, s in zip(runs["pipedream"], runs["1f1b"], strict=True)
-            ]
-            ratio_whole = [
-                p["train_samples_per_s"] / s["train_samples_per_s"]
-                for p, s in zip(runs["pipedream"], runs["1f1b"], strict=True)
-            ]
-            rows.append(
-                {
-                    "cell": asdict(cell),
-                    "label": cell.label,
-                    "stages": stages,
-                    "oversubscribed": stages > (os.cpu_count() or 1),
-                    "partition": list(partition.boundaries),
-                    "samples_per_s": {
-                        s: summarize([r["samples_per_s"] for r in runs[s]]).to_dict()
-                        for s in SCHEDULES
-                    },
-                    "bubble_fraction": {
-                        s: statistics.median(r["bubble_fraction"] for r in runs[s])
-                        for s in SCHEDULES
-                    },
-                    "pipedream_vs_1f1b": summarize(ratio).to_dict(),
-                    "pipedream_vs_1f1b_per_repeat": ratio,
-                    "pipedream_vs_1f1b_whole_run": summarize(ratio_whole).to_dict(),
-                    "runs": runs,
-                }
-            )
-    return {"rows": rows}
+def _partition(config: PipeDreamStudyConfig, cell: Workload, stages: int) -> Partition:
+    """The profile-balanced ("time") partition every schedule of ``cell`` runs on
+    ``stages``, from the profile cache."""
+    return plan_pipeline_run(
+        _config(cell, "1f1b", stages, "time", data_dir=config.data_dir),
+        profile_cache_dir=default_cache_dir(),
+    ).partition
 
 
-def _predict(config: PipeDreamStudyConfig, cells: list[Cell], report: Report) -> dict[str, Any]:
+def _predict(config: PipeDreamStudyConfig, cell: Workload, stages: int) -> dict[str, Any]:
     """The simulator's steady-state step of every schedule on the profiled stage costs of
     the same partition: the noise-free expectation beside the measurement."""
     from parnn.partition.measure.resolve import ProfileConfig, ProfileSource, resolve_plan
 
-    rows = []
-    for cell in cells:
-        for stages in config.stages:
-            plan = plan_pipeline_run(
-                _config(cell, "1f1b", stages, "time", data_dir=config.data_dir),
-                profile_cache_dir=default_cache_dir(),
-            )
-            source = ProfileSource(
-                ProfileConfig(
-                    model=cell.model,
-                    input_shape=plan.input_shape,
-                    num_classes=10,
-                    cache_dir=default_cache_dir(),
-                )
-            )
-            predicted = {}
-            for schedule in SCHEDULES:
-                chosen = resolve_plan(
-                    plan.partition,
-                    source=source,
-                    num_stages=stages,
-                    batch_size=cell.batch_size,
-                    num_microbatches=cell.num_microbatches,
-                    schedule=schedule,
-                ).chosen
-                predicted[schedule] = {
-                    "step_time_s": chosen.step_time_s,
-                    "samples_per_s": cell.batch_size / chosen.step_time_s,
-                    "bubble_fraction": chosen.simulation.bubble_fraction,
-                }
-            rows.append(
-                {
-                    "label": cell.label,
-                    "stages": stages,
-                    "partition": list(plan.partition.boundaries),
-                    "predicted": predicted,
-                    "pipedream_vs_1f1b": predicted["1f1b"]["step_time_s"]
-                    / predicted["pipedream"]["step_time_s"],
-                }
-            )
-            report(
-                f"{cell.label} k={stages} predicted: "
+    plan = plan_pipeline_run(
+        _config(cell, "1f1b", stages, "time", data_dir=config.data_dir),
+        profile_cache_dir=default_cache_dir(),
+    )
+    source = ProfileSource(
+        ProfileConfig(
+            model=cell.model,
+            input_shape=plan.input_shape,
+            num_classes=10,
+            cache_dir=default_cache_dir(),
+        )
+    )
+    predicted = {}
+    for schedule in SCHEDULES:
+        chosen = resolve_plan(
+            plan.partition,
+            source=source,
+            num_stages=stages,
+            batch_size=cell.batch_size,
+            num_microbatches=cell.num_microbatches,
+            schedule=schedule,
+        ).chosen
+        predicted[schedule] = {
+            "step_time_s": chosen.step_time_s,
+            "samples_per_s": cell.batch_size / chosen.step_time_s,
+            "bubble_fraction": chosen.simulation.bubble_fraction,
+        }
+    return {"partition": list(plan.partition.boundaries), "predicted": predicted}
+
+
+def _accuracy_run(
+    config: PipeDreamStudyConfig, cell: Workload, side: str, partition: Partition
+) -> dict[str, Any]:
+    """Validation accuracy per epoch against training time and samples of one side."""
+    schedule, vertical = side.split()[0], side.endswith("+vsync")
+    run_config = _config(
+        cell,
+        schedule,
+        2,
+        partition,
+        data_dir=config.data_dir,
+        epochs=config.epochs,
+        vertical_sync=vertical,
+        lr_schedule=config.lr_schedule,
+    )
+    result = run_pipeline(run_config, quiet=True)
+    assert result is not None
+    points = [
+        {
+            "epoch": h["epoch"],
+            "samples": h["step"] * cell.batch_size,
+            "train_s": h["train_s"],
+            "val_accuracy": h["val_accuracy"],
+        }
+        for h in result.history
+    ]
+    reached = next((p for p in points if p["val_accuracy"] >= config.target_accuracy), None)
+    return {
+        "label": cell.label,
+        "partition": list(partition.boundaries),
+        "points": points,
+        "final_accuracy": points[-1]["val_accuracy"],
+        "time_to_target_s": None if reached is None else reached["train_s"],
+        "epochs_to_target": None if reached is None else reached["epoch"],
+        "load_1m": os.getloadavg()[0],
+    }
+
+
+def study_cells(config: PipeDreamStudyConfig) -> list[Cell]:
+    """The study's cells in the order they run: each prediction (model, stages), each
+    throughput run (model, stages, repeat, schedule; the schedules' order rotates with the
+    repeat), each side of the accuracy part."""
+    models = [c.label for c in _workloads(config.data_dir) if c.label.split()[0] in config.models]
+    cells = []
+    if "predict" in config.parts:
+        cells += [
+            Cell({"part": "predict", "model": m, "stages": k})
+            for m in models
+            for k in config.stages
+        ]
+    if "throughput" in config.parts:
+        for model in models:
+            for stages in config.stages:
+                for repeat in range(config.repeats):
+                    order = SCHEDULES[repeat % 3 :] + SCHEDULES[: repeat % 3]
+                    cells += [
+                        Cell({"part": "throughput", "model": model, "stages": stages,
+                              "repeat": repeat, "schedule": schedule})
+                        for schedule in order
+                    ]  # fmt: skip
+    if "accuracy" in config.parts:
+        cells += [Cell({"part": "accuracy", "side": side}) for side in SIDES]
+    return cells
+
+
+def _measure(config: PipeDreamStudyConfig, say: Report) -> Callable[[Cell], dict[str, Any]]:
+    workloads = {c.label: c for c in _workloads(config.data_dir)}
+    partitions: dict[tuple[str, int], Partition] = {}
+
+    def partition(label: str, stages: int) -> Partition:
+        if (label, stages) not in partitions:
+            partitions[label, stages] = _partition(config, workloads[label], stages)
+        return partitions[label, stages]
+
+    def measure(cell: Cell) -> dict[str, Any]:
+        key = cell.key
+        if key["part"] == "predict":
+            measured = _predict(config, workloads[key["model"]], key["stages"])
+            predicted = measured["predicted"]
+            say(
+                f"{key['model']} k={key['stages']} predicted: "
                 + ", ".join(
                     f"{s} {p['samples_per_s']:,.0f}/s bubble {100 * p['bubble_fraction']:.0f}%"
                     for s, p in predicted.items()
                 )
-                + f"; pipedream/1f1b {rows[-1]['pipedream_vs_1f1b']:.2f}x",
+                + f"; pipedream/1f1b "
+                f"{predicted['1f1b']['step_time_s'] / predicted['pipedream']['step_time_s']:.2f}x",
             )
-    return {"rows": rows}
-
-
-def _accuracy(config: PipeDreamStudyConfig, cell: Cell, report: Report) -> dict[str, Any]:
-    """Validation accuracy per epoch against training time and samples, per schedule."""
-    sides = [("1f1b", False), ("pipedream", False), ("pipedream", True)]
-    partition = plan_pipeline_run(
-        _config(cell, "1f1b", 2, "time", data_dir=config.data_dir),
-        profile_cache_dir=default_cache_dir(),
-    ).partition
-    curves = {}
-    for schedule, vertical in sides:
-        name = schedule + (" +vsync" if vertical else "")
-        run_config = _config(
-            cell,
-            schedule,
-            2,
-            partition,
-            data_dir=config.data_dir,
-            epochs=config.epochs,
-            vertical_sync=vertical,
-            lr_schedule=config.lr_schedule,
-        )
-        result = run_pipeline(run_config, quiet=True)
-        assert result is not None
-        points = [
-            {
-                "epoch": h["epoch"],
-                "samples": h["step"] * cell.batch_size,
-                "train_s": h["train_s"],
-                "val_accuracy": h["val_accuracy"],
+            return measured
+        if key["part"] == "throughput":
+            label, stages, schedule = key["model"], key["stages"], key["schedule"]
+            cut = partition(label, stages)
+            run = _throughput_run(
+                workloads[label], schedule, stages, cut, config.steps, config.data_dir
+            )
+            say(
+                f"{label} k={stages} r{key['repeat'] + 1} {schedule:<9} "
+                f"{run['samples_per_s']:8.0f} samples/s (steady), "
+                f"{run['train_samples_per_s']:8.0f} (whole run), bubble "
+                f"{100 * run['bubble_fraction']:4.0f}%, load {run['load_1m']:.1f}",
+            )
+            return {
+                "workload": asdict(workloads[label]),
+                "oversubscribed": stages > (os.cpu_count() or 1),
+                "partition": list(cut.boundaries),
+                "run": run,
             }
-            for h in result.history
-        ]
-        reached = next((p for p in points if p["val_accuracy"] >= config.target_accuracy), None)
-        curves[name] = {
-            "points": points,
-            "final_accuracy": points[-1]["val_accuracy"],
-            "time_to_target_s": None if reached is None else reached["train_s"],
-            "epochs_to_target": None if reached is None else reached["epoch"],
-            "load_1m": os.getloadavg()[0],
-        }
-        report(
-            f"{name:<16} final {100 * points[-1]['val_accuracy']:.2f}%, "
-            f"{config.target_accuracy:.0%} after epoch "
-            f"{curves[name]['epochs_to_target']} / {curves[name]['time_to_target_s']} s, "
-            f"accuracy by epoch {[round(100 * p['val_accuracy'], 2) for p in points]}, "
+        cell_workload = _workloads(config.data_dir)[0]
+        curve = _accuracy_run(config, cell_workload, key["side"], partition(cell_workload.label, 2))
+        points = curve["points"]
+        say(
+            f"{key['side']:<16} final {100 * curve['final_accuracy']:.2f}%, "
+            f"{config.target_accuracy:.0%} after epoch {curve['epochs_to_target']} / "
+            f"{curve['time_to_target_s']} s, accuracy by epoch "
+            f"{[round(100 * p['val_accuracy'], 2) for p in points]}, "
             f"train s {[round(p['train_s'], 1) for p in points]}",
         )
-    sync = curves["1f1b"]
-    for curve in curves.values():
-        curve["accuracy_minus_sync_points"] = 100 * (
-            curve["final_accuracy"] - sync["final_accuracy"]
-        )
-        if curve["time_to_target_s"] and sync["time_to_target_s"]:
-            curve["time_to_target_vs_sync"] = curve["time_to_target_s"] / sync["time_to_target_s"]
-    return {"label": cell.label, "partition": list(partition.boundaries), "curves": curves}
+        return curve
+
+    return measure
 
 
 def run_pipedream_study(
-    config: PipeDreamStudyConfig, *, report: Report | None = None
+    config: PipeDreamStudyConfig,
+    *,
+    report: Report | None = None,
+    out: str | Path | None = None,
+    quiet: bool = True,
 ) -> dict[str, Any]:
     """Run the parts of the study ``config`` names; ``report`` receives a line per run.
-    Returns one JSON-ready object: settings, throughput / predict / accuracy, load averages,
-    machine."""
+    Returns one JSON-ready object: settings, predict / throughput / accuracy, load averages,
+    machine.
+
+    With ``out``, the study's cells are recorded in its store there (``study.json``,
+    ``cells.jsonl``) as each finishes, so that re-running with the same settings runs only
+    the cells not recorded (other settings are refused); its report is rendered
+    (``report.md``, ``report.html``, the accuracy plot; ``parnn report DIR`` re-renders
+    them) and the object written as ``pipedream.json``. ``quiet``: no progress bar over
+    the cells."""
     say: Report = report if report is not None else (lambda line: None)
-    cells = [c for c in _cells(config.data_dir) if c.label.split()[0] in config.models]
-    payload: dict[str, Any] = {
-        "study": "pipedream",
-        "settings": {
-            name: str(value) if isinstance(value, Path) else value
-            for name, value in ((n, getattr(config, n)) for n in config.__dataclass_fields__)
-        },
-        "load_average_start": list(os.getloadavg()),
-    }
-    if "predict" in config.parts:
-        payload["predict"] = _predict(config, cells, say)
-    if "throughput" in config.parts:
-        payload["throughput"] = _throughput(config, cells, say)
-    if "accuracy" in config.parts:
-        payload["accuracy"] = _accuracy(config, _cells(config.data_dir)[0], say)
+    settings = config.to_settings()
+    load_start = list(os.getloadavg())
+    cells = study_cells(config)
+    measure = _measure(config, say)
+    if out is None:
+        records = [
+            {"cell": cell.id, "key": dict(cell.key), **measure_timed(measure, cell)}
+            for cell in cells
+        ]
+    else:
+        store = StudyStore(out)
+        store.open(KIND, settings)
+        records = store.run(cells, measure, description="study pipedream", quiet=quiet)
+    payload = pipedream_payload(settings, records)
+    payload["load_average_start"] = load_start
     payload["load_average_end"] = list(os.getloadavg())
     payload["machine"] = machine_facts()
+    if out is not None:
+        render_study(out, build_pipedream_report)
+        write_json(Path(out) / RESULT_FILE, payload)
     return payload

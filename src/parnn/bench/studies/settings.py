@@ -114,7 +114,7 @@ def check_stages_fit(model: str, stages: Sequence[int], num_units: int) -> None:
 
 def known_schedules() -> tuple[str, ...]:
     """The schedules a study can run: the pipeline engine's one-stage-per-process ones."""
-    from parnn.pipeline.schedules import SCHEDULES
+    from parnn.partition.schedules import SCHEDULES
 
     return tuple(
         name for name, spec in SCHEDULES.items() if spec.available and not spec.multi_stage
@@ -133,10 +133,10 @@ def check_schedule(schedule: str) -> None:
 def check_pipeline_shape(schedule: str, stages: Sequence[int], microbatches: Sequence[int]) -> None:
     """Every (stages, micro-batches) pair the schedule must run is one it can run (1F1B, for
     one, needs at least as many micro-batches as stages)."""
-    from parnn.pipeline.schedules import check_schedule as check_engine_schedule
-    from parnn.pipeline.schedules import get_schedule
+    from parnn.partition.schedules import check_schedule as check_engine_schedule
+    from parnn.partition.schedules import get_schedule
 
-    spec = get_schedule(schedule)
+    spec = get_schedule(schedule, runnable=True)
     for k in stages:
         for m in microbatches:
             check_engine_schedule(spec, num_ranks=k, stages_per_rank=1, num_microbatches=m)
