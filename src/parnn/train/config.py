@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parnn.errors import ConfigError
-from parnn.train.batches import num_batches
 from parnn.train.optim import OptimizerConfig
 from parnn.train.schedules import SCHEDULES
 
@@ -76,6 +75,8 @@ class TrainConfig:
             raise ConfigError(f"evaluation batch size {self.eval_batch_size} must be > 0")
 
     def steps_per_epoch(self, num_samples: int) -> int:
+        from parnn.train.batches import num_batches  # torch: engine configs stay light
+
         return num_batches(num_samples, self.batch_size, drop_last=self.drop_last)
 
     def total_steps(self, num_samples: int) -> int:
