@@ -273,18 +273,10 @@ def _render_axes(payload: dict[str, Any]) -> None:
         table.add_column(
             column, justify="left" if column in ("variant", "axis") else "right", no_wrap=True
         )
+    from parnn.bench.studies.axes_report import axes_table_row
+
     for row in payload["rows"]:
-        table.add_row(
-            row["label"],
-            row["axis"],
-            f"{row['processes']} x {row['threads_per_process']}",
-            f"{row['samples_per_s']:,.0f}",
-            f"{row['speedup_vs_serial']:.2f}x" if row["speedup_vs_serial"] is not None else "-",
-            f"{100 * row['accuracy']:.2f}%" if row["accuracy"] is not None else "-",
-            f"{row['accuracy_delta_points']:+.2f}"
-            if row["accuracy_delta_points"] is not None else "-",
-            "/".join(f"{value:.0f}" for value in row["peak_rss_mib_per_process"]),
-        )  # fmt: skip
+        table.add_row(*axes_table_row(row))
     stdout_console.print(table)
     stdout_console.print(
         f"pipeline: {settings['schedule']} schedule, {settings['num_microbatches']} "

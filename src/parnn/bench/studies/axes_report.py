@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ __all__ = [
     "ACCURACY_TOLERANCE_POINTS",
     "PLOT_FILE",
     "TOO_CLOSE",
+    "axes_table_row",
     "build_axes_report",
     "conclude",
     "plot_axes",
@@ -187,25 +189,26 @@ def plot_axes(result: AxesResult, path: Path) -> Path:
     return path
 
 
+def axes_table_row(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """One variant's cells of the axes table (the report's and the command's): variant,
+    axis, processes x threads, samples/s, speedup, val acc, +-pts, RSS MiB."""
+    return (
+        row["label"],
+        row["axis"],
+        f"{row['processes']} x {row['threads_per_process']}",
+        f"{row['samples_per_s']:,.0f}",
+        f"{row['speedup_vs_serial']:.2f}x" if row["speedup_vs_serial"] is not None else "-",
+        f"{100 * row['accuracy']:.2f}%" if row["accuracy"] is not None else "-",
+        f"{row['accuracy_delta_points']:+.2f}" if row["accuracy_delta_points"] is not None else "-",
+        "/".join(f"{value:.0f}" for value in row["peak_rss_mib_per_process"]),
+    )
+
+
 def build_axes_report(data: StudyData) -> Report:
     """The table of every variant, the conclusion and the throughput plot."""
     result = axes_result(data.settings, data.records, data.header.get("machine", {}))
     plot_axes(result, data.directory / PLOT_FILE)
-    rows = [
-        (
-            row["label"],
-            row["axis"],
-            f"{row['processes']} x {row['threads_per_process']}",
-            f"{row['samples_per_s']:,.0f}",
-            f"{row['speedup_vs_serial']:.2f}x" if row["speedup_vs_serial"] is not None else "-",
-            f"{100 * row['accuracy']:.2f}%" if row["accuracy"] is not None else "-",
-            f"{row['accuracy_delta_points']:+.2f}"
-            if row["accuracy_delta_points"] is not None
-            else "-",
-            "/".join(f"{value:.0f}" for value in row["peak_rss_mib_per_process"]),
-        )
-        for row in result.rows()
-    ]
+    rows = [axes_table_row(row) for row in result.rows()]
     config = result.config
     return Report(
         f"Axes of parallelism: {config.model} on {config.data}",
