@@ -33,7 +33,7 @@ from parnn.progress import stdout_console
 
 __all__ = ["COMMANDS", "demo_command", "render_demo"]
 
-EPOCHS = 3  # parnn.bench.studies.demo.EPOCHS, written out so that --help imports no torch
+EPOCHS = 10  # parnn.bench.studies.demo.EPOCHS, written out so that --help imports no torch
 
 
 @click.command("demo")
