@@ -66,6 +66,17 @@ def test_cli_study_axes_end_to_end(tmp_path: Path) -> None:
     assert (
         f"| {rows['ddp']['label']} | data | 2 x 1 | {rows['ddp']['samples_per_s']:,.0f} |" in report
     )
+    # Running the same command again resumes the study: nothing runs again.
+    records = StudyStore(tmp_path).records()
+    again = CliRunner().invoke(
+        cli,
+        ["study", "axes", "--model", "lenet5", "--data", "digits", "--engines",
+         "ddp,hogwild,pipeline", "--ranks", "2", "--batch-size", "32", "--steps", "6",
+         "--out", str(tmp_path), "--json"],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["rows"] == payload["rows"]
+    assert StudyStore(tmp_path).records() == records
 
 
 @pytest.mark.parametrize(

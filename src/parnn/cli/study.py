@@ -343,7 +343,11 @@ def _render_axes(payload: dict[str, Any]) -> None:
 )
 @seed_option
 @out_option
-@click.option("--overwrite", is_flag=True, help="Write over an earlier run in --out.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Run afresh over an earlier study in --out (without it, running again resumes it).",
+)
 @json_option
 @quiet_option
 def axes(
@@ -354,7 +358,7 @@ def axes(
 ) -> None:  # fmt: skip
     """Serial, data-parallel and pipeline-parallel training of one model on the same cores:
     samples/s, accuracy and peak memory per process, and the conclusion they support."""
-    from parnn.bench.cells import StudyStore
+    from parnn.bench.cells import STUDY_FILE, StudyStore
     from parnn.bench.report import render_study
     from parnn.bench.studies.axes import run_axes
     from parnn.bench.studies.axes_report import PLOT_FILE, build_axes_report, conclude
@@ -368,7 +372,9 @@ def axes(
         partition=partition,
     )  # fmt: skip
     out_dir = out or Path("parnn-out") / time.strftime("axes-%Y%m%d-%H%M%S")
-    check_out_dir(out_dir, overwrite=overwrite)
+    # Running again into an earlier axes study resumes it; --overwrite runs it afresh.
+    resumes = Resumes.RERUN if (out_dir / STUDY_FILE).exists() else Resumes.NEVER
+    check_out_dir(out_dir, resumes=resumes, overwrite=overwrite)
 
     def announce(run: VariantRun) -> None:
         if not quiet and not as_json:
