@@ -19,32 +19,17 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from pipeline_reference import reference_state
 
 import parnn
 from parnn.cli import cli
 from parnn.errors import ConfigError, RankFailedError
 from parnn.pipeline import PipelineConfig, run_pipeline
-from parnn.train import OptimizerConfig, TrainConfig
-from parnn.train import train as reference_train
+from parnn.train import OptimizerConfig
 from parnn.train.setup import setup_training
 
 STEPS = 3
 BATCH = 32
-
-
-def _reference() -> dict[str, torch.Tensor]:
-    setup = setup_training("lenet5", "digits", seed=0)
-    config = TrainConfig(
-        batch_size=BATCH,
-        steps=STEPS,
-        optimizer=OptimizerConfig(name="adam", lr=0.003),
-        lr_schedule="constant",
-        seed=0,
-        threads=1,
-        drop_last=True,
-    )
-    reference_train(setup.model, setup.train_data, setup.val_data, config, quiet=True)
-    return {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
 
 
 def _config(**settings: object) -> PipelineConfig:
@@ -81,7 +66,7 @@ def test_hybrid_steps_equal_the_reference_trainer(
     # the stages' messages ran over shared memory along "pp", within each replica only
     assert result.transport["used"] == "shm"
     assert sorted(result.transport["pairs"]) == ["0-1", "2-3"]
-    expected = _reference()
+    expected = reference_state("lenet5", None, BATCH, STEPS)
     assert sorted(result.parameters) == sorted(expected)
     for name, tensor in expected.items():
         torch.testing.assert_close(result.parameters[name], tensor, rtol=1e-4, atol=1e-5, msg=name)

@@ -14,31 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from pipeline_reference import reference_state
 
 from parnn.pipeline import PipelineConfig, run_pipeline
-from parnn.train import OptimizerConfig, TrainConfig
-from parnn.train import train as reference_train
+from parnn.train import OptimizerConfig
 from parnn.train.setup import setup_training
 
 SMALL_VGG = f"{Path(__file__).with_name('small_vgg.py')}:build"
 STEPS = 3
-
-
-def _reference(
-    model: str, input_shape: tuple[int, ...] | None, batch_size: int
-) -> dict[str, torch.Tensor]:
-    setup = setup_training(model, "digits", input_shape=input_shape, seed=0)
-    config = TrainConfig(
-        batch_size=batch_size,
-        steps=STEPS,
-        optimizer=OptimizerConfig(name="adam", lr=0.003),
-        lr_schedule="constant",
-        seed=0,
-        threads=1,
-        drop_last=True,
-    )
-    reference_train(setup.model, setup.train_data, setup.val_data, config, quiet=True)
-    return {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
 
 
 @pytest.mark.timeout(240)
@@ -90,7 +73,7 @@ def test_pipeline_steps_equal_the_reference_trainer(
     result = run_pipeline(config, quiet=True)
     assert result is not None and result.parameters is not None
     assert result.transport["used"] == ("gloo" if transport == "gloo" else "shm")
-    expected = _reference(model, input_shape, batch_size)
+    expected = reference_state(model, input_shape, batch_size, STEPS)
     assert sorted(result.parameters) == sorted(expected)
     for name, tensor in expected.items():
         torch.testing.assert_close(result.parameters[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
