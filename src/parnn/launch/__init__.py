@@ -27,14 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from parnn.launch.config import LaunchConfig, usable_cores
+    from parnn.launch.environment import DistEnv, torchrun_env
     from parnn.launch.forkserver import start_forkserver
     from parnn.launch.placement import pin_current_process, plan_cores
     from parnn.launch.supervisor import launch, leftover_processes
-    from parnn.launch.torchrun import DistEnv, run_distributed, torchrun_env
+    from parnn.launch.torchrun import run_distributed
 
 # Names are imported lazily: start_forkserver() runs before this process imports torch.
 _LAZY = {
-    "DistEnv": "parnn.launch.torchrun",
+    "DistEnv": "parnn.launch.environment",
     "LaunchConfig": "parnn.launch.config",
     "launch": "parnn.launch.supervisor",
     "leftover_processes": "parnn.launch.supervisor",
@@ -42,7 +43,7 @@ _LAZY = {
     "plan_cores": "parnn.launch.placement",
     "run_distributed": "parnn.launch.torchrun",
     "start_forkserver": "parnn.launch.forkserver",
-    "torchrun_env": "parnn.launch.torchrun",
+    "torchrun_env": "parnn.launch.environment",
     "usable_cores": "parnn.launch.config",
 }
 

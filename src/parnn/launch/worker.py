@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
-import ipaddress
 import os
 import pickle
 import select
@@ -19,30 +18,14 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-import psutil
 import torch.distributed as dist
 
 from parnn.errors import show_warning_line
 from parnn.launch.config import LaunchConfig
+from parnn.launch.environment import is_loopback, loopback_interface
 from parnn.launch.placement import pin_current_process
 
 __all__ = ["child_main", "is_loopback", "loopback_interface", "one_line"]
-
-
-def is_loopback(address: str) -> bool:
-    """Whether ``address`` (an IP or a host name) is this machine's loopback."""
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
-
-
-def loopback_interface() -> str | None:
-    """The name of the network interface that holds 127.0.0.1 ('lo' on Linux)."""
-    for name, addresses in psutil.net_if_addrs().items():
-        if any(entry.address == "127.0.0.1" for entry in addresses):
-            return name
-    return None
 
 
 def _die_with_launcher(conn: Connection) -> None:
