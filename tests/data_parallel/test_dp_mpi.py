@@ -1,17 +1,25 @@
 """The mpi engine (mpi4py + an MPI runtime, the optional extra): weight averaging over MPI
-gives the same parameters as over torch.distributed, and a failed rank is named."""
+gives the same parameters as over torch.distributed, a failed rank is named, and ranks
+started ahead of their job (``parnn dp``) are stopped when the command fails first."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
 from parnn.data import load_dataset
 from parnn.data_parallel import DataParallelConfig, FailurePlan, run_data_parallel
-from parnn.data_parallel.mpi import mpi_available
+from parnn.data_parallel.mpi import MpiRanks, mpi_available
 from parnn.errors import ConfigError, RankFailedError
 from parnn.launch import leftover_processes
 from parnn.models import build_model
@@ -83,3 +91,87 @@ def test_mpi_failed_rank_is_named(rank: int, kind: str, expected: str) -> None:
     assert caught.value.rank == rank
     assert expected in str(caught.value)
     assert leftover_processes() == []
+
+
+# ``parnn dp`` over MPI starts mpiexec before it imports torch and loads the data; the ranks
+# import torch and the engine meanwhile and wait for their job.
+_EARLY_START = """
+import json, sys
+from parnn.data_parallel import mpi
+
+started = []
+original = mpi.MpiRanks.start.__func__
+
+def start(cls, config):
+    started.append("torch" in sys.modules)
+    return original(cls, config)
+
+mpi.MpiRanks.start = classmethod(start)
+from parnn.cli import main
+
+try:
+    main(sys.argv[1:])
+except SystemExit as done:
+    assert not done.code, done.code
+sys.stderr.write(json.dumps({"torch_before_start": started}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_dp_starts_its_mpi_ranks_before_importing_torch() -> None:
+    command = [
+        sys.executable, "-c", _EARLY_START, "dp", "--engine", "ddp", "--transport", "mpi",
+        "--ranks", "2", "--steps", "3", "--num-samples", "200", "--batch-size", "32",
+        "--json", "--quiet",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["transport"] == "mpi" and run["steps"] == 3
+    assert run["startup_s"] > 0
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == {"torch_before_start": [False]}
+
+
+@pytest.mark.timeout(60)
+def test_mpi_ranks_that_never_get_a_job_are_stopped() -> None:
+    """A command that fails after starting its ranks (bad data, say) stops them and
+    removes the job's directory."""
+    with pytest.raises(ConfigError, match="no data"), MpiRanks(2, preload=["json"]) as ranks:
+        directory = ranks.directory
+        deadline = time.monotonic() + 30
+        while len(_ranks_of(directory)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_ranks_of(directory)) >= 2  # up (with their supervisors), no job yet
+        raise ConfigError("no data")
+    assert not directory.exists()
+    assert leftover_processes() == []
+
+
+def _ranks_of(directory: Path) -> list[psutil.Process]:
+    return [
+        process
+        for process in psutil.Process().children(recursive=True)
+        if str(directory) in " ".join(process.cmdline())
+        and "parnn.data_parallel.mpi_rank" in process.cmdline()
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_cli_error_after_the_ranks_started_leaves_nothing(tmp_path: Path) -> None:
+    """The batch size is checked against the data, which loads after mpiexec started."""
+    command = [
+        sys.executable, "-m", "parnn.cli", "dp", "--transport", "mpi", "--ranks", "2",
+        "--num-samples", "100", "--batch-size", "5000", "--steps", "2",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, stderr = process.communicate(timeout=110)
+    assert process.returncode == 2, stderr
+    assert stderr.strip().splitlines()[-1].startswith("parnn: error: --batch-size 5000")
+    job_directory = f"{tempfile.gettempdir()}/parnn-mpi-{process.pid}-"
+    assert not list(Path(tempfile.gettempdir()).glob(f"parnn-mpi-{process.pid}-*"))
+    left = []
+    for other in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if job_directory in " ".join(other.cmdline()):
+                left.append(other)
+    assert left == []  # the ranks' command lines name the job's directory

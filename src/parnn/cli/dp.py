@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,7 @@ from parnn.cli._options import (
 from parnn.data_parallel.config import (
     AVERAGING_ENGINES,
     ENGINES,
+    RANK_PRELOAD,
     TRANSPORTS,
     DataParallelConfig,
     engine_optimizer,
@@ -66,6 +67,7 @@ from parnn.progress import stderr_console, stdout_console
 
 if TYPE_CHECKING:  # torch and the engines are imported when a command runs, not at --help
     from parnn.bench.studies.compare_report import ComparedRun
+    from parnn.data_parallel.result import DataParallelResult
 
 __all__ = ["COMMANDS", "dp"]
 
@@ -239,8 +241,11 @@ def dp(**options: Any) -> None:
     from parnn.launch.forkserver import start_forkserver
 
     if not _likely_mpiexec(options["engine"], options["transport"], options["compare"]):
-        # The ranks' fork server imports torch and the engines while this process loads data.
-        start_forkserver(["parnn.data_parallel.runner"], threads=options["threads"])
+        # The ranks' fork server imports torch and the engines while this process loads data
+        # (--compare: what ddp's ranks need too).
+        engine = "ddp" if options["compare"] is not None else (options["engine"] or "ddp").lower()
+        preload = ["parnn.data_parallel.runner", *RANK_PRELOAD.get(engine, ())]
+        start_forkserver(preload, threads=options["threads"])
     if options["compare"] is not None and options["engine"] is not None:
         raise ConfigError("give either --engine (one run) or --compare (several), not both")
     names = parse_compare_list(options["compare"]) if options["compare"] is not None else None
@@ -265,14 +270,21 @@ def dp(**options: Any) -> None:
         payload = {"command": "dp", **payload}
         emit(payload, as_json=options["as_json"], render=lambda: _render_comparison(payload))
         return
-    from parnn.bench.data_parallel_plots import plot_run
     from parnn.data_parallel.api import train_data_parallel
 
-    run = train_data_parallel(config, out=options["out"], plot=plot_run, **data)
+    # No torch (nor matplotlib) imported yet: over MPI, the ranks start first.
+    run = train_data_parallel(config, out=options["out"], plot=_plot_run, **data)
     if run is None:
         return  # a rank other than 0 under torchrun/mpirun: rank 0 reports
     payload = {"command": "dp", **run}
     emit(payload, as_json=options["as_json"], render=lambda: _render_run(payload))
+
+
+def _plot_run(result: DataParallelResult, out: Path) -> Mapping[str, str]:
+    """The run's figures (matplotlib is imported once the run is done)."""
+    from parnn.bench.data_parallel_plots import plot_run
+
+    return plot_run(result, out)
 
 
 def _config(options: dict[str, Any], *, compare: bool) -> DataParallelConfig:

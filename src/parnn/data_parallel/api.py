@@ -16,21 +16,23 @@ dataset, trains, writes the run's files and returns its JSON object.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any
 
 from parnn.data_parallel.config import DataParallelConfig
-from parnn.data_parallel.result import DataParallelResult
-from parnn.data_parallel.runner import run_data_parallel
 from parnn.errors import ConfigError
-from parnn.launch import LaunchConfig, launch
 from parnn.results import write_json
-from parnn.train import EvalResult, OptimizerConfig, dataset_tensors, evaluate
+
+if TYPE_CHECKING:  # torch is imported when a run starts: train_data_parallel starts its
+    # MPI ranks first, so that they import torch while this process does
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from parnn.data_parallel.result import DataParallelResult
+    from parnn.train import EvalResult, OptimizerConfig
 
 __all__ = ["DistributedTester", "DistributedTrainer", "train_data_parallel", "write_run_files"]
 
@@ -55,22 +57,30 @@ def train_data_parallel(
     run's JSON object (``mode`` "run", ``input_shape``, ``parameters``, ``files`` and the
     keys of :meth:`DataParallelResult.to_dict`). None on a rank other than 0 under
     torchrun/mpirun: rank 0 reports."""
-    from parnn.data_parallel.transport import resolve_transport
+    from parnn.data_parallel.mpi import MpiRanks
+    from parnn.data_parallel.transport import resolve_transport, starts_mpiexec
     from parnn.outdir import check_out_dir
-    from parnn.train.setup import check_batch_size, setup_training
 
-    resolve_transport(config)  # MPI asked for but unusable: say so before loading data
-    setup = setup_training(
-        model, data, data_dir=data_dir, input_shape=input_shape, seed=config.train.seed,
-        val_fraction=val_fraction, num_samples=num_samples,
-    )  # fmt: skip
-    check_batch_size(config.train.batch_size, len(setup.train_data), copies=config.batch_copies)
+    transport = resolve_transport(config)  # MPI asked for but unusable: say so first
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
-    result = run_data_parallel(
-        setup.model, setup.train_data, setup.val_data, config,
-        model_name=setup.model_name, data_name=setup.data_name, quiet=quiet,
-    )  # fmt: skip
+    # Over MPI, mpiexec starts fresh interpreters: start them now, before this process
+    # imports torch and loads the data, so that both happen at once (stopped on any error).
+    mpi_ranks = MpiRanks.start(config) if starts_mpiexec(transport) else None
+    with mpi_ranks if mpi_ranks is not None else contextlib.nullcontext():
+        from parnn.data_parallel.runner import run_data_parallel
+        from parnn.train.setup import check_batch_size, setup_training
+
+        setup = setup_training(
+            model, data, data_dir=data_dir, input_shape=input_shape, seed=config.train.seed,
+            val_fraction=val_fraction, num_samples=num_samples,
+        )  # fmt: skip
+        check_batch_size(config.train.batch_size, len(setup.train_data), copies=config.batch_copies)
+        result = run_data_parallel(
+            setup.model, setup.train_data, setup.val_data, config,
+            model_name=setup.model_name, data_name=setup.data_name, quiet=quiet,
+            mpi_ranks=mpi_ranks,
+        )  # fmt: skip
     if result is None:
         return None
     files = {}
@@ -89,6 +99,8 @@ def train_data_parallel(
 
 def write_run_files(result: DataParallelResult, model: nn.Module, out: Path) -> dict[str, str]:
     """result.json (with the CPU trace) and model.pt; returns their paths by name."""
+    import torch
+
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "result": str(write_json(out / "result.json", result.to_dict(cpu_trace=True))),
@@ -151,6 +163,11 @@ class DistributedTrainer:
         val_dataset: Dataset[Any] | None = None,
     ) -> DataParallelResult:
         """Train ``model`` in place; returns the run's result (loss curve, throughput...)."""
+        import torch
+
+        from parnn.data_parallel.runner import run_data_parallel
+        from parnn.train import OptimizerConfig
+
         optimizer: OptimizerConfig | None = None
         factory: Callable[..., torch.optim.Optimizer] | None = None
         if isinstance(optimizer_factory, OptimizerConfig):
@@ -184,6 +201,10 @@ class DistributedTrainer:
 def _evaluate_shard(
     rank: int, world_size: int, model: nn.Module, dataset: Dataset[Any], batch_size: int
 ) -> tuple[EvalResult, list[int]]:
+    import torch
+
+    from parnn.train import dataset_tensors, evaluate
+
     inputs, targets = dataset_tensors(dataset)
     index = torch.tensor_split(torch.arange(targets.shape[0]), world_size)[rank]
     shard: Dataset[Any] = torch.utils.data.TensorDataset(inputs[index], targets[index])
@@ -193,6 +214,8 @@ def _evaluate_shard(
 
 
 def _combine(parts: list[tuple[EvalResult, list[int]]]) -> EvalResult:
+    from parnn.train import EvalResult
+
     total = sum(result.num_samples for result, _ in parts)
     num_classes = max(len(counts) for _, counts in parts)
     correct = [0.0] * num_classes
@@ -242,6 +265,8 @@ class DistributedTester:
         self.batch_size = batch_size
 
     def __call__(self, model: nn.Module) -> EvalResult:
+        from parnn.launch import LaunchConfig, launch
+
         config = LaunchConfig(num_processes=self.num_processes, init_process_group=False)
         parts = launch(_evaluate_shard, config, model, self.dataset, self.batch_size)
         result = _combine(parts)

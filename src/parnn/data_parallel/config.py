@@ -29,6 +29,7 @@ __all__ = [
     "DATA_PARALLEL_TRAIN",
     "ENGINES",
     "ENGINE_DEFAULTS",
+    "RANK_PRELOAD",
     "SYNCHRONOUS_ENGINES",
     "TRANSPORTS",
     "DataParallelConfig",
@@ -47,6 +48,10 @@ TRANSPORTS = ("auto", "gloo", "mpi")
 under mpiexec) or ``auto`` (mpi where it can be used, else gloo, saying why)."""
 COMMUNICATING_ENGINES = ("ddp", "local-sgd", "mpi")
 """Engines whose ranks exchange tensors, so the transport matters."""
+RANK_PRELOAD: dict[str, tuple[str, ...]] = {"ddp": ("torch._dynamo",)}
+"""Modules an engine's ranks import late, beyond the engine's own: DistributedDataParallel's
+constructor imports ``torch._dynamo`` (~1 s of CPU, as much as torch). Ranks that start
+before their job (the fork server, MPI ranks started ahead) import them while they wait."""
 
 ENGINE_DEFAULTS: dict[str, dict[str, float]] = {
     "serial": {"lr": 0.05, "momentum": 0.9},

@@ -1,30 +1,31 @@
-"""Ranks under MPI with mpi4py: ``--transport mpi`` of ddp and local-sgd (and the ``mpi``
-engine, local SGD over MPI).
+"""MPI for the data-parallel engines: whether it can be used, where this process sits in
+an MPI job, and parnn starting its own ``mpiexec`` (the ranks themselves are
+:mod:`parnn.data_parallel.mpi_rank`).
 
-local SGD: the flat parameter buffer goes through a buffer-based ``Allreduce`` on a numpy
-view of the tensor (no copy, no pickling). ddp: a gloo process group is set up beside MPI
-(rank 0 hosts its store on loopback, or on ``MASTER_ADDR`` across machines, and tells the
-others the port over MPI) for DDP's set-up broadcast; the gradients go over MPI through a
-DDP communication hook (:func:`parnn.data_parallel.ddp.mpi_allreduce_hook`). Only the
-small step logs are gathered as objects.
-
-Two ways to run it:
+Two ways to run over MPI:
 
 - ``mpirun -n 4 parnn dp --engine ddp --transport mpi ...``: every MPI process runs the
-  command; rank 0 evaluates, prints and writes the results (:func:`run_mpi_rank`).
-- ``parnn dp --engine ddp --transport mpi --processes 4``: parnn starts ``mpiexec -n 4``
-  (:func:`launch_mpi`), found next to the Python interpreter or on ``PATH``, and reads the
-  result back from a temporary directory.
+  command; rank 0 evaluates, prints and writes the results
+  (:func:`parnn.data_parallel.mpi_rank.run_mpi_rank`).
+- ``parnn dp --engine ddp --transport mpi --ranks 4``: parnn starts ``mpiexec -n 4``
+  (:class:`MpiRanks`), found next to the Python interpreter or on ``PATH``, hands the job
+  over and reads the result back through a temporary directory. ``parnn dp`` starts it
+  before it loads the data, so that the fresh interpreters import torch and the engine
+  while the command does its own work::
+
+      before   command: import torch, load data │ mpiexec: ranks import torch + engine │ step
+      after    command: import torch, load data │ ranks load the job │ step
+               ranks:   import torch + engine, start MPI, wait for the job
 
 mpi4py is an optional extra: ``pip install 'parnn[mpi]' mpich`` (MPICH from PyPI) or
 Debian's ``apt-get install openmpi-bin libopenmpi-dev`` then ``pip install 'parnn[mpi]'``.
-Importing this module does not import mpi4py (which would initialise MPI).
+This module imports neither torch nor mpi4py (which would initialise MPI): a command
+starts its ranks before it imports torch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import importlib.util
 import json
 import os
@@ -37,37 +38,38 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import psutil
-import torch
-import torch.distributed as dist
 
-from parnn.data_parallel.averaging import train_replica
-from parnn.data_parallel.ddp import train_ddp
-from parnn.data_parallel.job import TrainJob
-from parnn.data_parallel.loop import WorkerOutput, numpy_state
-from parnn.errors import ConfigError, RankFailedError, show_warning_line
-from parnn.launch import pin_current_process, plan_cores, usable_cores
-from parnn.launch.supervisor import is_peer_symptom, listening_store
-from parnn.launch.worker import is_loopback, loopback_interface
+from parnn.data_parallel.config import RANK_PRELOAD, DataParallelConfig
+from parnn.errors import ConfigError, RankFailedError
+from parnn.launch.environment import loopback_interface
 from parnn.results import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:  # torch: imported by the time a job is handed over, not before
+    from parnn.data_parallel.job import TrainJob
+    from parnn.data_parallel.loop import WorkerOutput
 
 __all__ = [
     "INSTALL_HINT",
     "MpiEnv",
-    "MpiTransport",
+    "MpiRanks",
     "find_mpiexec",
+    "import_parent_main",
     "launch_mpi",
     "loopback_environ",
     "mpi_available",
     "mpi_env",
+    "record_rank_error",
     "remove_stale_mpi_files",
     "require_mpi",
-    "run_mpi_rank",
+    "supervise_rank",
+    "wait_for_job",
+    "write_rank_output",
 ]
 
 INSTALL_HINT = (
@@ -75,6 +77,7 @@ INSTALL_HINT = (
     "apt-get install openmpi-bin libopenmpi-dev and then pip install 'parnn[mpi]'"
 )
 _JOB_FILE = "job.pt"
+_JOB_POLL_S = 0.01  # how often a waiting rank looks for its job
 _OUTPUT_FILE = "output.pkl"
 _LOG_FILE = "mpiexec.log"
 _TMP_PREFIX = "parnn-mpi-"
@@ -160,102 +163,6 @@ def mpi_env(environ: Mapping[str, str] | None = None) -> MpiEnv | None:
             except ValueError:
                 return None
     return None
-
-
-class MpiTransport:
-    """Collectives over an mpi4py communicator on numpy views of float32 tensors."""
-
-    def __init__(self, comm: Any) -> None:
-        self.comm = comm
-        self.world_size: int = comm.Get_size()
-
-    def allreduce_sum_(self, flat: torch.Tensor) -> None:
-        from mpi4py import MPI
-
-        self.comm.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)  # buffer, not pickle
-
-    def broadcast_(self, flat: torch.Tensor, root: int) -> None:
-        self.comm.Bcast(flat.numpy(), root=root)
-
-
-def _pin(job: TrainJob, local_rank: int, local_size: int) -> None:
-    config = job.config
-    plan = plan_cores(local_size, config.threads, config.cores or usable_cores())
-    pin_current_process(plan[local_rank] if config.pin else None, config.threads)
-
-
-@contextlib.contextmanager
-def _gloo_group(comm: Any, local_size: int, timeout_s: float) -> Any:
-    """A gloo process group over the MPI ranks, for DDP's set-up broadcast and metadata:
-    rank 0 hosts the store on a free port and broadcasts it over MPI."""
-    rank, size = comm.Get_rank(), comm.Get_size()
-    address = os.environ.get("MASTER_ADDR")
-    if address is None:
-        if local_size != size:
-            raise ConfigError(
-                f"ddp over MPI across machines ({size} ranks, {local_size} on this one) needs "
-                "MASTER_ADDR: set it to rank 0's address for the gloo set-up group"
-            )
-        address = "127.0.0.1"
-    timeout = datetime.timedelta(seconds=timeout_s)
-    if "GLOO_SOCKET_IFNAME" not in os.environ and is_loopback(address):
-        interface = loopback_interface()
-        if interface is not None:  # gloo's pairs listen on loopback too
-            os.environ["GLOO_SOCKET_IFNAME"] = interface
-    store = None
-    if rank == 0:  # bound to ``address`` only, not every interface
-        store = listening_store(address, 0, timeout_s=timeout_s, world_size=size)
-    port = comm.bcast(store.port if store is not None else None, root=0)
-    if store is None:
-        store = dist.TCPStore(address, port, size, False, timeout=timeout)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=timeout)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
-def _train(job: TrainJob, comm: Any, local_rank: int, local_size: int) -> WorkerOutput | None:
-    rank, size = comm.Get_rank(), comm.Get_size()
-    if size != job.config.num_ranks:
-        raise ConfigError(
-            f"--ranks {job.config.num_ranks} but mpirun started {size} ranks: "
-            "make them equal or drop --ranks"
-        )
-    _pin(job, local_rank, local_size)
-    if job.config.engine == "ddp":
-        with _gloo_group(comm, local_size, job.config.failure_timeout_s):
-            comm.Barrier()
-            log, model = train_ddp(rank, size, job, mpi_comm=comm)
-    else:
-        comm.Barrier()
-        log, model = train_replica(rank, job, MpiTransport(comm))
-    logs = comm.gather(log, root=0)  # the step logs: small metadata, pickled
-    if rank != 0:
-        return None
-    return WorkerOutput(logs=list(logs), state=numpy_state(model))
-
-
-def _abort(comm: Any, rank: int, exc: BaseException) -> None:
-    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-    sys.stderr.write(f"parnn: error: rank {rank} failed: {detail}\n")
-    sys.stderr.flush()
-    comm.Abort(1)  # ends every rank: the others may be waiting in an Allreduce
-
-
-def run_mpi_rank(job: TrainJob, env: MpiEnv) -> WorkerOutput | None:
-    """Train in this MPI process (started by an external mpirun); rank 0 returns every
-    rank's logs and the final parameters, the other ranks None. A failure on any rank
-    prints it and aborts the whole job."""
-    require_mpi()
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    try:
-        return _train(job, comm, env.local_rank, env.local_size)
-    except BaseException as exc:
-        _abort(comm, comm.Get_rank(), exc)
-        raise
 
 
 # ── parnn starts mpiexec itself ──────────────────────────────────────────────────────────
@@ -350,7 +257,7 @@ def _first_silent_exit(
     directory: Path, *, raised: frozenset[int] = frozenset()
 ) -> RankFailedError | None:
     """The rank whose process ended first with a failure but without a word (``os._exit``,
-    a signal), from the records that each rank's supervisor writes (:func:`_supervise`);
+    a signal), from the records that each rank's supervisor writes (:func:`supervise_rank`);
     ``raised``: the ranks that recorded an error (their exit is not silent)."""
     records = []
     for path in directory.glob("exit-rank*.json"):
@@ -447,21 +354,13 @@ def remove_stale_mpi_files(*, min_age_s: float = 10.0) -> None:
 
 def launch_mpi(job: TrainJob, *, failure_timeout_s: float = 30.0) -> WorkerOutput:
     """Run ``job`` under ``mpiexec -n N`` started here; returns rank 0's output or raises
-    :class:`RankFailedError` naming the failed rank (the others are stopped).
-
-    The job travels in a temporary directory ``parnn-mpi-<pid>-*`` removed on every exit
-    Python sees (an error, Ctrl-C, SIGTERM), with the MPICH shared-memory segments the run
-    created; what a SIGKILL left is removed by the next run
-    (:func:`remove_stale_mpi_files`)."""
-    require_mpi()
-    mpiexec = find_mpiexec()
-    remove_stale_mpi_files()
-    shm_before = set(_SHM_DIR.glob(_SHM_PATTERN))
-    try:
-        with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmp:
-            return _run_mpiexec(job, mpiexec, Path(tmp), failure_timeout_s)
-    finally:  # every exit Python sees: MPICH leaves its segments when its ranks are killed
-        _remove_unused(set(_SHM_DIR.glob(_SHM_PATTERN)) - shm_before)
+    :class:`RankFailedError` naming the failed rank (the others are stopped)."""
+    ranks = MpiRanks(
+        job.config.num_ranks,
+        preload=RANK_PRELOAD.get(job.config.engine, ()),
+        failure_timeout_s=failure_timeout_s,
+    )
+    return ranks.run(job)
 
 
 _MAIN_ENV = "PARNN_MPI_MAIN"
@@ -484,39 +383,107 @@ def _rank_environ() -> dict[str, str]:
     return environ
 
 
-def _import_parent_main() -> None:
-    """Run the parent's ``__main__`` script as ``__mp_main__`` (its ``if __name__ ==
-    "__main__"`` block does not run) and let it answer for ``__main__`` when unpickling."""
-    path = os.environ.get(_MAIN_ENV)
-    if not path:
-        return
-    import runpy
-    import types
+class MpiRanks:
+    """``mpiexec -n num_ranks`` started now, ahead of its job: the ranks import torch, the
+    engine and ``preload`` and start MPI while this process prepares the job; :meth:`run`
+    hands it over and waits for the result.
 
-    module = types.ModuleType("__mp_main__")
-    module.__file__ = path
-    sys.modules["__mp_main__"] = module
-    module.__dict__.update(runpy.run_path(path, run_name="__mp_main__"))
-    sys.modules["__main__"] = module
+    The job travels in a temporary directory ``parnn-mpi-<pid>-*``. It is removed, with
+    the MPICH shared-memory segments the run created, on every exit Python sees (an error,
+    Ctrl-C, SIGTERM), and ranks that never got their job are stopped: use it as a context
+    manager, or :meth:`run` it. What a SIGKILL left is removed by the next run
+    (:func:`remove_stale_mpi_files`). Use it for one job."""
 
+    def __init__(
+        self, num_ranks: int, *, preload: Sequence[str] = (), failure_timeout_s: float = 30.0
+    ) -> None:
+        require_mpi()
+        mpiexec = find_mpiexec()
+        remove_stale_mpi_files()
+        self.num_ranks = num_ranks
+        self.failure_timeout_s = failure_timeout_s
+        self._shm_before = set(_SHM_DIR.glob(_SHM_PATTERN))
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
+        self.directory = Path(self._tmp.name)
+        self._closed = False
+        command: Sequence[str] = [
+            mpiexec, "-n", str(num_ranks),
+            sys.executable, "-m", "parnn.data_parallel.mpi_rank", str(self.directory), *preload,
+        ]  # fmt: skip
+        try:
+            with open(self.directory / _LOG_FILE, "wb") as log:
+                self._process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,
+                    env=_rank_environ(),
+                    start_new_session=True,  # the job's own process group: see _stop_group
+                )
+        except BaseException:
+            self.close()
+            raise
 
-def _run_mpiexec(
-    job: TrainJob, mpiexec: str, directory: Path, failure_timeout_s: float
-) -> WorkerOutput:
-    torch.save(job, directory / _JOB_FILE)
-    command: Sequence[str] = [
-        mpiexec, "-n", str(job.config.num_ranks),
-        sys.executable, "-m", "parnn.data_parallel.mpi_rank", str(directory),
-    ]  # fmt: skip
-    with open(directory / _LOG_FILE, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-            env=_rank_environ(),
-            start_new_session=True,  # the job's own process group: see _stop_group
+    @classmethod
+    def start(cls, config: DataParallelConfig) -> MpiRanks:
+        """The ranks of a run of ``config`` (which must go over MPI, launched here)."""
+        return cls(
+            config.num_ranks,
+            preload=RANK_PRELOAD.get(config.engine, ()),
+            failure_timeout_s=config.failure_timeout_s,
         )
+
+    def __enter__(self) -> MpiRanks:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def run(self, job: TrainJob) -> WorkerOutput:
+        """Hand ``job`` to the ranks and wait for them; returns rank 0's output or raises
+        :class:`RankFailedError` naming the failed rank (the others are stopped)."""
+        import torch
+
+        if self._closed:
+            raise RuntimeError("these MPI ranks have ended: start new ones for a new job")
+        if job.config.num_ranks != self.num_ranks:
+            raise ConfigError(
+                f"the job needs {job.config.num_ranks} ranks but mpiexec was started with "
+                f"{self.num_ranks}"
+            )
+        try:
+            staged = self.directory / f".{_JOB_FILE}.tmp"
+            torch.save(job, staged)
+            os.replace(staged, self.directory / _JOB_FILE)  # a rank never reads half a job
+            self._watch()
+            return self._outcome()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop whatever of the job still runs (ranks still waiting for a job that will
+        not come, after a failure here), then remove its directory and the segments it
+        left. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            process = getattr(self, "_process", None)
+            if process is not None:
+                if process.poll() is None:
+                    _stop_tree(process)
+                _stop_group(process.pid)
+            self._tmp.cleanup()
+        finally:  # MPICH leaves its segments when its ranks are killed
+            _remove_unused(set(_SHM_DIR.glob(_SHM_PATTERN)) - self._shm_before)
+
+    def _watch(self) -> None:
+        process, directory = self._process, self.directory
         try:
             first_failure: float | None = None
             while process.poll() is None:
@@ -525,40 +492,46 @@ def _run_mpiexec(
                     first_failure = time.monotonic()
                 # A rank that failed aborts the job itself; one that died silently may
                 # leave its peers waiting in a collective: stop them after a grace.
-                grace_s = min(failure_timeout_s, _FAILURE_GRACE_S)
+                grace_s = min(self.failure_timeout_s, _FAILURE_GRACE_S)
                 if first_failure and time.monotonic() - first_failure > grace_s:
                     break
         finally:
             if process.poll() is None:
                 _stop_tree(process)
             _stop_group(process.pid)
-    failures = _read_failures(directory)
-    causes = [failure for failure in failures if not is_peer_symptom(str(failure["detail"]))]
-    if failures and not causes:
-        # every error only says a peer went away: the peer that died silently is the cause
-        silent = _first_silent_exit(
-            directory, raised=frozenset(int(failure["rank"]) for failure in failures)
-        )
-        if silent is not None:
-            raise silent
-    if failures:
-        cause = (causes or failures)[0]
-        raise RankFailedError(
-            int(cause["rank"]), str(cause["detail"]), traceback=str(cause["traceback"])
-        )
-    output_path = directory / _OUTPUT_FILE
-    if process.returncode != 0 or not output_path.exists():
-        silent = _first_silent_exit(directory)
-        if silent is not None:
-            raise silent
-        log_text = (directory / _LOG_FILE).read_text(encoding="utf-8", errors="replace")
-        raise _launcher_failure(log_text, process.returncode or 0)
-    with open(output_path, "rb") as handle:
-        output: WorkerOutput = pickle.load(handle)
-    return output
+
+    def _outcome(self) -> WorkerOutput:
+        """Rank 0's output, or the failure that ended the job."""
+        from parnn.launch.supervisor import is_peer_symptom
+
+        process, directory = self._process, self.directory
+        failures = _read_failures(directory)
+        causes = [failure for failure in failures if not is_peer_symptom(str(failure["detail"]))]
+        if failures and not causes:
+            # every error only says a peer went away: the peer that died silently is the cause
+            silent = _first_silent_exit(
+                directory, raised=frozenset(int(failure["rank"]) for failure in failures)
+            )
+            if silent is not None:
+                raise silent
+        if failures:
+            cause = (causes or failures)[0]
+            raise RankFailedError(
+                int(cause["rank"]), str(cause["detail"]), traceback=str(cause["traceback"])
+            )
+        output_path = directory / _OUTPUT_FILE
+        if process.returncode != 0 or not output_path.exists():
+            silent = _first_silent_exit(directory)
+            if silent is not None:
+                raise silent
+            log_text = (directory / _LOG_FILE).read_text(encoding="utf-8", errors="replace")
+            raise _launcher_failure(log_text, process.returncode or 0)
+        with open(output_path, "rb") as handle:
+            output: WorkerOutput = pickle.load(handle)
+        return output
 
 
-def _supervise(directory: Path, rank: int) -> None:
+def supervise_rank(directory: Path, rank: int) -> None:
     """Fork before MPI starts: the child returns and runs the rank; this process waits for
     it, records how it ended (``exit-rankN.json``: code, time) and exits the same way.
 
@@ -612,33 +585,47 @@ def _watch_supervisor(directory: Path, rank: int, supervisor: int) -> None:
         signal.pause()
 
 
-def main(argv: Sequence[str]) -> int:
-    """Each rank started by :func:`launch_mpi` (``python -m parnn.data_parallel.mpi_rank DIR``)."""
-    warnings.showwarning = show_warning_line  # one line, as in the CLI
-    directory = Path(argv[0])
-    env = mpi_env()
-    if env is not None:
-        _supervise(directory, env.rank)  # returns in the child, which runs the rank
-    from mpi4py import MPI
+# ── what a rank started by MpiRanks does with the job's directory ────────────────────────
 
-    comm = MPI.COMM_WORLD
-    rank = comm.Get_rank()
-    try:
-        _import_parent_main()
-        job: TrainJob = torch.load(directory / _JOB_FILE, weights_only=False)
-        local_rank, local_size = (env.local_rank, env.local_size) if env else (rank, 1)
-        output = _train(job, comm, local_rank, local_size)
-        if output is not None:
-            atomic_write_bytes(directory / _OUTPUT_FILE, pickle.dumps(output))
-    except BaseException as exc:
-        record = {
-            "rank": rank,
-            "detail": " ".join(f"{type(exc).__name__}: {exc}".split())[:500],
-            "traceback": traceback.format_exc(),
-            "time": time.time(),
-        }
-        with contextlib.suppress(Exception):
-            atomic_write_text(directory / f"error-rank{rank}.json", json.dumps(record))
-        _abort(comm, rank, exc)
-        return 1
-    return 0
+
+def import_parent_main() -> None:
+    """Run the parent's ``__main__`` script as ``__mp_main__`` (its ``if __name__ ==
+    "__main__"`` block does not run) and let it answer for ``__main__`` when unpickling."""
+    path = os.environ.get(_MAIN_ENV)
+    if not path:
+        return
+    import runpy
+    import types
+
+    module = types.ModuleType("__mp_main__")
+    module.__file__ = path
+    sys.modules["__mp_main__"] = module
+    module.__dict__.update(runpy.run_path(path, run_name="__mp_main__"))
+    sys.modules["__main__"] = module
+
+
+def wait_for_job(directory: Path) -> Path:
+    """The job's file, once the command has written it (whole: it is renamed into place).
+    A rank whose command fails before that is stopped by it (:meth:`MpiRanks.close`), or
+    dies with it."""
+    path = directory / _JOB_FILE
+    while not path.exists():
+        time.sleep(_JOB_POLL_S)
+    return path
+
+
+def write_rank_output(directory: Path, output: WorkerOutput) -> None:
+    """Rank 0's output, for :meth:`MpiRanks.run` to read back."""
+    atomic_write_bytes(directory / _OUTPUT_FILE, pickle.dumps(output))
+
+
+def record_rank_error(directory: Path, rank: int, exc: BaseException) -> None:
+    """``error-rankN.json``: the error that ended ``rank`` (call it in an ``except``)."""
+    record = {
+        "rank": rank,
+        "detail": " ".join(f"{type(exc).__name__}: {exc}".split())[:500],
+        "traceback": traceback.format_exc(),
+        "time": time.time(),
+    }
+    with contextlib.suppress(Exception):
+        atomic_write_text(directory / f"error-rank{rank}.json", json.dumps(record))

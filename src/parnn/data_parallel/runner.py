@@ -22,15 +22,16 @@ from torch.utils.data import Dataset
 
 from parnn.clock import startup_s
 from parnn.data_parallel.averaging import local_sgd_worker
-from parnn.data_parallel.config import COMMUNICATING_ENGINES, DataParallelConfig
+from parnn.data_parallel.config import COMMUNICATING_ENGINES, RANK_PRELOAD, DataParallelConfig
 from parnn.data_parallel.ddp import ddp_worker, serial_worker
 from parnn.data_parallel.hogwild import hogwild_worker
 from parnn.data_parallel.job import OptimizerFactory, ScheduleFactory, StepBoard, TrainJob
 from parnn.data_parallel.loop import WorkerOutput, load_numpy_state
-from parnn.data_parallel.mpi import launch_mpi, mpi_env, run_mpi_rank
+from parnn.data_parallel.mpi import MpiRanks, launch_mpi, mpi_env
+from parnn.data_parallel.mpi_rank import run_mpi_rank
 from parnn.data_parallel.result import DataParallelResult, merge_logs
 from parnn.data_parallel.shards import check_num_samples, total_steps
-from parnn.data_parallel.transport import ResolvedTransport, resolve_transport
+from parnn.data_parallel.transport import ResolvedTransport, resolve_transport, starts_mpiexec
 from parnn.errors import ConfigError
 from parnn.launch import LaunchConfig, launch, run_distributed, torchrun_env
 from parnn.launch.forkserver import start_forkserver
@@ -102,23 +103,28 @@ def _launch_config(config: DataParallelConfig, *, process_group: bool) -> Launch
     )
 
 
-def _run_workers(job: TrainJob, transport: ResolvedTransport) -> WorkerOutput | None:
-    """Start the engine's workers; rank 0's output (None on the other ranks of an external
-    launcher)."""
+def _run_workers(
+    job: TrainJob, transport: ResolvedTransport, mpi_ranks: MpiRanks | None
+) -> WorkerOutput | None:
+    """Start the engine's workers (or hand the job to ``mpi_ranks``, started already);
+    rank 0's output (None on the other ranks of an external launcher)."""
     config = job.config
     engine = config.engine
+    if starts_mpiexec(transport):
+        if mpi_ranks is not None:
+            return mpi_ranks.run(job)
+        return launch_mpi(job, failure_timeout_s=config.failure_timeout_s)
     if transport.name == "mpi":
         env = mpi_env()
-        if env is not None and env.size > 1:
-            return run_mpi_rank(job, env)
-        return launch_mpi(job, failure_timeout_s=config.failure_timeout_s)
+        assert env is not None  # an external mpirun started this process (starts_mpiexec)
+        return run_mpi_rank(job, env)
     worker = _WORKERS[engine]
     launch_config = _launch_config(config, process_group=engine != "serial")
     if torchrun_env() is not None and engine in ("ddp", "local-sgd"):
         output = run_distributed(worker, launch_config, job)[0]
         return output if output.state is not None else None
     # Ranks fork from a server that has imported the engines once (no-op when running).
-    start_forkserver([__name__], threads=config.threads)
+    start_forkserver([__name__, *RANK_PRELOAD.get(engine, ())], threads=config.threads)
     return launch(worker, launch_config, job)[0]
 
 
@@ -155,6 +161,7 @@ def run_data_parallel(
     model_name: str | None = None,
     data_name: str | None = None,
     quiet: bool = False,
+    mpi_ranks: MpiRanks | None = None,
 ) -> DataParallelResult | None:
     """Train ``model`` on ``train_data`` with ``config.engine``; the trained parameters are
     loaded back into ``model`` and it is evaluated on ``val_data``.
@@ -162,6 +169,9 @@ def run_data_parallel(
     ``optimizer_factory(params)`` and ``scheduler_factory(optimizer)`` default to the
     optimizer and LR schedule ``config`` names; they, the model and the criterion must
     pickle (workers are spawned). The training tensors are moved to shared memory.
+    ``mpi_ranks``: the ranks of a run over MPI, started ahead of the job
+    (:func:`~parnn.data_parallel.api.train_data_parallel` starts them before it loads the
+    data); launched here when None.
     """
     wall_start = time.perf_counter()
     _check_launcher(config)
@@ -197,7 +207,7 @@ def run_data_parallel(
         monitor = CpuMonitor(config.monitor_interval_s)
         label = f"{config.engine} x{config.num_ranks}"
         with monitor, _progress(board, steps * config.num_ranks, label, quiet):
-            output = _run_workers(job, transport)
+            output = _run_workers(job, transport, mpi_ranks)
     if output is None:
         return None
     if output.state is not None:

@@ -6,7 +6,8 @@ on a small VM costs ~2 ms per all-reduce whatever the size. MPICH (under ``mpiex
 moves the bytes through shared memory and polls while it waits: ~0.1 ms for LeNet-5's
 250 KB of gradients (``benchmarks/data_parallel/README.md``). ``auto`` takes MPI where it
 can be used and says in one line why it did not otherwise; an explicit ``mpi`` that cannot
-be used is an error naming the reason and the fix.
+be used is an error naming the reason and the fix. This module imports no torch: a command
+resolves the transport before it starts its ranks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from parnn.data_parallel.config import COMMUNICATING_ENGINES, DataParallelConfig
 from parnn.errors import ConfigError
 from parnn.launch import torchrun_env
 
-__all__ = ["ResolvedTransport", "mpi_unusable_reason", "resolve_transport"]
+__all__ = [
+    "ResolvedTransport",
+    "mpi_unusable_reason",
+    "resolve_transport",
+    "starts_mpiexec",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +71,12 @@ def resolve_transport(config: DataParallelConfig) -> ResolvedTransport:
         else "use --transport gloo, or --transport auto to fall back"
     )
     raise ConfigError(f"{flag} cannot be used: {reason}; {fix}")
+
+
+def starts_mpiexec(transport: ResolvedTransport) -> bool:
+    """Whether parnn starts the run's MPI ranks itself (``mpiexec``), rather than run as
+    one of the ranks an external ``mpirun`` started."""
+    if transport.name != "mpi":
+        return False
+    env = mpi.mpi_env()
+    return env is None or env.size <= 1
