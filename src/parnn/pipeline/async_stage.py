@@ -31,14 +31,17 @@ TARGET_TAG = 7  # p2p tag of the targets rank 0 sends to the last stage's rank
 
 
 class VersionedModule(nn.Module):
-    """The stage module run on the weight version in ``weights`` (functional_call)."""
+    """The stage module run on the weight version in ``weights`` (functional_call), or on
+    its own live weights when ``weights`` is None."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
-        self.weights: dict[str, torch.Tensor] = {}
+        self.weights: dict[str, torch.Tensor] | None = None
 
     def forward(self, *args: Any) -> Any:
+        if self.weights is None:  # the version is the live weights
+            return self.module(*args)
         return functional_call(self.module, self.weights, args)
 
 
@@ -47,8 +50,8 @@ class WeightStash:
     """Weight versions of one stage, each a dict of leaves that require grad.
 
     A version that is dropped before the next update needs no copy: until that update the
-    live weights *are* that version, so it is a detached alias of them (the last stage's
-    only version, every version of a one-stage stream). A version still in use after the
+    live weights *are* that version, so the stage runs on them directly (None in
+    ``versions``; the last stage's only version, every version of a one-stage stream). A version still in use after the
     next update is a copy, made into a buffer of an earlier dropped copy when there is one,
     so a long stream allocates its copies once. Every version's leaves share the live
     parameters' gradient buffers: each backward accumulates into them in place, in the
@@ -57,9 +60,10 @@ class WeightStash:
     """
 
     module: nn.Module
-    versions: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    versions: dict[int, dict[str, torch.Tensor] | None] = field(default_factory=dict)
+    """Version -> its copy, or None where the live weights are that version."""
     copies: set[int] = field(default_factory=set)
-    """Versions held as copies (the rest alias the live weights)."""
+    """Versions held as copies."""
     pool: list[dict[str, torch.Tensor]] = field(default_factory=list)
     peak: int = 0
     """Most versions held at once."""
@@ -73,27 +77,27 @@ class WeightStash:
                 parameter.grad = torch.zeros_like(parameter)
 
     def make(self, version: int, *, copy: bool) -> None:
-        weights: dict[str, torch.Tensor] = {}
-        buffers = self.pool.pop() if copy and self.pool else None
-        with torch.no_grad():
-            for name, parameter in self.module.named_parameters():
-                if not copy:
-                    leaf = parameter.detach().requires_grad_(True)
-                elif buffers is not None:
-                    leaf = buffers[name].copy_(parameter)
-                else:
-                    leaf = parameter.detach().clone().requires_grad_(True)
-                leaf.grad = parameter.grad
-                weights[name] = leaf
-        self.versions[version] = weights
-        if copy:
+        if not copy:
+            self.versions[version] = None
+        else:
+            weights: dict[str, torch.Tensor] = {}
+            buffers = self.pool.pop() if self.pool else None
+            with torch.no_grad():
+                for name, parameter in self.module.named_parameters():
+                    if buffers is not None:
+                        leaf = buffers[name].copy_(parameter)
+                    else:
+                        leaf = parameter.detach().clone().requires_grad_(True)
+                    leaf.grad = parameter.grad
+                    weights[name] = leaf
+            self.versions[version] = weights
             self.copies.add(version)
         self.peak = max(self.peak, len(self.versions))
         self.peak_copies = max(self.peak_copies, len(self.copies))
 
     def drop(self, version: int) -> None:
         weights = self.versions.pop(version, None)
-        if weights is not None and version in self.copies:
+        if weights is not None:
             self.copies.discard(version)
             self.pool.append(weights)
 
@@ -271,7 +275,8 @@ class StageStream:
         if self.activation_bytes:
             return self.stage.forward_one_chunk(slot, args, save_forward_output=False)
         # The first forward also measures what it saves for backward (weights excluded).
-        weights = {t.data_ptr() for t in self.versioned.weights.values()}
+        version = self.versioned.weights or dict(self.versioned.module.named_parameters())
+        weights = {t.data_ptr() for t in version.values()}
         saved = 0
 
         def pack(tensor: torch.Tensor) -> torch.Tensor:
