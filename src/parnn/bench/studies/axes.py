@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from parnn.bench.cells import RENAMED_SETTINGS, Cell, StudyStore
+from parnn.bench.cells import RENAMED_SETTINGS, Cell, StudyStore, renamed_fields
 from parnn.data_parallel.config import DataParallelConfig
 from parnn.errors import ConfigError
 from parnn.results import machine_facts
@@ -45,7 +45,6 @@ __all__ = [
     "AxesConfig",
     "AxesResult",
     "KIND",
-    "RENAMED_RUN_FIELDS",
     "VariantRun",
     "axes_result",
     "median_step_rate",
@@ -67,8 +66,6 @@ AXES = {
 """The axis of parallelism each variant uses."""
 WARMUP_STEPS = 2
 """Steps left out of the median step time (the pipeline engine's default)."""
-RENAMED_RUN_FIELDS = {"processes": "ranks", "threads_per_process": "threads"}
-"""Fields of the runs recorded before the vocabulary's renames, and their names now."""
 
 
 def parse_variants(text: str) -> tuple[str, ...]:
@@ -246,8 +243,8 @@ class VariantRun:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> VariantRun:
         """The run of a study record (its fields, as :func:`run_axes` stores them; a record
-        written before the renames is read through :data:`RENAMED_RUN_FIELDS`)."""
-        values = {RENAMED_RUN_FIELDS.get(key, key): value for key, value in record.items()}
+        written before the renames is read under today's names: :func:`renamed_fields`)."""
+        values = renamed_fields(record)
         return cls(**{item.name: values[item.name] for item in fields(cls)})
 
     @classmethod
