@@ -108,7 +108,7 @@ def test_the_slowest_stage_sets_the_asynchronous_period() -> None:
     times = StageTimes(forward_s=(1.0, 3.0), backward_s=(1.0, 3.0))
     result = simulate(times, schedule="pipedream", num_microbatches=1)
     assert result.step_time_s == pytest.approx(6.0)
-    assert result.device_bubble[0] == pytest.approx(1 - 2.0 / 6.0)
+    assert result.rank_bubble[0] == pytest.approx(1 - 2.0 / 6.0)
 
 
 def test_stage_memory_and_the_cap_count_stashed_versions() -> None:

@@ -71,17 +71,17 @@ def in_flight_microbatches(
 ) -> tuple[int, ...]:
     """Micro-batches whose activations stage ``i`` holds at its peak under ``schedule``,
     read off the schedule itself: GPipe keeps all ``m``; 1F1B keeps ``min(m, k - i)``;
-    the multi-stage schedules (``num_ranks`` devices, ``num_stages / num_ranks`` stages
+    the multi-stage schedules (``num_ranks`` ranks, ``num_stages / num_ranks`` stages
     each) keep what their warm-up leaves in flight on every stage."""
     if num_stages < 1 or num_microbatches < 1:
         raise ConfigError(
             f"need num_stages >= 1 and num_microbatches >= 1, got {num_stages}, {num_microbatches}"
         )
     fixed = get_schedule(schedule).fixed_stages_per_rank or 1  # V schedules: 2 per rank
-    devices = num_stages // fixed if num_ranks is None else num_ranks
-    if devices < 1 or num_stages % devices:
-        raise ScheduleError(f"{num_stages} stages cannot be spread evenly over {devices} devices")
-    plans = schedule_actions(schedule, devices, num_microbatches, num_chunks=num_stages // devices)
+    ranks = num_stages // fixed if num_ranks is None else num_ranks
+    if ranks < 1 or num_stages % ranks:
+        raise ScheduleError(f"{num_stages} stages cannot be spread evenly over {ranks} ranks")
+    plans = schedule_actions(schedule, ranks, num_microbatches, num_chunks=num_stages // ranks)
     held = [0] * num_stages
     peak = [0] * num_stages
     for actions in plans:
