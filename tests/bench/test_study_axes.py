@@ -31,7 +31,7 @@ PAYLOAD_KEYS = {
 ROW_KEYS = {
     "variant", "label", "axis", "ranks", "threads", "samples_per_s",
     "speedup_vs_serial", "efficiency", "mean_samples_per_s", "accuracy",
-    "accuracy_delta_points", "peak_rss_mib", "peak_rss_mib_per_process", "total_rss_mib",
+    "accuracy_delta_points", "peak_rss_mib", "peak_rss_mib_per_rank", "total_rss_mib",
     "steps", "samples", "wall_s", "bubble_fraction",
 }  # fmt: skip
 
@@ -53,8 +53,8 @@ def test_cli_study_axes_end_to_end(tmp_path: Path) -> None:
         assert set(row) == ROW_KEYS
         assert 0.0 <= row["accuracy"] <= 1.0 and row["samples_per_s"] > 0
         assert row["samples"] == 6 * 32  # the same training for every variant
-        assert len(row["peak_rss_mib_per_process"]) == row["ranks"]
-        assert all(mib > 10 for mib in row["peak_rss_mib_per_process"])
+        assert len(row["peak_rss_mib_per_rank"]) == row["ranks"]
+        assert all(mib > 10 for mib in row["peak_rss_mib_per_rank"])
     assert (rows["ddp"]["ranks"], rows["pipeline"]["ranks"]) == (2, 2)
     assert (rows["serial"]["ranks"], rows["ddp"]["threads"]) == (1, 1)
     assert rows["serial"]["speedup_vs_serial"] == 1.0
@@ -106,7 +106,7 @@ def _run(variant: str, label: str, rate: float, accuracy: float, ranks: int) -> 
     return VariantRun(
         variant=variant, label=label, ranks=ranks, threads=1,
         samples_per_s=rate, mean_samples_per_s=None, accuracy=accuracy,
-        peak_rss_mib_per_process=[300.0] * ranks, steps=100, samples=6400, wall_s=5.0,
+        peak_rss_mib_per_rank=[300.0] * ranks, steps=100, samples=6400, wall_s=5.0,
         bubble_fraction=0.4 if variant == "pipeline" else None,
     )  # fmt: skip
 
@@ -133,7 +133,8 @@ def test_conclusion_follows_the_numbers() -> None:
 
 def test_a_study_recorded_under_the_old_names_resumes_and_renders(tmp_path: Path) -> None:
     # Written before the renames: settings num_processes (now num_ranks), runs with
-    # processes / threads_per_process (now ranks / threads).
+    # processes / threads_per_process / peak_rss_mib_per_process (now ranks / threads /
+    # peak_rss_mib_per_rank).
     config = AxesConfig(variants=("serial", "serial-threads", "ddp"))
     settings = {**config.to_dict(), "train_samples": 1000, "val_samples": 200, "parameters": 9}
     settings["num_processes"] = settings.pop("num_ranks")
@@ -149,6 +150,7 @@ def test_a_study_recorded_under_the_old_names_resumes_and_renders(tmp_path: Path
         record = asdict(run)
         record["processes"] = record.pop("ranks")
         record["threads_per_process"] = record.pop("threads")
+        record["peak_rss_mib_per_process"] = record.pop("peak_rss_mib_per_rank")
         store.add(Cell({"variant": run.variant}), record)
     header = StudyStore(tmp_path).header()
     result = axes_result(header["settings"], StudyStore(tmp_path).records(), {})

@@ -50,7 +50,11 @@ RENAMED_SETTINGS = {"num_processes": "num_ranks", "num_stages": "num_ranks"}
 """Study settings under their old names (studies written before the rename) -> new:
 ``study axes``' processes and the pipeline studies' stages, both ranks. No study setting
 counts model pieces (every pipeline study runs one stage per rank)."""
-RENAMED_FIELDS = {"processes": "ranks", "threads_per_process": "threads"}
+RENAMED_FIELDS = {
+    "processes": "ranks",
+    "threads_per_process": "threads",
+    "peak_rss_mib_per_process": "peak_rss_mib_per_rank",
+}
 """Fields of cell records under their old names (runs recorded before the rename) -> new:
 the runs of ``study axes`` and of ``parnn dp --compare``."""
 

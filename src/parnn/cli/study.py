@@ -20,7 +20,7 @@ input_shape, variants, num_ranks, batch_size, epochs, steps, optimizer, lr_sched
 seed, val_fraction, schedule, num_microbatches, partition), rows (one per variant: variant,
 label, axis, ranks, threads, samples_per_s (median step after warm-up),
 speedup_vs_serial, efficiency, mean_samples_per_s (null for the pipeline), accuracy,
-accuracy_delta_points, peak_rss_mib, peak_rss_mib_per_process, total_rss_mib, steps,
+accuracy_delta_points, peak_rss_mib, peak_rss_mib_per_rank, total_rss_mib, steps,
 samples, wall_s, bubble_fraction (pipeline only)), conclusion (sentences), files (result,
 plot, report, page), machine. The result file adds runs: each engine's full result by variant.
 """
@@ -381,7 +381,7 @@ def axes(
             accuracy = f"{100 * run.accuracy:.2f}%" if run.accuracy is not None else "-"
             stderr_console.print(
                 f"{run.label}: {run.samples_per_s:,.0f} samples/s, val acc {accuracy}, "
-                f"peak RSS {max(run.peak_rss_mib_per_process):.0f} MiB"
+                f"peak RSS {max(run.peak_rss_mib_per_rank):.0f} MiB"
             )
 
     if overwrite:

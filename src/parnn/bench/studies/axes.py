@@ -228,7 +228,7 @@ class VariantRun:
     samples_per_s: float
     mean_samples_per_s: float | None
     accuracy: float | None
-    peak_rss_mib_per_process: list[float]
+    peak_rss_mib_per_rank: list[float]
     steps: int
     samples: int
     wall_s: float
@@ -262,7 +262,7 @@ class VariantRun:
             ),
             mean_samples_per_s=result.samples_per_s,
             accuracy=result.val.accuracy if result.val is not None else None,
-            peak_rss_mib_per_process=[float(rank["peak_rss_mib"]) for rank in result.ranks],
+            peak_rss_mib_per_rank=[float(rank["peak_rss_mib"]) for rank in result.ranks],
             steps=result.updates,
             samples=result.samples,
             wall_s=result.wall_s,
@@ -280,7 +280,7 @@ class VariantRun:
             samples_per_s=result.samples_per_s,
             mean_samples_per_s=result.samples / result.train_s if result.train_s else None,
             accuracy=result.val_accuracy,
-            peak_rss_mib_per_process=[round(by_rank[rank], 1) for rank in sorted(by_rank)],
+            peak_rss_mib_per_rank=[round(by_rank[rank], 1) for rank in sorted(by_rank)],
             steps=result.steps,
             samples=result.samples,
             wall_s=result.wall_s,
@@ -331,9 +331,9 @@ class AxesResult:
                         if run.accuracy is not None and base.accuracy is not None
                         else None
                     ),
-                    "peak_rss_mib": max(run.peak_rss_mib_per_process),
-                    "peak_rss_mib_per_process": run.peak_rss_mib_per_process,
-                    "total_rss_mib": round(sum(run.peak_rss_mib_per_process), 1),
+                    "peak_rss_mib": max(run.peak_rss_mib_per_rank),
+                    "peak_rss_mib_per_rank": run.peak_rss_mib_per_rank,
+                    "total_rss_mib": round(sum(run.peak_rss_mib_per_rank), 1),
                     "steps": run.steps,
                     "samples": run.samples,
                     "wall_s": round(run.wall_s, 2),

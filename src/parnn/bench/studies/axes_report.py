@@ -200,7 +200,7 @@ def axes_table_row(row: Mapping[str, Any]) -> tuple[str, ...]:
         f"{row['speedup_vs_serial']:.2f}x" if row["speedup_vs_serial"] is not None else "-",
         f"{100 * row['accuracy']:.2f}%" if row["accuracy"] is not None else "-",
         f"{row['accuracy_delta_points']:+.2f}" if row["accuracy_delta_points"] is not None else "-",
-        "/".join(f"{value:.0f}" for value in row["peak_rss_mib_per_process"]),
+        "/".join(f"{value:.0f}" for value in row["peak_rss_mib_per_rank"]),
     )
 
 
