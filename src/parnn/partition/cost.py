@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from parnn.errors import ConfigError, ScheduleError
-from parnn.partition.async_schedule import async_actions, held_versions, is_async_schedule
+from parnn.partition.async_schedule import async_actions, is_async_schedule, peak_copies
 from parnn.partition.partition import Partition
 from parnn.partition.profile import ModelProfile
 from parnn.partition.schedules import get_schedule, schedule_actions
@@ -96,13 +96,14 @@ def in_flight_microbatches(
 def stashed_weight_versions(
     schedule: str, num_stages: int, num_microbatches: int
 ) -> tuple[int, ...] | None:
-    """Weight versions every stage stashes at its peak under an asynchronous schedule
-    (:mod:`.async_schedule`: pipedream ``k - i`` for ``m = 1``, pipedream-2bw at most 2);
-    None for a synchronous schedule."""
+    """Copies of its weights every stage stashes at its peak under an asynchronous schedule
+    (:func:`.async_schedule.peak_copies`: pipedream ``k - i`` for ``m = 1``, pipedream-2bw
+    at most 2, and none on the last stage, whose only version is its live weights); None
+    for a synchronous schedule."""
     if not is_async_schedule(schedule):
         return None
     stream = async_actions(num_stages, 2 * num_stages + 2, num_microbatches)
-    return tuple(held_versions(actions)[0] for actions in stream)
+    return tuple(peak_copies(actions) for actions in stream)
 
 
 def efficiency(stage_costs_s: Sequence[float]) -> float:

@@ -22,7 +22,7 @@ from torch.autograd.graph import saved_tensors_hooks
 from torch.distributed.pipelining import schedules as torch_schedules
 from torch.func import functional_call
 
-from parnn.partition.async_schedule import async_actions
+from parnn.partition.async_schedule import async_actions, copied_versions
 from parnn.pipeline.stage import StageMeter, TimedPipelineStage
 
 __all__ = ["StageStream", "VersionedModule", "WeightStash", "init_stage_infra"]
@@ -187,13 +187,7 @@ class StageStream:
             self.num_stages, num_minibatches, m, vertical_sync=self.vertical_sync
         )[self.rank]
         last_use = {a.version: i for i, a in enumerate(actions) if a.kind in "FB"}
-        updates = [i for i, a in enumerate(actions) if a.kind == "U"]
-
-        def make(version: int, index: int) -> None:
-            """Make ``version`` (at action ``index``): an alias of the live weights when it
-            is done with before the next update changes them, else a copy."""
-            following = next((u for u in updates if u > index), len(actions))
-            self.stash.make(version, copy=last_use[version] > following)
+        copies = copied_versions(actions)
 
         labels = targets
         if self.is_first and not self.is_last:
@@ -207,7 +201,7 @@ class StageStream:
         self.stash.clear()
         self.stash.live_grads()
         if 0 in last_use:
-            make(0, -1)
+            self.stash.make(0, copy=0 in copies)
         losses: dict[int, torch.Tensor] = {}
         minibatch_loss = 0.0
         in_flight = 0
@@ -264,7 +258,7 @@ class StageStream:
                     self.losses.append(minibatch_loss)
                 minibatch_loss = 0.0
                 if action.version in last_use:
-                    make(action.version, index)
+                    self.stash.make(action.version, copy=action.version in copies)
                 on_update()
             for version in [v for v in self.stash.versions if last_use[v] <= index]:
                 self.stash.drop(version)
