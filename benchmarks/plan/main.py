@@ -64,7 +64,9 @@ def cells(models: list[str], batch_sizes: list[int], mnist_dir: Path) -> list[Ce
     return out
 
 
-def run_cell(cell: Cell, *, steps: int, warmup: int, cache_dir: Path) -> dict[str, Any]:
+def run_cell(
+    cell: Cell, *, steps: int, warmup: int, verify_seconds: float, cache_dir: Path
+) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     config = PlanConfig(
@@ -76,6 +78,7 @@ def run_cell(cell: Cell, *, steps: int, warmup: int, cache_dir: Path) -> dict[st
         data_dir=cell.data_dir,
         steps=steps,
         warmup_steps=warmup,
+        verify_seconds=verify_seconds,
         cache_dir=cache_dir,
     )
     result = make_plan(config)
@@ -152,7 +155,13 @@ def main() -> None:
     parser.add_argument("--models", default="lenet5,alexnet,vgg16,mobilenetv2,user")
     parser.add_argument("--batch-sizes", default="32,128")
     parser.add_argument("--steps", type=int, default=4, help="steps per verification run")
-    parser.add_argument("--warmup", type=int, default=1, help="steps left out of each")
+    parser.add_argument("--warmup", type=int, default=2, help="steps left out of each")
+    parser.add_argument(
+        "--verify-seconds",
+        type=float,
+        default=1.0,
+        help="measure each run at least this long (steps added as predicted)",
+    )
     parser.add_argument("--mnist-dir", type=Path, default=SHARED_DATA / "mnist")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     parser.add_argument("--out", type=Path, default=HERE / "results" / "results.json")
@@ -161,7 +170,13 @@ def main() -> None:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     results = []
     for cell in cells(models, batch_sizes, args.mnist_dir):
-        result = run_cell(cell, steps=args.steps, warmup=args.warmup, cache_dir=args.cache_dir)
+        result = run_cell(
+            cell,
+            steps=args.steps,
+            warmup=args.warmup,
+            verify_seconds=args.verify_seconds,
+            cache_dir=args.cache_dir,
+        )
         print_cell(result)
         results.append(result)
         summary = {

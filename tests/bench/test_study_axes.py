@@ -4,14 +4,22 @@ end with real processes; the conclusion and the throughput measure on made-up nu
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from parnn.bench.cells import StudyStore
-from parnn.bench.studies.axes import AxesConfig, AxesResult, VariantRun, median_step_rate
+from parnn.bench.cells import Cell, StudyStore
+from parnn.bench.studies.axes import (
+    KIND,
+    AxesConfig,
+    AxesResult,
+    VariantRun,
+    axes_result,
+    median_step_rate,
+)
 from parnn.bench.studies.axes_report import conclude
 from parnn.cli import cli
 from parnn.data_parallel.result import LossCurve
@@ -21,9 +29,9 @@ PAYLOAD_KEYS = {
     "rows", "conclusion", "files", "machine",
 }  # fmt: skip
 ROW_KEYS = {
-    "variant", "label", "axis", "processes", "threads_per_process", "samples_per_s",
+    "variant", "label", "axis", "ranks", "threads", "samples_per_s",
     "speedup_vs_serial", "efficiency", "mean_samples_per_s", "accuracy",
-    "accuracy_delta_points", "peak_rss_mib", "peak_rss_mib_per_process", "total_rss_mib",
+    "accuracy_delta_points", "peak_rss_mib", "peak_rss_mib_per_rank", "total_rss_mib",
     "steps", "samples", "wall_s", "bubble_fraction",
 }  # fmt: skip
 
@@ -45,9 +53,10 @@ def test_cli_study_axes_end_to_end(tmp_path: Path) -> None:
         assert set(row) == ROW_KEYS
         assert 0.0 <= row["accuracy"] <= 1.0 and row["samples_per_s"] > 0
         assert row["samples"] == 6 * 32  # the same training for every variant
-        assert len(row["peak_rss_mib_per_process"]) == row["processes"]
-        assert all(mib > 10 for mib in row["peak_rss_mib_per_process"])
-    assert (rows["ddp"]["processes"], rows["pipeline"]["processes"]) == (2, 2)
+        assert len(row["peak_rss_mib_per_rank"]) == row["ranks"]
+        assert all(mib > 10 for mib in row["peak_rss_mib_per_rank"])
+    assert (rows["ddp"]["ranks"], rows["pipeline"]["ranks"]) == (2, 2)
+    assert (rows["serial"]["ranks"], rows["ddp"]["threads"]) == (1, 1)
     assert rows["serial"]["speedup_vs_serial"] == 1.0
     # ddp and the pipeline take the reference trainer's very updates.
     for variant in ("ddp", "pipeline"):
@@ -93,11 +102,11 @@ def test_cli_study_axes_bad_input_one_line(args: list[str], expected: str) -> No
     assert expected in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def _run(variant: str, label: str, rate: float, accuracy: float, processes: int) -> VariantRun:
+def _run(variant: str, label: str, rate: float, accuracy: float, ranks: int) -> VariantRun:
     return VariantRun(
-        variant=variant, label=label, processes=processes, threads_per_process=1,
+        variant=variant, label=label, ranks=ranks, threads=1,
         samples_per_s=rate, mean_samples_per_s=None, accuracy=accuracy,
-        peak_rss_mib_per_process=[300.0] * processes, steps=100, samples=6400, wall_s=5.0,
+        peak_rss_mib_per_rank=[300.0] * ranks, steps=100, samples=6400, wall_s=5.0,
         bubble_fraction=0.4 if variant == "pipeline" else None,
     )  # fmt: skip
 
@@ -120,6 +129,40 @@ def test_conclusion_follows_the_numbers() -> None:
     accuracy = next(line for line in lines if line.startswith("Accuracy"))
     assert "hogwild x2 (-5.00)" in accuracy and "ddp x2, pipeline x2 match it" in accuracy
     assert not any(line.startswith("Caveat") for line in lines)  # 98 steps, idle machine
+
+
+def test_a_study_recorded_under_the_old_names_resumes_and_renders(tmp_path: Path) -> None:
+    # Written before the renames: settings num_processes (now num_ranks), runs with
+    # processes / threads_per_process / peak_rss_mib_per_process (now ranks / threads /
+    # peak_rss_mib_per_rank).
+    config = AxesConfig(variants=("serial", "serial-threads", "ddp"))
+    settings = {**config.to_dict(), "train_samples": 1000, "val_samples": 200, "parameters": 9}
+    settings["num_processes"] = settings.pop("num_ranks")
+    store = StudyStore(tmp_path)
+    store.open(KIND, settings)
+    runs = [
+        _run("serial", "serial 1t", 1000.0, 0.90, 1),
+        _run("serial-threads", "serial 2t", 1100.0, 0.90, 1),
+        _run("ddp", "ddp x2", 1500.0, 0.90, 2),
+    ]
+    runs[1].threads = 2
+    for run in runs:
+        record = asdict(run)
+        record["processes"] = record.pop("ranks")
+        record["threads_per_process"] = record.pop("threads")
+        record["peak_rss_mib_per_process"] = record.pop("peak_rss_mib_per_rank")
+        store.add(Cell({"variant": run.variant}), record)
+    header = StudyStore(tmp_path).header()
+    result = axes_result(header["settings"], StudyStore(tmp_path).records(), {})
+    assert result.runs == runs
+    assert [(row["ranks"], row["threads"]) for row in result.rows()] == [(1, 1), (1, 2), (2, 1)]
+    assert all("processes" not in row for row in result.rows())
+    outcome = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert outcome.exit_code == 0, outcome.output
+    report = (tmp_path / "report.md").read_text()
+    assert "| serial 2t | threads | 1 x 2 | 1,100 | 1.10x |" in report
+    assert "| ddp x2 | data | 2 x 1 | 1,500 | 1.50x |" in report
+    assert "one process with 2 intra-op threads" in report
 
 
 def test_median_step_rate_skips_warmup_and_groups_hogwild_updates() -> None:

@@ -88,7 +88,7 @@ def test_a_rerun_runs_only_the_engines_not_recorded_and_renders_the_same_rows(
     assert result.exit_code == 0, result.output
     report = (tmp_path / "report.md").read_text()
     for row in rows:
-        assert f"| {row['label']} | {row['processes']} x {row['threads_per_process']} | " in report
+        assert f"| {row['label']} | {row['ranks']} x {row['threads']} | " in report
     assert all((tmp_path / file).stat().st_size > 0 for file in PLOT_FILES.values())
     assert "Not run yet" not in report
 
@@ -126,8 +126,8 @@ def test_a_compared_run_reads_back_from_its_record() -> None:
                 "process": [5.0, 6.0],
             },
         },
-        "processes": 2,
-        "threads_per_process": 1,
+        "ranks": 2,
+        "threads": 1,
         "independent": False,
     }
     run = ComparedRun.from_record(record)
@@ -137,3 +137,25 @@ def test_a_compared_run_reads_back_from_its_record() -> None:
     trace = run.cpu
     assert trace is not None and trace.num_cores == 2 and trace.total == [15.0, 35.0]
     assert "cpu_trace" not in run.to_dict() and "cpu_trace" in run.to_dict(cpu_trace=True)
+
+
+def _old_record(name: str, threads: int, samples_per_s: float) -> dict[str, Any]:
+    """A serial run's record as stored before the renames (processes, threads_per_process)."""
+    result = {
+        "label": f"serial {threads}t", "engine": "serial", "samples_per_s": samples_per_s,
+        "train_s": 1.0, "val": None, "ranks": [{"peak_rss_mib": 300.0}],
+    }  # fmt: skip
+    return {"cell": f"engine={name}", "key": {"engine": name}, "result": result,
+            "processes": 1, "threads_per_process": threads, "independent": False}  # fmt: skip
+
+
+def test_records_stored_under_the_old_names_read_back_under_the_new() -> None:
+    records = [_old_record("serial", 1, 100.0), _old_record("serial-threads", 2, 150.0)]
+    comparison = comparison_of(["serial", "serial-threads"], records)
+    assert [(run.ranks, run.threads) for run in comparison.runs] == [(1, 1), (1, 2)]
+    assert "processes" not in comparison.runs[0].to_record()
+    rows = comparison.speedups()
+    assert [(row["ranks"], row["threads"]) for row in rows] == [(1, 1), (1, 2)]
+    # the baselines are told apart by their threads: 1 thread and every core's threads
+    assert [row["speedup_vs_1_thread"] for row in rows] == [1.0, 1.5]
+    assert rows[0]["speedup_vs_all_cores"] == pytest.approx(100 / 150, abs=0.001)

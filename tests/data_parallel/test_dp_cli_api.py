@@ -28,7 +28,7 @@ RUN_KEYS = {
     "ranks", "cpu", "curve", "machine",
 }  # fmt: skip
 SPEEDUP_KEYS = {
-    "label", "engine", "transport", "processes", "threads_per_process", "samples_per_s", "train_s",
+    "label", "engine", "transport", "ranks", "threads", "samples_per_s", "train_s",
     "speedup_vs_1_thread", "speedup_vs_all_cores", "share_of_independent", "accuracy",
     "accuracy_delta_points",
     "final_train_loss", "cpu_total_percent", "cpu_process_percent", "peak_rss_mib",

@@ -10,8 +10,10 @@ from parnn.partition import StageTimes, in_flight_microbatches, simulate, solve_
 from parnn.partition.async_schedule import (
     async_actions,
     check_async_schedule,
+    copied_versions,
     format_async_schedule,
     held_versions,
+    peak_copies,
     weight_version,
 )
 from parnn.partition.cost import stashed_weight_versions
@@ -81,6 +83,19 @@ def test_stashed_versions_pipedream_k_minus_s_and_2bw_two() -> None:
     assert peaks == [2, 2, 2, 2]
 
 
+def test_a_version_is_copied_only_when_it_outlives_the_next_update() -> None:
+    first, last = async_actions(2, 6, 1)
+    assert copied_versions(last) == frozenset()  # F and B adjacent: the live weights
+    # B1v0 runs after U1, and so on; the last version ends with the drain, before U6.
+    assert copied_versions(first) == frozenset(range(5))
+    assert [peak_copies(a) for a in async_actions(4, 10, 1)] == [4, 3, 2, 0]
+    # Vertical sync: the last stage runs on the first stage's (older) versions: copies.
+    synced = async_actions(4, 10, 4, vertical_sync=True)
+    assert [peak_copies(a) for a in synced] == [2, 2, 2, 2]
+    for actions in async_actions(3, 8, 2):
+        assert peak_copies(actions) <= held_versions(actions)[0]
+
+
 def test_2bw_needs_as_many_microbatches_as_stages() -> None:
     check_async_schedule("pipedream-2bw", num_stages=4, num_microbatches=4)
     check_async_schedule("pipedream", num_stages=4, num_microbatches=1)
@@ -108,12 +123,13 @@ def test_the_slowest_stage_sets_the_asynchronous_period() -> None:
     times = StageTimes(forward_s=(1.0, 3.0), backward_s=(1.0, 3.0))
     result = simulate(times, schedule="pipedream", num_microbatches=1)
     assert result.step_time_s == pytest.approx(6.0)
-    assert result.device_bubble[0] == pytest.approx(1 - 2.0 / 6.0)
+    assert result.rank_bubble[0] == pytest.approx(1 - 2.0 / 6.0)
 
 
 def test_stage_memory_and_the_cap_count_stashed_versions() -> None:
-    assert stashed_weight_versions("pipedream", 4, 1) == (4, 3, 2, 1)
-    assert stashed_weight_versions("pipedream-2bw", 4, 4) == (2, 2, 2, 1)
+    # The last stage's only version is its live weights: no copy.
+    assert stashed_weight_versions("pipedream", 4, 1) == (4, 3, 2, 0)
+    assert stashed_weight_versions("pipedream-2bw", 4, 4) == (2, 2, 2, 0)
     assert stashed_weight_versions("1f1b", 4, 4) is None
     assert in_flight_microbatches("pipedream", 3, 1) == (3, 2, 1)
     # Two units of 100 parameter bytes each, no activations, 2 stages, 1 copy: the first

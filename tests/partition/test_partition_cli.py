@@ -238,8 +238,9 @@ def test_simulate_writes_chart_trace_and_json(cache_dir: Path, tmp_path: Path) -
     )
     assert payload["command"] == "simulate"
     assert payload["step_time_s"] == pytest.approx(payload["simulation"]["step_time_s"])
-    assert [d["peak_in_flight"] for d in payload["simulation"]["devices"]] == [2, 1]
-    assert payload["grid"].startswith("dev0: F0 F1 B0")
+    ranks = payload["simulation"]["ranks"]
+    assert [(r["rank"], r["peak_in_flight"]) for r in ranks] == [(0, 2), (1, 1)]
+    assert payload["grid"].startswith("rank0: F0 F1 B0")
     assert (out / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     trace = load_chrome_trace(out / "trace.json")
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
@@ -247,6 +248,7 @@ def test_simulate_writes_chart_trace_and_json(cache_dir: Path, tmp_path: Path) -
     assert len([e for e in spans if e["cat"] in ("forward", "backward")]) == 16
     saved = json.loads((out / "simulation.json").read_text())
     assert saved["events"] and saved["step_time_s"] == payload["step_time_s"]
+    assert {e["rank"] for e in saved["events"]} == {0, 1}
     interleaved = run_json(
         "simulate",
         "--model",
@@ -270,9 +272,9 @@ def test_simulate_writes_chart_trace_and_json(cache_dir: Path, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("schedule", "grid"),
     [
-        ("looped-bfs", "dev0: F0.0 F1.0 F0.1 F1.1 B1.1 B0.1 B1.0 B0.0"),
-        ("zero-bubble", "dev0: F0.0 F1.0 F0.1 F1.1 I0.1 W0.1 I1.1 W1.1 I0.0 W0.0 I1.0 W1.0"),
-        ("zbv", "dev0: F0.0 F1.0 F0.1 I0.1 W0.1 F1.1 I1.1 W1.1 I0.0 W0.0 I1.0 W1.0"),
+        ("looped-bfs", "rank0: F0.0 F1.0 F0.1 F1.1 B1.1 B0.1 B1.0 B0.0"),
+        ("zero-bubble", "rank0: F0.0 F1.0 F0.1 F1.1 I0.1 W0.1 I1.1 W1.1 I0.0 W0.0 I1.0 W1.0"),
+        ("zbv", "rank0: F0.0 F1.0 F0.1 I0.1 W0.1 F1.1 I1.1 W1.1 I0.0 W0.0 I1.0 W1.0"),
     ],
 )
 def test_simulate_runs_every_multi_stage_schedule(

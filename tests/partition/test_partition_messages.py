@@ -20,22 +20,22 @@ def _times(latency: float, messages: str) -> StageTimes:
 
 
 def test_posted_messages_pay_their_latency_after_the_receive_is_posted() -> None:
-    # GPipe, 2 stages, m = 2, latency 0.5. Device 1 posts the receive of F1 when it is free
+    # GPipe, 2 stages, m = 2, latency 0.5. Rank 1 posts the receive of F1 when it is free
     # (2.5), after F1 was sent (2.0): F1 starts at 2.5 + 0.5, not at 2.0 + 0.5 (eager).
-    #   device 0 | F0 F1 ..............  B0 .. B1
-    #   device 1 |  . F0 . F1 B0 B1
+    #   rank 0 | F0 F1 ..............  B0 .. B1
+    #   rank 1 |  . F0 . F1 B0 B1
     run = simulate(_times(0.5, "posted"), schedule="gpipe", num_microbatches=2)
-    starts = {(e.device, e.kind, e.microbatch): e.start_s for e in run.events}
+    starts = {(e.rank, e.kind, e.microbatch): e.start_s for e in run.events}
     assert starts[(1, "forward", 1)] == 3.0
-    assert starts[(0, "backward", 0)] == 6.5  # B0 of device 1 ends at 6.0
-    assert starts[(0, "backward", 1)] == 9.0  # device 0 free at 8.5, B1 sent at 8.0
+    assert starts[(0, "backward", 0)] == 6.5  # B0 of rank 1 ends at 6.0
+    assert starts[(0, "backward", 1)] == 9.0  # rank 0 free at 8.5, B1 sent at 8.0
     assert run.step_time_s == 11.0
     assert simulate(_times(0.5, "eager"), schedule="gpipe", num_microbatches=2).step_time_s == 10
 
 
 def test_1f1b_waits_for_each_send_before_the_next_action() -> None:
     run = simulate(_times(0.5, "posted"), schedule="1f1b", num_microbatches=2)
-    starts = {(e.device, e.kind, e.microbatch): e.start_s for e in run.events}
+    starts = {(e.rank, e.kind, e.microbatch): e.start_s for e in run.events}
     assert starts[(0, "forward", 1)] == 1.5  # F0's send (ends 1.0) completes at 1.5
     gpipe = simulate(_times(0.5, "posted"), schedule="gpipe", num_microbatches=2)
     assert gpipe.events[1].start_s == 1.0  # GPipe does not wait for the send

@@ -163,11 +163,11 @@ def test_multi_stage_orders_are_torchs(schedule: str, k: int, v: int) -> None:
 
 
 def test_split_backward_grids() -> None:
-    # ZBV, 2 ranks x 2 stages in a V (dev0 holds stages 0 and 3), 2 micro-batches.
+    # ZBV, 2 ranks x 2 stages in a V (rank0 holds stages 0 and 3), 2 micro-batches.
     # ".1" is the rank's second stage.
     assert format_schedule(schedule_actions("zbv", 2, 2, num_chunks=2)) == "\n".join(
         [
-            "dev0: F0.0 F1.0 F0.1 I0.1 W0.1 F1.1 I1.1 W1.1 I0.0 W0.0 I1.0 W1.0",
-            "dev1: F0.0 F0.1 F1.0 F1.1 I0.1 W0.1 I0.0 W0.0 I1.1 W1.1 I1.0 W1.0",
+            "rank0: F0.0 F1.0 F0.1 I0.1 W0.1 F1.1 I1.1 W1.1 I0.0 W0.0 I1.0 W1.0",
+            "rank1: F0.0 F0.1 F1.0 F1.1 I0.1 W0.1 I0.0 W0.0 I1.1 W1.1 I1.0 W1.0",
         ]
     )

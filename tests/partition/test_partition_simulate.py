@@ -24,21 +24,21 @@ from parnn.partition.simulate import (
 
 def test_schedule_tables() -> None:
     assert format_schedule(schedule_actions("gpipe", 2, 3)) == (
-        "dev0: F0 F1 F2 B0 B1 B2\ndev1: F0 F1 F2 B0 B1 B2"
+        "rank0: F0 F1 F2 B0 B1 B2\nrank1: F0 F1 F2 B0 B1 B2"
     )
     assert format_schedule(schedule_actions("1f1b", 4, 4)) == "\n".join(
         [
-            "dev0: F0 F1 F2 F3 B0 B1 B2 B3",
-            "dev1: F0 F1 F2 B0 F3 B1 B2 B3",
-            "dev2: F0 F1 B0 F2 B1 F3 B2 B3",
-            "dev3: F0 B0 F1 B1 F2 B2 F3 B3",
+            "rank0: F0 F1 F2 F3 B0 B1 B2 B3",
+            "rank1: F0 F1 F2 B0 F3 B1 B2 B3",
+            "rank2: F0 F1 B0 F2 B1 F3 B2 B3",
+            "rank3: F0 B0 F1 B1 F2 B2 F3 B3",
         ]
     )
-    # Interleaved 1F1B as torch runs it, 2 devices x 2 chunks, 4 micro-batches (F<mb>.<chunk>).
+    # Interleaved 1F1B as torch runs it, 2 ranks x 2 chunks, 4 micro-batches (F<mb>.<chunk>).
     assert format_schedule(schedule_actions("interleaved", 2, 4, num_chunks=2)) == "\n".join(
         [
-            "dev0: F0.0 F1.0 F0.1 F1.1 F2.0 B0.1 F3.0 B1.1 F2.1 B0.0 F3.1 B1.0 B2.1 B3.1 B2.0 B3.0",
-            "dev1: F0.0 F1.0 F0.1 B0.1 F1.1 B1.1 F2.0 B0.0 F3.0 B1.0 F2.1 B2.1 F3.1 B3.1 B2.0 B3.0",
+            "rank0: F0.0 F1.0 F0.1 F1.1 F2.0 B0.1 F3.0 B1.1 F2.1 B0.0 F3.1 B1.0 B2.1 B3.1 B2.0 B3.0",
+            "rank1: F0.0 F1.0 F0.1 B0.1 F1.1 B1.1 F2.0 B0.0 F3.0 B1.0 F2.1 B2.1 F3.1 B3.1 B2.0 B3.0",
         ]
     )
 
@@ -57,7 +57,7 @@ def test_equal_stages_match_the_closed_form(schedule: str, p: int, m: int) -> No
     result = simulate(times, schedule=schedule, num_microbatches=m)
     assert result.step_time_s == pytest.approx((m + p - 1) * 3.0)
     assert result.bubble_fraction == pytest.approx(closed_form_bubble(p, m))
-    assert all(b == pytest.approx(closed_form_bubble(p, m)) for b in result.device_bubble)
+    assert all(b == pytest.approx(closed_form_bubble(p, m)) for b in result.rank_bubble)
 
 
 @settings(max_examples=80, deadline=None)
@@ -181,17 +181,17 @@ def test_bad_schedules_are_refused() -> None:
         simulate(times, schedule="interleaved", num_microbatches=3, num_ranks=3)
 
 
-def test_the_optimizer_update_ends_each_device_step() -> None:
+def test_the_optimizer_update_ends_each_rank_step() -> None:
     base = StageTimes(forward_s=(1.0, 1.0), backward_s=(2.0, 2.0))
     updated = StageTimes(forward_s=(1.0, 1.0), backward_s=(2.0, 2.0), update_s=(0.5, 4.0))
     plain = simulate(base, schedule="gpipe", num_microbatches=2)
     result = simulate(updated, schedule="gpipe", num_microbatches=2)
-    # Device 1 finishes its backwards at 7 s and updates for 4 s; device 0 ends at 9.5 s.
+    # Rank 1 finishes its backwards at 7 s and updates for 4 s; rank 0 ends at 9.5 s.
     assert plain.step_time_s == pytest.approx(9.0)
     assert result.step_time_s == pytest.approx(11.0)
     assert result.update_s == (0.5, 4.0)
     last = [e for e in result.events if e.kind == "update"]
-    assert [(e.device, e.start_s, e.end_s) for e in last] == [(0, 9.0, 9.5), (1, 7.0, 11.0)]
+    assert [(e.rank, e.start_s, e.end_s) for e in last] == [(0, 9.0, 9.5), (1, 7.0, 11.0)]
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])
@@ -212,8 +212,8 @@ def test_interleaved_order_is_torchs(k: int, v: int) -> None:
             _n_microbatches=m,
         )
         plans = schedule_actions("interleaved-1f1b", k, m, num_chunks=v)
-        for device in range(k):
-            torch_ops = ScheduleInterleaved1F1B._calculate_single_rank_operations(fake, device)
+        for rank in range(k):
+            torch_ops = ScheduleInterleaved1F1B._calculate_single_rank_operations(fake, rank)
             expected = [
                 (
                     "F" if op.computation_type.name == "FORWARD" else "B",
@@ -223,7 +223,7 @@ def test_interleaved_order_is_torchs(k: int, v: int) -> None:
                 for op in torch_ops
                 if op is not None
             ]
-            assert [(a.kind, a.stage, a.microbatch) for a in plans[device]] == expected
+            assert [(a.kind, a.stage, a.microbatch) for a in plans[rank]] == expected
         times = StageTimes(forward_s=(1.0,) * (k * v), backward_s=(2.0,) * (k * v))
         simulate(times, schedule="interleaved-1f1b", num_microbatches=m, num_ranks=k)
 
@@ -316,12 +316,12 @@ def test_split_backward_holds_activations_until_the_weight_gradient() -> None:
     times = StageTimes(forward_s=(1.0,) * 4, backward_s=(2.0,) * 4, saved_bytes=(10,) * 4)
     result = simulate(times, schedule="zbv", num_microbatches=4, num_ranks=2)
     plans = schedule_actions("zbv", 2, 4, num_chunks=2)
-    for device, actions in enumerate(plans):
+    for rank, actions in enumerate(plans):
         held = peak = 0
         for action in actions:
             held += {"F": 1, "I": 0, "W": -1, "B": -1}[action.kind]
             peak = max(peak, held)
-        assert result.peak_in_flight[device] == peak
+        assert result.peak_in_flight[rank] == peak
     assert in_flight_microbatches("zbv", 4, 4) == in_flight_microbatches("zbv", 4, 4, num_ranks=2)
 
 

@@ -144,6 +144,8 @@ def test_an_epoch_is_evaluated_and_reports_stash_and_activations() -> None:
     first, last = result.weight_stash
     assert first["peak_versions"] == 2 and last["peak_versions"] == 1
     assert first["stash_bytes"] == 2 * first["parameter_bytes"] > 0
+    # The last stage's version is done with before its next update: an alias, no copy.
+    assert last["peak_copies"] == 0 and last["stash_bytes"] == 0
     assert first["activation_bytes"] > 0
     assert first["peak_activation_bytes"] == 2 * first["activation_bytes"]
 

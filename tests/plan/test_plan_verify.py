@@ -8,7 +8,15 @@ from __future__ import annotations
 import pytest
 
 from parnn.errors import ConfigError
-from parnn.plan import Candidate, Prediction, VerifySettings, measure_candidate, measure_run
+from parnn.plan import (
+    Candidate,
+    PlanConfig,
+    Prediction,
+    VerifySettings,
+    measure_candidate,
+    measure_run,
+)
+from parnn.plan.verify import MAX_VERIFY_STEPS, run_length
 from parnn.train.optim import OptimizerConfig
 
 LENET5 = (1, 28, 28)
@@ -83,3 +91,25 @@ def test_a_candidate_on_several_nodes_stays_unmeasured() -> None:
     )
     settings = VerifySettings(model="lenet5", input_shape=(1, 28, 28), batch_size=8)
     assert measure_candidate(candidate, prediction, settings) is None
+
+
+def test_a_fast_candidate_runs_long_enough_to_be_measured() -> None:
+    settings = VerifySettings(
+        model="lenet5", input_shape=(1, 28, 28), batch_size=32, steps=6, warmup_steps=2,
+        measure_s=1.0,
+    )  # fmt: skip
+    fast = Prediction(samples_per_s=6400.0, step_s=0.005, compute_s=0.005)
+    slow = Prediction(samples_per_s=64.0, step_s=0.5, compute_s=0.5)
+    assert run_length(settings, fast).steps == 2 + 200  # 1 s measured at 5 ms a step
+    assert run_length(settings, slow).steps == 6  # never fewer than asked
+    tiny = Prediction(samples_per_s=1e9, step_s=1e-9, compute_s=1e-9)
+    assert run_length(settings, tiny).steps == MAX_VERIFY_STEPS
+    exact = VerifySettings(
+        model="lenet5", input_shape=(1, 28, 28), batch_size=32, steps=6, warmup_steps=2
+    )
+    assert run_length(exact, fast).steps == 6  # measure_s 0: exactly the steps asked
+
+
+def test_verification_seconds_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match="verify-seconds"):
+        PlanConfig(model="lenet5", batch_size=32, verify_seconds=-1.0)

@@ -33,6 +33,7 @@ from parnn.results import (
 )
 
 __all__ = [
+    "RENAMED_FIELDS",
     "RENAMED_SETTINGS",
     "CELLS_FILE",
     "STUDY_FILE",
@@ -41,6 +42,7 @@ __all__ = [
     "StudyStore",
     "cell_id",
     "measure_timed",
+    "renamed_fields",
     "run_here",
 ]
 
@@ -48,6 +50,13 @@ RENAMED_SETTINGS = {"num_processes": "num_ranks", "num_stages": "num_ranks"}
 """Study settings under their old names (studies written before the rename) -> new:
 ``study axes``' processes and the pipeline studies' stages, both ranks. No study setting
 counts model pieces (every pipeline study runs one stage per rank)."""
+RENAMED_FIELDS = {
+    "processes": "ranks",
+    "threads_per_process": "threads",
+    "peak_rss_mib_per_process": "peak_rss_mib_per_rank",
+}
+"""Fields of cell records under their old names (runs recorded before the rename) -> new:
+the runs of ``study axes`` and of ``parnn dp --compare``."""
 
 STUDY_FILE = "study.json"
 CELLS_FILE = "cells.jsonl"
@@ -191,6 +200,11 @@ class StudyStore:
             if todo:
                 executor(todo, measure, finished)
         return [done[cell.id] for cell in cells if cell.id in done]
+
+
+def renamed_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored cell record with its fields under today's names (:data:`RENAMED_FIELDS`)."""
+    return {RENAMED_FIELDS.get(key, key): value for key, value in record.items()}
 
 
 def _renamed(header: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ transport ("gloo", "mpi" or null), transport_note (why auto chose gloo, else "")
 num_val, config, steps, updates, samples, train_s, wall_s, startup_s (seconds from the
 command's start to the first training step), samples_per_s,
 final_train_loss, val, ranks, cpu, curve, machine. A comparison: command, mode
-("compare"), engines, speedup (rows: label, engine, transport, processes, threads_per_process,
+("compare"), engines, speedup (rows: label, engine, transport, ranks, threads,
 samples_per_s, train_s, speedup_vs_1_thread, speedup_vs_all_cores,
 share_of_independent (null unless ``independent`` ran), accuracy,
 accuracy_delta_points, final_train_loss, cpu_total_percent, cpu_process_percent,

@@ -84,7 +84,7 @@ def _plan_options(function: F) -> F:
                 type=int,
                 default=2,
                 show_default=True,
-                help="Pipeline stages (devices; processes).",
+                help="Pipeline ranks (processes); multi-stage schedules put --chunks stages on each.",
             ),
             click.option(
                 "--method",
@@ -112,7 +112,7 @@ def _plan_options(function: F) -> F:
                 "--chunks",
                 type=int,
                 default=None,
-                help="Model chunks (stages) per device for the multi-stage schedules "
+                help="Model chunks (stages) per rank for the multi-stage schedules "
                 "(interleaved-1f1b, looped-bfs, zero-bubble; zbv and dualpipev take 2) "
                 "[default: 2].",
             ),
@@ -193,26 +193,26 @@ def profile(**options: Any) -> None:
 
 
 def _layout(options: dict[str, Any]) -> tuple[int, int]:
-    """(virtual stages, devices) from --stages, --schedule and --chunks (the registry's
+    """(virtual stages, ranks) from --stages, --schedule and --chunks (the registry's
     rules: parnn.partition.schedules)."""
     from parnn.errors import ConfigError
 
-    devices = options["stages"]
-    if devices < 1:
-        raise ConfigError(f"--stages {devices}: need at least 1 stage")
+    ranks = options["stages"]
+    if ranks < 1:
+        raise ConfigError(f"--stages {ranks}: need at least 1 stage")
     chunks = options["chunks"]
     spec = get_schedule(options["schedule"])
     if not spec.multi_stage:
         if chunks not in (None, 1):
             raise ConfigError(
                 f"--chunks {chunks} needs a multi-stage schedule, e.g. --schedule "
-                f"interleaved-1f1b ({spec.name} holds one chunk per device)"
+                f"interleaved-1f1b ({spec.name} holds one chunk per rank)"
             )
-        return devices, devices
+        return ranks, ranks
     chunks = spec.default_stages_per_rank if chunks is None else chunks
     if chunks < 1:
-        raise ConfigError(f"--chunks {chunks}: need at least 1 chunk per device")
-    return devices * chunks, devices
+        raise ConfigError(f"--chunks {chunks}: need at least 1 chunk per rank")
+    return ranks * chunks, ranks
 
 
 def _plan_payload(plan: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +227,7 @@ def _plan(options: dict[str, Any], method: str) -> Any:
     from parnn.partition.measure.resolve import parse_microbatches, resolve_plan
     from parnn.partition.present.report import parse_bytes
 
-    num_stages, devices = _layout(options)
+    num_stages, ranks = _layout(options)
     cap = options["max_stage_memory"]
     source = options["_source"]
     plan = resolve_plan(
@@ -237,7 +237,7 @@ def _plan(options: dict[str, Any], method: str) -> Any:
         batch_size=options["batch_size"],
         num_microbatches=parse_microbatches(options["microbatches"]),
         schedule=options["schedule"],
-        num_ranks=devices,
+        num_ranks=ranks,
         max_stage_memory=None if cap is None else parse_bytes(cap),
     )
     options["_profile"] = source(plan.chosen.microbatch_size)

@@ -104,6 +104,14 @@ def _render(payload: dict[str, Any]) -> None:
 @click.option(
     "--steps", type=int, default=6, show_default=True, help="Steps of each verification run."
 )
+@click.option(
+    "--verify-seconds",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Measure each verification run at least this long (more steps for fast "
+    "candidates, as predicted); 0: exactly --steps.",
+)
 @data_option("synthetic")
 @data_dir_option
 @click.option(
@@ -125,6 +133,7 @@ def plan(
     link_latency: float,
     verify: int,
     steps: int,
+    verify_seconds: float,
     data: str,
     data_dir: Path | None,
     cache_dir: Path | None,
@@ -149,6 +158,7 @@ def plan(
         data_dir=data_dir,
         steps=steps,
         warmup_steps=min(2, steps - 1),
+        verify_seconds=verify_seconds,
         cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
         seed=seed,
     )

@@ -18,9 +18,9 @@ elapsed_s), files (plot, result, trials, report, page), machine.
 train_samples, val_samples, parameters, settings (the AxesConfig: model, data, data_dir,
 input_shape, variants, num_ranks, batch_size, epochs, steps, optimizer, lr_schedule,
 seed, val_fraction, schedule, num_microbatches, partition), rows (one per variant: variant,
-label, axis, processes, threads_per_process, samples_per_s (median step after warm-up),
+label, axis, ranks, threads, samples_per_s (median step after warm-up),
 speedup_vs_serial, efficiency, mean_samples_per_s (null for the pipeline), accuracy,
-accuracy_delta_points, peak_rss_mib, peak_rss_mib_per_process, total_rss_mib, steps,
+accuracy_delta_points, peak_rss_mib, peak_rss_mib_per_rank, total_rss_mib, steps,
 samples, wall_s, bubble_fraction (pipeline only)), conclusion (sentences), files (result,
 plot, report, page), machine. The result file adds runs: each engine's full result by variant.
 """
@@ -268,7 +268,7 @@ def _render_axes(payload: dict[str, Any]) -> None:
         f"({payload['train_samples']:,} train / {payload['val_samples']:,} val), "
         f"batch {settings['batch_size']}, same seed and data for every row",
     )
-    for column in ("variant", "axis", "P x T", "samples/s", "speedup", "val acc", "+-pts",
+    for column in ("variant", "axis", "R x T", "samples/s", "speedup", "val acc", "+-pts",
                    "RSS MiB"):  # fmt: skip
         table.add_column(
             column, justify="left" if column in ("variant", "axis") else "right", no_wrap=True
@@ -282,7 +282,7 @@ def _render_axes(payload: dict[str, Any]) -> None:
         f"pipeline: {settings['schedule']} schedule, {settings['num_microbatches']} "
         f"micro-batches, partition {settings['partition']}. samples/s: mini-batch over the "
         "median step time after the warm-up steps; speedup: over serial with 1 thread; "
-        "P x T: processes x threads; +-pts: accuracy points vs serial; RSS MiB: peak "
+        "R x T: ranks x threads; +-pts: accuracy points vs serial; RSS MiB: peak "
         "ru_maxrss of each worker process."
     )
     stdout_console.print("[bold]conclusion[/]")
@@ -381,7 +381,7 @@ def axes(
             accuracy = f"{100 * run.accuracy:.2f}%" if run.accuracy is not None else "-"
             stderr_console.print(
                 f"{run.label}: {run.samples_per_s:,.0f} samples/s, val acc {accuracy}, "
-                f"peak RSS {max(run.peak_rss_mib_per_process):.0f} MiB"
+                f"peak RSS {max(run.peak_rss_mib_per_rank):.0f} MiB"
             )
 
     if overwrite:

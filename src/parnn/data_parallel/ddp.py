@@ -83,7 +83,9 @@ def train_ddp(
     trained (unwrapped) model."""
     job.seed_worker(rank)
     model = job.private_model()
-    ddp_model = DistributedDataParallel(model)  # broadcasts rank 0's parameters and buffers
+    # Broadcasts rank 0's parameters and buffers. The gradients are views into DDP's
+    # buckets, so the all-reduce works on them in place: no copy into the bucket and back.
+    ddp_model = DistributedDataParallel(model, gradient_as_bucket_view=True)
     if mpi_comm is not None:
         ddp_model.register_comm_hook(mpi_comm, mpi_allreduce_hook)
     optimizer = job.optimizer_factory(ddp_model.parameters())

@@ -40,9 +40,11 @@ __all__ = [
     "AsyncAction",
     "async_actions",
     "check_async_schedule",
+    "copied_versions",
     "format_async_schedule",
     "held_versions",
     "is_async_schedule",
+    "peak_copies",
     "weight_version",
 ]
 
@@ -178,6 +180,44 @@ def held_versions(actions: tuple[AsyncAction, ...]) -> tuple[int, int]:
         peak = max(peak, len(held))
         held = {v for v in held if last_use[v] > index}
     return peak, len(last_use)
+
+
+def copied_versions(actions: tuple[AsyncAction, ...]) -> frozenset[int]:
+    """The versions one stage must keep as copies: those still used after the update that
+    follows their making. Until that update the live weights *are* the version, so a version
+    done with before it needs no copy (on the last stage, whose forward and backward of a
+    micro-batch are adjacent, none does unless vertical sync makes it use older ones)."""
+    last_use: dict[int, int] = {}
+    made_at: dict[int, int] = {0: -1}
+    updates: list[int] = []
+    for index, action in enumerate(actions):
+        if action.kind in "FB":
+            last_use[action.version] = index
+        else:
+            made_at[action.version] = index
+            updates.append(index)
+    copies = set()
+    for version, last in last_use.items():
+        made = made_at[version]
+        following = next((u for u in updates if u > made), len(actions))
+        if last > following:
+            copies.add(version)
+    return frozenset(copies)
+
+
+def peak_copies(actions: tuple[AsyncAction, ...]) -> int:
+    """The most :func:`copied_versions` one stage holds at once: what its stash costs in
+    memory, in copies of its parameters."""
+    copies = copied_versions(actions)
+    last_use = {a.version: i for i, a in enumerate(actions) if a.kind in "FB"}
+    held = {0} & copies
+    peak = len(held)
+    for index, action in enumerate(actions):
+        if action.kind == "U" and action.version in copies:
+            held.add(action.version)
+        peak = max(peak, len(held))
+        held = {v for v in held if last_use[v] > index}
+    return peak
 
 
 def format_async_schedule(plans: tuple[tuple[AsyncAction, ...], ...]) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from parnn.errors import ConfigError, ScheduleError
-from parnn.partition.async_schedule import async_actions, held_versions, is_async_schedule
+from parnn.partition.async_schedule import async_actions, is_async_schedule, peak_copies
 from parnn.partition.partition import Partition
 from parnn.partition.profile import ModelProfile
 from parnn.partition.schedules import get_schedule, schedule_actions
@@ -71,17 +71,17 @@ def in_flight_microbatches(
 ) -> tuple[int, ...]:
     """Micro-batches whose activations stage ``i`` holds at its peak under ``schedule``,
     read off the schedule itself: GPipe keeps all ``m``; 1F1B keeps ``min(m, k - i)``;
-    the multi-stage schedules (``num_ranks`` devices, ``num_stages / num_ranks`` stages
+    the multi-stage schedules (``num_ranks`` ranks, ``num_stages / num_ranks`` stages
     each) keep what their warm-up leaves in flight on every stage."""
     if num_stages < 1 or num_microbatches < 1:
         raise ConfigError(
             f"need num_stages >= 1 and num_microbatches >= 1, got {num_stages}, {num_microbatches}"
         )
     fixed = get_schedule(schedule).fixed_stages_per_rank or 1  # V schedules: 2 per rank
-    devices = num_stages // fixed if num_ranks is None else num_ranks
-    if devices < 1 or num_stages % devices:
-        raise ScheduleError(f"{num_stages} stages cannot be spread evenly over {devices} devices")
-    plans = schedule_actions(schedule, devices, num_microbatches, num_chunks=num_stages // devices)
+    ranks = num_stages // fixed if num_ranks is None else num_ranks
+    if ranks < 1 or num_stages % ranks:
+        raise ScheduleError(f"{num_stages} stages cannot be spread evenly over {ranks} ranks")
+    plans = schedule_actions(schedule, ranks, num_microbatches, num_chunks=num_stages // ranks)
     held = [0] * num_stages
     peak = [0] * num_stages
     for actions in plans:
@@ -96,13 +96,14 @@ def in_flight_microbatches(
 def stashed_weight_versions(
     schedule: str, num_stages: int, num_microbatches: int
 ) -> tuple[int, ...] | None:
-    """Weight versions every stage stashes at its peak under an asynchronous schedule
-    (:mod:`.async_schedule`: pipedream ``k - i`` for ``m = 1``, pipedream-2bw at most 2);
-    None for a synchronous schedule."""
+    """Copies of its weights every stage stashes at its peak under an asynchronous schedule
+    (:func:`.async_schedule.peak_copies`: pipedream ``k - i`` for ``m = 1``, pipedream-2bw
+    at most 2, and none on the last stage, whose only version is its live weights); None
+    for a synchronous schedule."""
     if not is_async_schedule(schedule):
         return None
     stream = async_actions(num_stages, 2 * num_stages + 2, num_microbatches)
-    return tuple(held_versions(actions)[0] for actions in stream)
+    return tuple(peak_copies(actions) for actions in stream)
 
 
 def efficiency(stage_costs_s: Sequence[float]) -> float:

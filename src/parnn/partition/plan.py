@@ -159,7 +159,7 @@ def plan_pipeline(
     """Price and simulate ``method`` (a partition spec or value) for one or many ``m``.
 
     ``num_stages`` counts (virtual) stages; ``num_ranks`` defaults to it (interleaved:
-    ``num_stages / num_ranks`` chunks per device). ``num_microbatches=None`` tries
+    ``num_stages / num_ranks`` chunks per rank). ``num_microbatches=None`` tries
     ``candidates`` (default :func:`microbatch_candidates`) and keeps the fastest predicted
     step; ties go to the smaller ``m`` (less per-call overhead, less to go wrong).
     """

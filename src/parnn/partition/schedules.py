@@ -17,10 +17,10 @@ overlapped forward+backward pairs run one after the other, as torch runs them on
 
 With 4 stages (one per rank) and 4 micro-batches, ``F3`` = forward of micro-batch 3::
 
-    gpipe   dev0: F0 F1 F2 F3 B0 B1 B2 B3          1f1b  dev0: F0 F1 F2 F3 B0 B1 B2 B3
-            dev1: F0 F1 F2 F3 B0 B1 B2 B3                dev1: F0 F1 F2 B0 F3 B1 B2 B3
-            dev2: F0 F1 F2 F3 B0 B1 B2 B3                dev2: F0 F1 B0 F2 B1 F3 B2 B3
-            dev3: F0 F1 F2 F3 B0 B1 B2 B3                dev3: F0 B0 F1 B1 F2 B2 F3 B3
+    gpipe   rank0: F0 F1 F2 F3 B0 B1 B2 B3          1f1b  rank0: F0 F1 F2 F3 B0 B1 B2 B3
+            rank1: F0 F1 F2 F3 B0 B1 B2 B3                rank1: F0 F1 F2 B0 F3 B1 B2 B3
+            rank2: F0 F1 F2 F3 B0 B1 B2 B3                rank2: F0 F1 B0 F2 B1 F3 B2 B3
+            rank3: F0 F1 F2 F3 B0 B1 B2 B3                rank3: F0 B0 F1 B1 F2 B2 F3 B3
 
 GPipe runs every forward, then every backward (micro-batches in order 0..m-1, as torch's
 ``ScheduleGPipe``). 1F1B (PipeDream-flush) runs ``k - d - 1`` warm-up forwards on rank
@@ -567,11 +567,11 @@ def format_schedule(plans: tuple[tuple[Action, ...], ...]) -> str:
     num_ranks = len(plans)
     chunked = any(a.stage >= num_ranks for actions in plans for a in actions)
     lines = []
-    for device, actions in enumerate(plans):
+    for rank, actions in enumerate(plans):
         own = sorted({a.stage for a in actions})
         cells = [
             f"{a.kind}{a.microbatch}" + (f".{own.index(a.stage)}" if chunked else "")
             for a in actions
         ]
-        lines.append(f"dev{device}: " + " ".join(cells))
+        lines.append(f"rank{rank}: " + " ".join(cells))
     return "\n".join(lines)

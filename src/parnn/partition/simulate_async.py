@@ -3,7 +3,7 @@ pipeline that never flushes.
 
 The stream of :func:`~.async_schedule.async_actions` is replayed with the rules of
 :func:`~.simulate.simulate` (an action starts when its stage is free and its input has
-arrived; inputs from another device arrive ``link_latency_s`` after their producer ended
+arrived; inputs from another rank arrive ``link_latency_s`` after their producer ended
 and then cost the receiver ``recv_*_s``), plus the optimizer update, which occupies its
 stage after every mini-batch's last backward. A "step" is one mini-batch: the predicted step
 time is the period of the steady state, measured on the first stage between the updates
@@ -30,7 +30,7 @@ def simulate_async(
     num_minibatches: int | None = None,
 ) -> Simulation:
     """Predict one steady-state mini-batch of ``schedule`` (pipedream, pipedream-2bw) with
-    ``num_microbatches`` micro-batches per mini-batch, one stage per device."""
+    ``num_microbatches`` micro-batches per mini-batch, one stage per rank."""
     k, m = times.num_stages, num_microbatches
     minibatches = num_minibatches if num_minibatches is not None else 4 * k + 8
     if minibatches < 4:
@@ -113,7 +113,7 @@ def simulate_async(
         peak_activation_bytes=tuple(p * times.saved_bytes[s] for s, p in enumerate(peaks)),
         events=tuple(
             e
-            for e in sorted(events, key=lambda e: (e.device, e.start_s))
+            for e in sorted(events, key=lambda e: (e.rank, e.start_s))
             if update_end[0][first] <= e.start_s < update_end[0][first] + step
         ),
         stashed_versions=tuple(held_versions(actions)[0] for actions in plans),

@@ -30,14 +30,14 @@ class StageTimes:
     saved_bytes: tuple[int, ...] = ()
     """Activation bytes one micro-batch keeps on the stage until its backward (default 0)."""
     update_s: tuple[float, ...] = ()
-    """Optimizer update, once per step after the device's last action (default 0)."""
+    """Optimizer update, once per step after the rank's last action (default 0)."""
     backward_weight_s: tuple[float, ...] = ()
     """The weight-gradient part (W) of ``backward_s``, for the schedules that split the
     backward (zero-bubble, zbv, dualpipev); the input-gradient part (I) is the rest.
     Default: half of ``backward_s`` (the profiles measure the backward whole; see
     docs/partition.md)."""
     link_latency_s: float = 0.0
-    """Time a tensor spends between devices before the receiver can take it in (default
+    """Time a tensor spends between ranks before the receiver can take it in (default
     0); it delays the receiver's action but does not occupy it."""
     messages: str = "eager"
     """When a message's latency starts: 'eager' when its producer finishes (an ideal
@@ -101,9 +101,9 @@ class StageTimes:
 
 @dataclass(frozen=True, slots=True)
 class SimEvent:
-    """One busy interval of a device."""
+    """One busy interval of a rank."""
 
-    device: int
+    rank: int
     stage: int
     microbatch: int
     kind: str
@@ -128,18 +128,18 @@ class Simulation:
     step_time_s: float
     """From the first action's start to the last action's end."""
     compute_s: tuple[float, ...]
-    """Per device: forward + backward seconds."""
+    """Per rank: forward + backward seconds."""
     comm_s: tuple[float, ...]
-    """Per device: seconds receiving."""
+    """Per rank: seconds receiving."""
     update_s: tuple[float, ...]
-    """Per device: seconds in the optimizer update at the end of the step."""
+    """Per rank: seconds in the optimizer update at the end of the step."""
     peak_in_flight: tuple[int, ...]
-    """Per device: most micro-batches (per chunk) forwarded and not yet backwarded."""
+    """Per rank: most micro-batches (per chunk) forwarded and not yet backwarded."""
     peak_activation_bytes: tuple[int, ...]
-    """Per device: most saved activation bytes held at once."""
+    """Per rank: most saved activation bytes held at once."""
     events: tuple[SimEvent, ...] = field(repr=False, default=())
     stashed_versions: tuple[int, ...] = ()
-    """Asynchronous schedules: per device, weight versions stashed at the peak (besides
+    """Asynchronous schedules: per rank, weight versions stashed at the peak (besides
     the live weights); empty for the synchronous ones."""
 
     @property
@@ -153,15 +153,15 @@ class Simulation:
         return tuple(self.step_time_s - busy for busy in self.busy_s)
 
     @property
-    def device_bubble(self) -> tuple[float, ...]:
-        """Per device: the fraction of the step it sits idle."""
+    def rank_bubble(self) -> tuple[float, ...]:
+        """Per rank: the fraction of the step it sits idle."""
         if self.step_time_s <= 0:
             return (0.0,) * self.num_ranks
         return tuple(idle / self.step_time_s for idle in self.idle_s)
 
     @property
     def bubble_fraction(self) -> float:
-        """Idle device time over all device time: 1 - sum(busy) / (k * step time)."""
+        """Idle rank time over all rank time: 1 - sum(busy) / (k * step time)."""
         if self.step_time_s <= 0:
             return 0.0
         return 1.0 - sum(self.busy_s) / (self.num_ranks * self.step_time_s)
@@ -174,30 +174,30 @@ class Simulation:
             "num_stages": self.num_stages,
             "step_time_s": self.step_time_s,
             "bubble_fraction": self.bubble_fraction,
-            "devices": [
+            "ranks": [
                 {
-                    "device": d,
-                    "busy_s": self.busy_s[d],
-                    "compute_s": self.compute_s[d],
-                    "comm_s": self.comm_s[d],
-                    "update_s": self.update_s[d],
-                    "idle_s": self.idle_s[d],
-                    "bubble_fraction": self.device_bubble[d],
-                    "peak_in_flight": self.peak_in_flight[d],
-                    "peak_activation_bytes": self.peak_activation_bytes[d],
+                    "rank": r,
+                    "busy_s": self.busy_s[r],
+                    "compute_s": self.compute_s[r],
+                    "comm_s": self.comm_s[r],
+                    "update_s": self.update_s[r],
+                    "idle_s": self.idle_s[r],
+                    "bubble_fraction": self.rank_bubble[r],
+                    "peak_in_flight": self.peak_in_flight[r],
+                    "peak_activation_bytes": self.peak_activation_bytes[r],
                     **(
-                        {"stashed_versions": self.stashed_versions[d]}
+                        {"stashed_versions": self.stashed_versions[r]}
                         if self.stashed_versions
                         else {}
                     ),
                 }
-                for d in range(self.num_ranks)
+                for r in range(self.num_ranks)
             ],
         }
         if events:
             payload["events"] = [
                 {
-                    "device": e.device,
+                    "rank": e.rank,
                     "stage": e.stage,
                     "microbatch": e.microbatch,
                     "kind": e.kind,

@@ -22,7 +22,7 @@ from torch.autograd.graph import saved_tensors_hooks
 from torch.distributed.pipelining import schedules as torch_schedules
 from torch.func import functional_call
 
-from parnn.partition.async_schedule import async_actions
+from parnn.partition.async_schedule import async_actions, copied_versions
 from parnn.pipeline.stage import StageMeter, TimedPipelineStage
 
 __all__ = ["StageStream", "VersionedModule", "WeightStash", "init_stage_infra"]
@@ -31,47 +31,79 @@ TARGET_TAG = 7  # p2p tag of the targets rank 0 sends to the last stage's rank
 
 
 class VersionedModule(nn.Module):
-    """The stage module run on the weight version in ``weights`` (functional_call)."""
+    """The stage module run on the weight version in ``weights`` (functional_call), or on
+    its own live weights when ``weights`` is None."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
-        self.weights: dict[str, torch.Tensor] = {}
+        self.weights: dict[str, torch.Tensor] | None = None
 
     def forward(self, *args: Any) -> Any:
+        if self.weights is None:  # the version is the live weights
+            return self.module(*args)
         return functional_call(self.module, self.weights, args)
 
 
 @dataclass(slots=True)
 class WeightStash:
-    """Weight versions of one stage: detached copies, each a leaf with its own gradient."""
+    """Weight versions of one stage, each a dict of leaves that require grad.
+
+    A version that is dropped before the next update needs no copy: until that update the
+    live weights *are* that version, so the stage runs on them directly (None in
+    ``versions``; the last stage's only version, every version of a one-stage stream). A version still in use after the
+    next update is a copy, made into a buffer of an earlier dropped copy when there is one,
+    so a long stream allocates its copies once. Every version's leaves share the live
+    parameters' gradient buffers: each backward accumulates into them in place, in the
+    order the backwards run, and the update applies the sum (the optimizer zeroes them
+    without freeing them).
+    """
 
     module: nn.Module
-    versions: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    versions: dict[int, dict[str, torch.Tensor] | None] = field(default_factory=dict)
+    """Version -> its copy, or None where the live weights are that version."""
+    copies: set[int] = field(default_factory=set)
+    """Versions held as copies."""
+    pool: list[dict[str, torch.Tensor]] = field(default_factory=list)
     peak: int = 0
+    """Most versions held at once."""
+    peak_copies: int = 0
+    """Most copies held at once: what the stash costs in memory."""
 
-    def make(self, version: int) -> None:
-        self.versions[version] = {
-            name: p.detach().clone().requires_grad_(True)
-            for name, p in self.module.named_parameters()
-        }
+    def live_grads(self) -> None:
+        """Give every live parameter a gradient buffer that the versions share."""
+        for parameter in self.module.parameters():
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+
+    def make(self, version: int, *, copy: bool) -> None:
+        if not copy:
+            self.versions[version] = None
+        else:
+            weights: dict[str, torch.Tensor] = {}
+            buffers = self.pool.pop() if self.pool else None
+            with torch.no_grad():
+                for name, parameter in self.module.named_parameters():
+                    if buffers is not None:
+                        leaf = buffers[name].copy_(parameter)
+                    else:
+                        leaf = parameter.detach().clone().requires_grad_(True)
+                    leaf.grad = parameter.grad
+                    weights[name] = leaf
+            self.versions[version] = weights
+            self.copies.add(version)
         self.peak = max(self.peak, len(self.versions))
+        self.peak_copies = max(self.peak_copies, len(self.copies))
 
     def drop(self, version: int) -> None:
-        self.versions.pop(version, None)
+        weights = self.versions.pop(version, None)
+        if weights is not None:
+            self.copies.discard(version)
+            self.pool.append(weights)
 
-    def move_grads(self, version: int) -> None:
-        """Add the gradient computed on ``version`` to the live parameters' gradient."""
-        weights = self.versions[version]
-        for name, parameter in self.module.named_parameters():
-            grad = weights[name].grad
-            if grad is None:
-                continue
-            if parameter.grad is None:
-                parameter.grad = grad.clone()
-            else:
-                parameter.grad.add_(grad)
-            weights[name].grad = None
+    def clear(self) -> None:
+        for version in list(self.versions):
+            self.drop(version)
 
 
 def init_stage_infra(stage: TimedPipelineStage, ring: int, loss: Any) -> None:
@@ -155,6 +187,8 @@ class StageStream:
             self.num_stages, num_minibatches, m, vertical_sync=self.vertical_sync
         )[self.rank]
         last_use = {a.version: i for i, a in enumerate(actions) if a.kind in "FB"}
+        copies = copied_versions(actions)
+
         labels = targets
         if self.is_first and not self.is_last:
             assert targets is not None
@@ -164,9 +198,10 @@ class StageStream:
             dist.recv(labels, src=0, tag=TARGET_TAG, group=self.group)
         stage = self.stage
         stage.clear_runtime_states()
-        self.stash.versions.clear()
+        self.stash.clear()
+        self.stash.live_grads()
         if 0 in last_use:
-            self.stash.make(0)
+            self.stash.make(0, copy=0 in copies)
         losses: dict[int, torch.Tensor] = {}
         minibatch_loss = 0.0
         in_flight = 0
@@ -208,12 +243,11 @@ class StageStream:
                     for info in stage.args_recv_info[slot]:
                         if info.buffer is not None:
                             info.buffer.grad = None  # the slot is reused: no accumulation
-                self.stash.move_grads(action.version)
                 in_flight -= 1
             else:  # U: the update that makes version action.version
                 now = time.perf_counter()
                 self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=False)  # the versions share them
                 self.scheduler.step()
                 done = time.perf_counter()
                 self.optimizer_times.append(done - now)
@@ -224,18 +258,19 @@ class StageStream:
                     self.losses.append(minibatch_loss)
                 minibatch_loss = 0.0
                 if action.version in last_use:
-                    self.stash.make(action.version)
+                    self.stash.make(action.version, copy=action.version in copies)
                 on_update()
             for version in [v for v in self.stash.versions if last_use[v] <= index]:
                 self.stash.drop(version)
         self._flush_sends()
-        self.stash.versions.clear()
+        self.stash.clear()
 
     def _forward(self, slot: int, args: tuple[torch.Tensor, ...]) -> Any:
         if self.activation_bytes:
             return self.stage.forward_one_chunk(slot, args, save_forward_output=False)
         # The first forward also measures what it saves for backward (weights excluded).
-        weights = {t.data_ptr() for t in self.versioned.weights.values()}
+        version = self.versioned.weights or dict(self.versioned.module.named_parameters())
+        weights = {t.data_ptr() for t in version.values()}
         saved = 0
 
         def pack(tensor: torch.Tensor) -> torch.Tensor:

@@ -10,12 +10,13 @@ stage's own p2p ops (``get_fwd_send_ops`` ... over the process group it was give
 stage's ``fwd_cache`` and receive buffers are a ring of ``k + 1`` slots, more than the
 ``k - s`` micro-batches a stage ever holds.
 
-Weight stashing: the stage module runs through :func:`torch.func.functional_call` on a
-detached copy of the weight version the schedule names (one copy per version, made when the
-version is made and dropped after the last backward that uses it), so a micro-batch's
-backward runs against the weights its forward used even though the live weights (the
-optimizer's) have moved on. Its gradient is added to the live weights' gradient, and the
-update after ``m`` micro-batches applies the sum.
+Weight stashing: the stage module runs through :func:`torch.func.functional_call` on the
+weight version the schedule names (made when the version is made, dropped after the last
+backward that uses it), so a micro-batch's backward runs against the weights its forward
+used even though the live weights (the optimizer's) have moved on. A version is a copy only
+when it outlives the next update (:class:`~parnn.pipeline.async_stage.WeightStash`); copies
+reuse the buffers of dropped ones. Every backward accumulates into the live weights'
+gradient, and the update after ``m`` micro-batches applies the sum.
 
 The pipeline drains at every epoch's end (the stream ends with the cool-down backwards and
 the last update), so that the evaluation, and a checkpoint, see one consistent model; the
@@ -53,8 +54,9 @@ class StashStats:
 
     stage: int
     parameter_bytes: int  # one copy of the stage's parameters
-    peak_versions: int  # stashed weight versions held at once (besides the live weights)
-    stash_bytes: int  # peak_versions x parameter_bytes
+    peak_versions: int  # weight versions in use at once
+    peak_copies: int  # of those, copies (the others alias the live weights)
+    stash_bytes: int  # peak_copies x parameter_bytes
     peak_in_flight: int  # micro-batches forwarded and not yet backwarded, at the peak
     activation_bytes: int  # saved for backward by one micro-batch (measured)
     peak_activation_bytes: int  # peak_in_flight x activation_bytes
@@ -187,7 +189,8 @@ def async_pipeline_worker(
         stage=rank,
         parameter_bytes=parameter_bytes,
         peak_versions=peak_versions,
-        stash_bytes=peak_versions * parameter_bytes,
+        peak_copies=stash.peak_copies,
+        stash_bytes=stash.peak_copies * parameter_bytes,
         peak_in_flight=run.peak_in_flight,
         activation_bytes=run.activation_bytes,
         peak_activation_bytes=run.peak_in_flight * run.activation_bytes,

@@ -40,6 +40,10 @@ class PlanConfig:
     """Optimizer steps of each verification run."""
     warmup_steps: int = 2
     """Steps of each verification run left out of its measured throughput."""
+    verify_seconds: float = 1.0
+    """Each verification run measures at least about this long: steps are added to
+    ``steps`` as the candidate's predicted step time says (a few steps of a small model
+    last milliseconds and measure its warm-up, not its pace). 0: exactly ``steps``."""
     profile_warmup: int = 1
     """Untimed passes before a unit profile's timed ones."""
     profile_repeats: int = 5
@@ -69,6 +73,8 @@ class PlanConfig:
                 f"verification needs steps > warmup steps >= 0, got steps {self.steps} and "
                 f"warmup {self.warmup_steps}; e.g. --steps 6"
             )
+        if not self.verify_seconds >= 0:
+            raise ConfigError(f"--verify-seconds {self.verify_seconds} must be >= 0, e.g. 1")
         if self.profile_repeats < 1 or self.profile_warmup < 0:
             raise ConfigError("profile repeats must be >= 1 and warm-up passes >= 0")
         if self.input_shape is not None:
@@ -99,4 +105,5 @@ class PlanConfig:
             "data": self.data,
             "steps": self.steps,
             "warmup_steps": self.warmup_steps,
+            "verify_seconds": self.verify_seconds,
         }

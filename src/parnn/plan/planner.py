@@ -306,6 +306,7 @@ def _verify(
         data_dir=config.data_dir,
         steps=config.steps,
         warmup_steps=config.warmup_steps,
+        measure_s=config.verify_seconds,
         seed=config.seed,
     )
     runnable = [c for c in ranked if c.candidate.runnable]

@@ -57,7 +57,7 @@ class Prediction:
     contention: float = 1.0
     """The slowdown factor applied for the processes sharing a node."""
     bubble_fraction: float | None = None
-    """Pipelines: idle share of the devices' time."""
+    """Pipelines: idle share of the ranks' time."""
     bottleneck: dict[str, Any] | None = None
     """Pipelines: the slowest stage (index, units, seconds per micro-batch)."""
     num_microbatches: int | None = None

@@ -4,8 +4,10 @@ One process with ``t`` threads is the ``serial`` engine of :func:`parnn.data_par
 run_data_parallel` (a spawned, pinned process, like every other candidate); data-parallel
 candidates are that function's engines; pipelines are :func:`parnn.pipeline.run_pipeline`
 with the partition and micro-batch count the plan chose, and hybrids the same with
-``replicas`` copies of that pipeline. Each run takes ``steps`` steps and its throughput
-leaves the first ``warmup_steps`` out (start-up, first-touch allocation). With ``epochs``
+``replicas`` copies of that pipeline. Each run takes ``steps`` steps, or more when the
+measured part would otherwise last less than ``measure_s`` at the predicted pace
+(:func:`run_length`), and its throughput leaves the first ``warmup_steps`` out (start-up,
+first-touch allocation). With ``epochs``
 set, a run trains that many passes over the whole dataset instead and is evaluated on the
 held-out split, so that candidates compare in accuracy too (:func:`measure_run`;
 ``parnn demo``). Candidates on several nodes stay unmeasured (None).
@@ -14,6 +16,7 @@ held-out split, so that candidates compare in accuracy too (:func:`measure_run`;
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,8 +29,8 @@ from parnn.plan.predict import Prediction
 if TYPE_CHECKING:
     from parnn.train.optim import OptimizerConfig
 
-__all__ = ["Measurement", "VerifySettings", "measure_candidate", "measure_run",
-           "steady_samples_per_s"]  # fmt: skip
+__all__ = ["MAX_VERIFY_STEPS", "Measurement", "VerifySettings", "measure_candidate",
+           "measure_run", "run_length", "steady_samples_per_s"]  # fmt: skip
 
 
 @dataclass(kw_only=True, slots=True)
@@ -48,6 +51,9 @@ class VerifySettings:
     """Optimizer steps per run."""
     warmup_steps: int = 2
     """Steps left out of the measured throughput."""
+    measure_s: float = 0.0
+    """Measure each run for at least about this long: :func:`run_length` adds steps to
+    ``steps`` as the candidate's predicted step time says. 0: exactly ``steps``."""
     seed: int = 0
     """Seeds the weights and the data."""
     epochs: int | None = None
@@ -196,13 +202,27 @@ def _run_pipeline(
     return Measurement(samples_per_s=float(result.samples_per_s), val_accuracy=accuracy)
 
 
+MAX_VERIFY_STEPS = 5000
+"""The most steps :func:`run_length` gives one verification run."""
+
+
+def run_length(settings: VerifySettings, prediction: Prediction) -> VerifySettings:
+    """``settings`` with enough steps that the measured part (after the warm-up steps)
+    lasts about ``measure_s`` at the predicted step time; never fewer than ``steps``."""
+    if settings.epochs is not None or settings.measure_s <= 0 or not prediction.step_s > 0:
+        return settings
+    needed = settings.warmup_steps + math.ceil(settings.measure_s / prediction.step_s)
+    return replace(settings, steps=max(settings.steps, min(needed, MAX_VERIFY_STEPS)))
+
+
 def measure_run(
     candidate: Candidate, prediction: Prediction, settings: VerifySettings
 ) -> Measurement | None:
-    """Run ``candidate`` as ``settings`` say and measure it (None for a candidate no engine
-    runs yet)."""
+    """Run ``candidate`` as ``settings`` say (for at least ``settings.measure_s`` of
+    measured steps) and measure it (None for a candidate no engine runs yet)."""
     if not candidate.runnable:
         return None
+    settings = run_length(settings, prediction)
     started = time.perf_counter()
     if candidate.axis in ("threads", "data"):
         measured = _run_data_parallel(candidate, settings)

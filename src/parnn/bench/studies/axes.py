@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from parnn.bench.cells import RENAMED_SETTINGS, Cell, StudyStore
+from parnn.bench.cells import RENAMED_SETTINGS, Cell, StudyStore, renamed_fields
 from parnn.data_parallel.config import DataParallelConfig
 from parnn.errors import ConfigError
 from parnn.results import machine_facts
@@ -102,7 +102,7 @@ class AxesConfig:
     epochs: int = 5
     """Passes over the training data (used when ``steps`` is None)."""
     steps: int | None = None
-    """Optimizer updates of the serial run; Hogwild runs steps / processes rounds."""
+    """Optimizer updates of the serial run; Hogwild runs steps / ranks rounds."""
     optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(name="sgd", lr=0.05, momentum=0.5)
     )
@@ -141,13 +141,13 @@ class AxesConfig:
 
     def data_parallel_config(self, variant: str) -> DataParallelConfig:
         """The engine config of a data-parallel or serial variant (validated)."""
-        processes = 1 if variant.startswith("serial") else self.num_ranks
+        ranks = 1 if variant.startswith("serial") else self.num_ranks
         steps = self.steps
         if steps is not None and variant == "hogwild":
             steps = steps // self.num_ranks  # rounds: each worker updates once per round
         return DataParallelConfig.of(
             engine="serial" if variant.startswith("serial") else variant,
-            num_ranks=processes,
+            num_ranks=ranks,
             threads=self.num_ranks if variant == "serial-threads" else 1,
             batch_size=self.batch_size,
             epochs=self.epochs,
@@ -221,12 +221,14 @@ class VariantRun:
 
     variant: str
     label: str
-    processes: int
-    threads_per_process: int
+    ranks: int
+    """Processes of the variant (1 for serial and serial-threads)."""
+    threads: int
+    """Intra-op threads of each process."""
     samples_per_s: float
     mean_samples_per_s: float | None
     accuracy: float | None
-    peak_rss_mib_per_process: list[float]
+    peak_rss_mib_per_rank: list[float]
     steps: int
     samples: int
     wall_s: float
@@ -236,12 +238,14 @@ class VariantRun:
 
     @property
     def cores(self) -> int:
-        return self.processes * self.threads_per_process
+        return self.ranks * self.threads
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> VariantRun:
-        """The run of a study record (its fields, as :func:`run_axes` stores them)."""
-        return cls(**{item.name: record[item.name] for item in fields(cls)})
+        """The run of a study record (its fields, as :func:`run_axes` stores them; a record
+        written before the renames is read under today's names: :func:`renamed_fields`)."""
+        values = renamed_fields(record)
+        return cls(**{item.name: values[item.name] for item in fields(cls)})
 
     @classmethod
     def from_data_parallel(cls, variant: str, result: DataParallelResult) -> VariantRun:
@@ -249,8 +253,8 @@ class VariantRun:
         return cls(
             variant=variant,
             label=result.label,
-            processes=config.num_ranks,
-            threads_per_process=config.threads,
+            ranks=config.num_ranks,
+            threads=config.threads,
             samples_per_s=median_step_rate(
                 result.curve,
                 points_per_step=config.num_ranks if config.engine == "hogwild" else 1,
@@ -258,7 +262,7 @@ class VariantRun:
             ),
             mean_samples_per_s=result.samples_per_s,
             accuracy=result.val.accuracy if result.val is not None else None,
-            peak_rss_mib_per_process=[float(rank["peak_rss_mib"]) for rank in result.ranks],
+            peak_rss_mib_per_rank=[float(rank["peak_rss_mib"]) for rank in result.ranks],
             steps=result.updates,
             samples=result.samples,
             wall_s=result.wall_s,
@@ -271,12 +275,12 @@ class VariantRun:
         return cls(
             variant="pipeline",
             label=f"pipeline x{result.world_size}",
-            processes=result.world_size,
-            threads_per_process=config.threads,
+            ranks=result.world_size,
+            threads=config.threads,
             samples_per_s=result.samples_per_s,
             mean_samples_per_s=result.samples / result.train_s if result.train_s else None,
             accuracy=result.val_accuracy,
-            peak_rss_mib_per_process=[round(by_rank[rank], 1) for rank in sorted(by_rank)],
+            peak_rss_mib_per_rank=[round(by_rank[rank], 1) for rank in sorted(by_rank)],
             steps=result.steps,
             samples=result.samples,
             wall_s=result.wall_s,
@@ -311,8 +315,8 @@ class AxesResult:
                     "variant": run.variant,
                     "label": run.label,
                     "axis": AXES[run.variant],
-                    "processes": run.processes,
-                    "threads_per_process": run.threads_per_process,
+                    "ranks": run.ranks,
+                    "threads": run.threads,
                     "samples_per_s": round(run.samples_per_s, 1),
                     "speedup_vs_serial": round(speedup, 3) if speedup is not None else None,
                     "efficiency": round(speedup / run.cores, 3) if speedup is not None else None,
@@ -327,9 +331,9 @@ class AxesResult:
                         if run.accuracy is not None and base.accuracy is not None
                         else None
                     ),
-                    "peak_rss_mib": max(run.peak_rss_mib_per_process),
-                    "peak_rss_mib_per_process": run.peak_rss_mib_per_process,
-                    "total_rss_mib": round(sum(run.peak_rss_mib_per_process), 1),
+                    "peak_rss_mib": max(run.peak_rss_mib_per_rank),
+                    "peak_rss_mib_per_rank": run.peak_rss_mib_per_rank,
+                    "total_rss_mib": round(sum(run.peak_rss_mib_per_rank), 1),
                     "steps": run.steps,
                     "samples": run.samples,
                     "wall_s": round(run.wall_s, 2),

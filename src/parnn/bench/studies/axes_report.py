@@ -69,7 +69,7 @@ def conclude(result: AxesResult) -> list[str]:
         ratio = best_parallel["samples_per_s"] / threads["samples_per_s"]
         lines.append(
             f"Processes vs threads on the same {cores} cores: {best_parallel['label']} is "
-            f"{ratio:.2f}x one process with {threads['threads_per_process']} intra-op threads "
+            f"{ratio:.2f}x one process with {threads['threads']} intra-op threads "
             f"({threads['speedup_vs_serial']:.2f}x serial"
             + ("; its extra threads made it slower than one thread)." if
                threads["speedup_vs_serial"] < 1 else ").")
@@ -191,16 +191,16 @@ def plot_axes(result: AxesResult, path: Path) -> Path:
 
 def axes_table_row(row: Mapping[str, Any]) -> tuple[str, ...]:
     """One variant's cells of the axes table (the report's and the command's): variant,
-    axis, processes x threads, samples/s, speedup, val acc, +-pts, RSS MiB."""
+    axis, ranks x threads, samples/s, speedup, val acc, +-pts, RSS MiB."""
     return (
         row["label"],
         row["axis"],
-        f"{row['processes']} x {row['threads_per_process']}",
+        f"{row['ranks']} x {row['threads']}",
         f"{row['samples_per_s']:,.0f}",
         f"{row['speedup_vs_serial']:.2f}x" if row["speedup_vs_serial"] is not None else "-",
         f"{100 * row['accuracy']:.2f}%" if row["accuracy"] is not None else "-",
         f"{row['accuracy_delta_points']:+.2f}" if row["accuracy_delta_points"] is not None else "-",
-        "/".join(f"{value:.0f}" for value in row["peak_rss_mib_per_process"]),
+        "/".join(f"{value:.0f}" for value in row["peak_rss_mib_per_rank"]),
     )
 
 
@@ -220,7 +220,7 @@ def build_axes_report(data: StudyData) -> Report:
                     f"samples, batch {config.batch_size}, the same seed and data for every "
                     f"row; pipeline: {config.schedule} schedule, {config.num_microbatches} "
                     f"micro-batches, partition {config.partition}. samples/s: the median "
-                    "step after the warm-up steps; P x T: processes x threads; +-pts: "
+                    "step after the warm-up steps; R x T: ranks x threads; +-pts: "
                     "accuracy points vs serial; RSS: peak per process (MiB)."
                 ],
                 tables=[
@@ -228,7 +228,7 @@ def build_axes_report(data: StudyData) -> Report:
                         (
                             "variant",
                             "axis",
-                            "P x T",
+                            "R x T",
                             "samples/s",
                             "speedup",
                             "val acc",

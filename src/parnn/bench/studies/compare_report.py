@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from parnn.bench.cells import renamed_fields
 from parnn.bench.report import Report, Section, StudyData, Table
 
 if TYPE_CHECKING:  # the engine's values: imported when a run is measured or plotted
@@ -48,8 +49,10 @@ class ComparedRun:
     read of its config. The plots read it as they read a live result."""
 
     result: Mapping[str, Any]
-    processes: int
-    threads_per_process: int
+    ranks: int
+    """Processes of the engine (1 for serial)."""
+    threads: int
+    """Intra-op threads of each process."""
     independent: bool
     """Replicas averaged once, at the end: the zero-communication ceiling."""
 
@@ -58,15 +61,17 @@ class ComparedRun:
         """The record of a finished run."""
         return cls(
             result=result.to_dict(cpu_trace=True),
-            processes=result.config.num_ranks,
-            threads_per_process=result.config.threads,
+            ranks=result.config.num_ranks,
+            threads=result.config.threads,
             independent=result.independent,
         )
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ComparedRun:
-        """The run of a cell record (its fields, as :meth:`to_record` stores them)."""
-        return cls(**{item.name: record[item.name] for item in fields(cls)})
+        """The run of a cell record (its fields, as :meth:`to_record` stores them; a record
+        written before the renames is read under today's names: :func:`renamed_fields`)."""
+        values = renamed_fields(record)
+        return cls(**{item.name: values[item.name] for item in fields(cls)})
 
     def to_record(self) -> dict[str, Any]:
         return {item.name: getattr(self, item.name) for item in fields(self)}
@@ -142,9 +147,9 @@ class Comparison:
         if not serial:
             return None
         return (
-            max(serial, key=lambda run: run.threads_per_process)
+            max(serial, key=lambda run: run.threads)
             if threads_all
-            else min(serial, key=lambda run: run.threads_per_process)
+            else min(serial, key=lambda run: run.threads)
         )
 
     def _independent(self) -> ComparedRun | None:
@@ -166,8 +171,8 @@ class Comparison:
                     "label": run.label,
                     "engine": run.engine,
                     "transport": run.result.get("transport"),
-                    "processes": run.processes,
-                    "threads_per_process": run.threads_per_process,
+                    "ranks": run.ranks,
+                    "threads": run.threads,
                     "samples_per_s": round(run.samples_per_s, 1),
                     "train_s": round(float(run.result["train_s"]), 3),
                     "speedup_vs_1_thread": _ratio(run, one),
@@ -237,7 +242,7 @@ def build_compare_report(data: StudyData) -> Report:
     draw_plots(comparison, data.directory)
     rows = comparison.speedups()
     ceiling = any(row["share_of_independent"] is not None for row in rows)
-    columns = ["run", "P x T", "samples/s", "vs 1 thread", "vs all cores"]
+    columns = ["run", "R x T", "samples/s", "vs 1 thread", "vs all cores"]
     columns += ["of independent"] if ceiling else []
     columns += ["val acc", "+-pts", "CPU machine/job %", "train s", "peak RSS MiB"]
     table_rows = []
@@ -246,7 +251,7 @@ def build_compare_report(data: StudyData) -> Report:
         table_rows.append(
             [
                 row["label"],
-                f"{row['processes']} x {row['threads_per_process']}",
+                f"{row['ranks']} x {row['threads']}",
                 f"{row['samples_per_s']:,.0f}",
                 _times(row["speedup_vs_1_thread"]),
                 _times(row["speedup_vs_all_cores"]),
@@ -270,7 +275,7 @@ def build_compare_report(data: StudyData) -> Report:
         "validation samples): every engine starts from the same initial weights and sees "
         "the same data. Speedup: samples/s of training over one process with one thread "
         "(vs 1 thread) and over one process with an intra-op thread per core "
-        "(vs all cores); P x T: processes x threads; +-pts: validation accuracy points "
+        "(vs all cores); R x T: ranks x threads; +-pts: validation accuracy points "
         "against serial with one thread; CPU: the machine's mean use and this job's share.",
     ]
     if ceiling:

@@ -149,7 +149,7 @@ class Prediction:
     efficiency_without_comm: float
     """Partition efficiency counting compute only."""
     bubble_fraction: float
-    """Idle device time over all device time."""
+    """Idle rank time over all rank time."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

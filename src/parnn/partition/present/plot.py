@@ -1,9 +1,9 @@
 """Render a simulated step: a timeline chart (PNG) and a Chrome trace (Perfetto).
 
-One row per device; forwards in blue, backwards in green, receives hatched grey, the
+One row per rank; forwards in blue, backwards in green, receives hatched grey, the
 optimizer update in orange, each forward and backward box
 labelled with its micro-batch (and chunk, for interleaved schedules) when it is wide
-enough. The trace has one track per device, in the same layout as the measured traces of
+enough. The trace has one track per rank, in the same layout as the measured traces of
 the pipeline runtime, so that the two open side by side in https://ui.perfetto.dev.
 """
 
@@ -45,7 +45,7 @@ def plot_timeline(
     for event in simulation.events:
         start = (event.start_s - origin) * scale
         duration = event.duration_s * scale
-        row = k - 1 - event.device
+        row = k - 1 - event.rank
         hatch = "///" if event.kind.startswith("recv") else None
         axes.broken_barh(
             [(start, duration)],
@@ -67,8 +67,8 @@ def plot_timeline(
                 fontsize=7,
                 color="white",
             )
-    axes.set_yticks([k - 1 - d + 0.5 for d in range(k)])
-    axes.set_yticklabels([f"device {d}" for d in range(k)])
+    axes.set_yticks([k - 1 - r + 0.5 for r in range(k)])
+    axes.set_yticklabels([f"rank {r}" for r in range(k)])
     axes.set_xlim(0, width)
     axes.set_ylim(0, k)
     axes.set_xlabel(f"time ({unit})")
@@ -106,18 +106,18 @@ def write_simulation_trace(
     *,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the simulated timeline as a Chrome trace, one track per device."""
+    """Write the simulated timeline as a Chrome trace, one track per rank."""
     from parnn.trace import TraceRecorder, write_chrome_trace
 
     recorders = [
-        TraceRecorder(track=device, track_name=f"stage {device}", process_name="simulated")
-        for device in range(simulation.num_ranks)
+        TraceRecorder(track=rank, track_name=f"rank {rank}", process_name="simulated")
+        for rank in range(simulation.num_ranks)
     ]
     for event in simulation.events:
         category = "comm" if event.kind.startswith("recv") else event.kind
         name = {"forward": "F", "backward": "B", "backward-weight": "W"}.get(event.kind, event.kind)
         label = "update" if event.kind == "update" else f"{name}{event.microbatch}"
-        recorders[event.device].add(
+        recorders[event.rank].add(
             label,
             category,
             event.start_s,

@@ -226,7 +226,7 @@ def render_methods(payload: Mapping[str, Any]) -> None:
 
 
 def render_simulation(payload: Mapping[str, Any]) -> None:
-    """The per-device prediction table of `parnn simulate`."""
+    """The per-rank prediction table of `parnn simulate`."""
     render_partition(payload)
     simulation = payload["simulation"]
     closed = payload["closed_form_bubble"]  # None: no closed form (a split backward)
@@ -236,7 +236,7 @@ def render_simulation(payload: Mapping[str, Any]) -> None:
         + ("" if closed is None else f" (closed form for equal stages {closed:.1%})")
     )
     for column in (
-        "device",
+        "rank",
         "busy ms",
         "compute ms",
         "comm ms",
@@ -247,17 +247,17 @@ def render_simulation(payload: Mapping[str, Any]) -> None:
         "peak activations",
     ):
         table.add_column(column, justify="right")
-    for device in simulation["devices"]:
+    for rank in simulation["ranks"]:
         table.add_row(
-            str(device["device"]),
-            _ms(device["busy_s"]),
-            _ms(device["compute_s"]),
-            _ms(device["comm_s"]),
-            _ms(device["update_s"]),
-            _ms(device["idle_s"]),
-            f"{device['bubble_fraction']:.1%}",
-            str(device["peak_in_flight"]),
-            format_bytes(device["peak_activation_bytes"]),
+            str(rank["rank"]),
+            _ms(rank["busy_s"]),
+            _ms(rank["compute_s"]),
+            _ms(rank["comm_s"]),
+            _ms(rank["update_s"]),
+            _ms(rank["idle_s"]),
+            f"{rank['bubble_fraction']:.1%}",
+            str(rank["peak_in_flight"]),
+            format_bytes(rank["peak_activation_bytes"]),
         )
     stdout_console.print(table)
     if payload.get("grid"):
