@@ -192,6 +192,26 @@ def test_tensors_in_shared_memory_are_shared_with_the_ranks() -> None:
     assert shared.tolist() == [1.0, 2.0]
 
 
+def _parameter_sum(rank: int, world_size: int, model: torch.nn.Module) -> float:
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)  # shared: the launcher sees it
+    return float(sum(p.sum() for p in model.parameters()))
+
+
+@pytest.mark.timeout(60)
+def test_a_model_with_more_tensors_than_the_fork_server_passes_reaches_the_ranks() -> None:
+    # 2 x 150 tensors: more than the 256 file descriptors the fork server hands a child.
+    model = torch.nn.Sequential(*[torch.nn.Linear(1, 1) for _ in range(150)])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(0.0)
+    model.share_memory()
+    config = LaunchConfig(num_processes=1, init_process_group=False)
+    assert launch(_parameter_sum, config, model) == [300.0]
+    assert all(p.item() == 1.0 for p in model.parameters())  # still shared (Hogwild)
+
+
 @pytest.mark.timeout(60)
 def test_a_rank_that_cannot_exit_after_returning_is_killed_with_a_warning(
     monkeypatch: pytest.MonkeyPatch,

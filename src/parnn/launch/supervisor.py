@@ -4,6 +4,7 @@ stop everything at the first failure."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import multiprocessing
 import os
@@ -191,6 +192,51 @@ def _exit_detail(exitcode: int, started: bool) -> str:
     )
 
 
+FORKSERVER_FD_BUDGET = 200
+"""Tensors a fork-server launch shares by file descriptor at most: the fork server refuses
+to pass more than 256 descriptors to a child ('too many fds'; MobileNetV2 and ResNet-50 have
+more parameters and buffers than that)."""
+
+
+def _tensor_count(value: Any, depth: int = 0) -> int:
+    """Tensors ``value`` would share with a child: in modules (parameters and buffers),
+    dataclasses, lists, tuples and dicts, a few levels deep."""
+    import torch
+
+    if depth > 6:
+        return 0
+    if isinstance(value, torch.Tensor):
+        return 1
+    if isinstance(value, torch.nn.Module):
+        return len(value.state_dict(keep_vars=True))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(
+            _tensor_count(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)
+        )
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_count(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return sum(_tensor_count(item, depth + 1) for item in value.values())
+    return 0
+
+
+@contextlib.contextmanager
+def _sharing_for(args: tuple[Any, ...], start_method: str) -> Iterator[None]:
+    """Share the tensors of ``args`` by file name instead of by file descriptor while the
+    children start, when a fork server could not pass them all."""
+    import torch.multiprocessing as torch_mp
+
+    if start_method != "forkserver" or _tensor_count(args) <= FORKSERVER_FD_BUDGET:
+        yield
+        return
+    previous = torch_mp.get_sharing_strategy()
+    torch_mp.set_sharing_strategy("file_system")
+    try:
+        yield
+    finally:
+        torch_mp.set_sharing_strategy(previous)
+
+
 def _run_ranks(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -209,7 +255,7 @@ def _run_ranks(
     try:
         # Unpinned ranks get the launcher's affinity (a forkserver child has the server's).
         cores = plan if config.pin else [usable_cores()] * config.num_processes
-        with _thread_env(config.threads_per_process):
+        with _thread_env(config.threads_per_process), _sharing_for(args, config.start_method):
             environ = dict(os.environ)
             for rank in range(config.num_processes):
                 reader, writer = context.Pipe(duplex=False)
@@ -347,15 +393,18 @@ def _stop(processes: Sequence[BaseProcess], grace_s: float) -> None:
 
 
 def leftover_processes() -> list[psutil.Process]:
-    """Descendants of this process other than multiprocessing's own helpers (the fork
-    server, the resource tracker): empty after :func:`launch` returns or raises. For tests
-    that assert "no orphans"."""
+    """Descendants of this process other than multiprocessing's and torch's own helpers (the
+    fork server, the resource tracker, the shared-memory manager of torch's file_system
+    sharing): empty after :func:`launch` returns or raises. For tests that assert "no
+    orphans"."""
     me = os.getpid()
     leftovers = []
     for process in psutil.Process(me).children(recursive=True):
         with contextlib.suppress(psutil.Error):
             command = " ".join(process.cmdline())
             helper = "multiprocessing.forkserver" in command or "resource_tracker" in command
+            if "torch_shm_manager" in command:
+                continue  # torch's own daemon: it unlinks the shared files when we exit
             if process.status() != psutil.STATUS_ZOMBIE and not (helper and process.ppid() == me):
                 leftovers.append(process)
     return leftovers
