@@ -17,6 +17,7 @@ from parnn.plan.config import PlanConfig
 from parnn.plan.enumerate import ASYNC_SCHEDULES, AXES, Candidate, enumerate_candidates
 from parnn.plan.predict import Prediction, predict
 from parnn.plan.verify import VerifySettings, measure_candidate
+from parnn.train.optim import OptimizerConfig
 
 __all__ = ["ASSUMPTIONS", "PlannedCandidate", "PlanResult", "make_plan"]
 
@@ -308,6 +309,9 @@ def _verify(
         warmup_steps=config.warmup_steps,
         measure_s=config.verify_seconds,
         seed=config.seed,
+        # One optimizer for every candidate, the one the profiles price the update of (the
+        # engines' own defaults differ: the pipelines' Adam costs several SGD updates).
+        optimizer=OptimizerConfig(name="sgd", momentum=0.9),
     )
     runnable = [c for c in ranked if c.candidate.runnable]
     chosen = {id(c) for c in runnable[: config.verify]}
