@@ -3,8 +3,10 @@ replicas' parameters are averaged every ``average_every`` steps, and once more a
 
 One algorithm, two transports: ``local-sgd`` all-reduces over ``torch.distributed`` (gloo)
 and ``mpi`` over MPI (:mod:`parnn.data_parallel.mpi`). Parameters and floating-point
-buffers (e.g. BatchNorm statistics) are packed into one flat float32 buffer, summed with
-a single all-reduce and divided by N; that is what torch's
+buffers (e.g. BatchNorm statistics) live in one flat float32 buffer for the whole run
+(:func:`flatten_replica_`: each is a view of its part), so an average is one in-place
+all-reduce of that buffer divided by N, with no copy (a model with other dtypes is packed
+into a fresh buffer and back at every average instead); that is what torch's
 ``PeriodicModelAverager(period=k)`` does for the parameters. Optimizer state (SGD
 momentum, Adam moments) stays per replica.
 
@@ -32,6 +34,7 @@ __all__ = [
     "Transport",
     "average_replicas",
     "broadcast_replica",
+    "flatten_replica_",
     "local_sgd_worker",
     "train_replica",
 ]
@@ -79,22 +82,54 @@ def _unpack_(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def average_replicas(model: nn.Module, transport: Transport) -> None:
-    """Replace this replica's parameters and float buffers by the mean over all ranks."""
-    tensors = _replica_tensors(model)
-    flat = _pack(tensors)
-    transport.allreduce_sum_(flat)
-    flat /= transport.world_size
-    _unpack_(flat, tensors)
+def flatten_replica_(model: nn.Module) -> torch.Tensor | None:
+    """Move ``model``'s parameters and floating-point buffers into one flat float32 buffer
+    (each becomes a view of its part, values unchanged) and return it; None, leaving the
+    model as it is, when one of them is not float32. Call it before the optimizer is built
+    (the optimizer then steps the views)."""
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    if not tensors or any(t.dtype != torch.float32 or t.is_sparse for t in tensors):
+        return None
+    flat = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float32)  # (P,)
+    offset = 0
+    for tensor in tensors:
+        count = tensor.numel()
+        view = flat[offset : offset + count].view_as(tensor)
+        view.copy_(tensor)
+        tensor.data = view  # the Parameter (or buffer) object stays; its memory moves
+        offset += count
+    return flat
 
 
 @torch.no_grad()
-def broadcast_replica(model: nn.Module, transport: Transport, root: int = 0) -> None:
-    """Make every replica start from rank ``root``'s parameters."""
+def average_replicas(
+    model: nn.Module, transport: Transport, flat: torch.Tensor | None = None
+) -> None:
+    """Replace this replica's parameters and float buffers by the mean over all ranks;
+    ``flat``: the buffer :func:`flatten_replica_` returned for ``model`` (averaged in place)."""
+    if flat is not None:
+        transport.allreduce_sum_(flat)
+        flat /= transport.world_size
+        return
     tensors = _replica_tensors(model)
-    flat = _pack(tensors)
-    transport.broadcast_(flat, root)
-    _unpack_(flat, tensors)
+    packed = _pack(tensors)
+    transport.allreduce_sum_(packed)
+    packed /= transport.world_size
+    _unpack_(packed, tensors)
+
+
+@torch.no_grad()
+def broadcast_replica(
+    model: nn.Module, transport: Transport, root: int = 0, flat: torch.Tensor | None = None
+) -> None:
+    """Make every replica start from rank ``root``'s parameters (``flat``: as above)."""
+    if flat is not None:
+        transport.broadcast_(flat, root)
+        return
+    tensors = _replica_tensors(model)
+    packed = _pack(tensors)
+    transport.broadcast_(packed, root)
+    _unpack_(packed, tensors)
 
 
 def train_replica(
@@ -109,13 +144,14 @@ def train_replica(
     ``on_average(steps_done, model)`` runs right after each averaging (for tests)."""
     job.seed_worker(rank)
     model = job.private_model()
-    broadcast_replica(model, transport)
+    flat = flatten_replica_(model)
+    broadcast_replica(model, transport, flat=flat)
     optimizer = job.optimizer_factory(model.parameters())
     period = job.config.averaging_period
 
     def average(state: LoopState) -> None:  # a hook after every step
         if state.step % period == 0 or state.finished:
-            average_replicas(model, transport)
+            average_replicas(model, transport, flat)
             if on_average is not None:
                 on_average(state.step, model)
 
