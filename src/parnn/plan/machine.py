@@ -176,54 +176,17 @@ def measure_contention(
     return {k: max(1.0, statistics.median(values)) for k, values in ratios.items()}
 
 
-def _steps_for(
-    rank: int, world_size: int, pickled_model: bytes, input_shape: tuple[int, ...],
-    batch_size: int, warmup: int, min_steps: int, min_s: float,
-) -> list[float]:  # fmt: skip
-    """In the process: seconds of training steps after ``warmup`` untimed ones, as many as
-    last ``min_s`` and at least ``min_steps`` (a few steps of a small model last
-    milliseconds and time its warm-up)."""
-    import torch
-
-    from parnn.partition.measure.profiler import make_batch
-
-    model = pickle.loads(pickled_model)
-    criterion = torch.nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
-    with torch.no_grad():
-        num_classes = int(model.eval()(make_batch(input_shape, 2, 1)[0]).shape[-1])
-    model.train()
-    inputs, targets = make_batch(input_shape, batch_size, num_classes, seed=rank)
-    times: list[float] = []
-    started = time.perf_counter()
-    index = 0
-    while index < warmup or len(times) < min_steps or time.perf_counter() - started < min_s:
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        criterion(model(inputs), targets).backward()
-        optimizer.step()
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
-        else:
-            started = time.perf_counter()
-        index += 1
-    return times
-
-
 def measure_whole_steps(
     model: Any,
     input_shape: Sequence[int],
     *,
     batch_size: int,
     threads: Sequence[int],
-    warmup: int = 2,
-    min_steps: int = 3,
-    min_s: float = 0.5,
+    repeats: int = 3,
 ) -> dict[int, float]:
-    """``{t: seconds}``: the median whole training step of ``model`` at ``batch_size``
-    (forward, loss, backward, SGD with momentum) in one pinned process with ``t`` intra-op
-    threads, for each ``t`` in ``threads``: ``warmup`` untimed steps, then at least
-    ``min_steps`` and ``min_s`` seconds of timed ones."""
+    """``{t: seconds}``: the median of ``repeats`` whole training steps of ``model`` at
+    ``batch_size`` (forward, loss, backward, SGD with momentum; one warm-up step first) in
+    one pinned process with ``t`` intra-op threads, for each ``t`` in ``threads``."""
     from parnn.launch import LaunchConfig, launch
 
     shape = tuple(int(s) for s in input_shape)
@@ -231,7 +194,7 @@ def measure_whole_steps(
     steps: dict[int, float] = {}
     for t in threads:
         config = LaunchConfig(num_processes=1, threads_per_process=t, init_process_group=False)
-        times = launch(_steps_for, config, pickled, shape, batch_size, warmup, min_steps, min_s)[0]
+        times = launch(_timed_steps, config, pickled, shape, batch_size, repeats)[0]
         steps[t] = statistics.median(times)
     return steps
 
