@@ -4,7 +4,6 @@ timing is measured or asserted)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from plan_profiles import ALLREDUCE, COMM, handmade_machine, handmade_profile
@@ -232,46 +231,9 @@ def test_amdahl_extrapolation_of_threads() -> None:
     assert profiles.extrapolated_threads == {4}
 
 
-def test_profiles_at_the_calibrated_batch_sum_to_the_measured_whole_step() -> None:
-    profiles = source(max_threads=2)
-    profiles.calibrate(8, {1: 2 * step_s(8, 1), 2: 0.5 * step_s(8, 2)})
-    assert serial_step_s(profiles.profile(8, 1)) == pytest.approx(2 * step_s(8, 1))
-    assert serial_step_s(profiles.profile(8, 2)) == pytest.approx(0.5 * step_s(8, 2))
-    # every unit by one factor: the balance between units (and so any partition) stays
-    calibrated, raw = profiles.profile(8, 1).units, handmade_profile(8, 1).units
-    assert [c.forward_s / r.forward_s for c, r in zip(calibrated, raw, strict=True)] == (
-        pytest.approx([2.0] * len(raw))
-    )
-    assert profiles.profile(8, 1).machine["calibrated_to_whole_step"] == pytest.approx(2.0)
-    # other batches stay as profiled: a one-process candidate at 8 uses the whole step
-    assert serial_step_s(profiles.profile(4, 1)) == pytest.approx(step_s(4, 1))
-    prediction = predict(
-        Candidate(axis="threads", threads=2),
-        profiles=profiles,
-        machine=handmade_machine(2),
-        batch_size=8,
-    )
-    assert prediction.step_s == pytest.approx(0.5 * step_s(8, 2))
-
-
 def test_steady_throughput_skips_the_warm_up_points() -> None:
     times = [1.0, 1.5, 2.0, 2.5]
     samples = [10, 20, 30, 40]
     assert steady_samples_per_s(times, samples, skip_points=2) == pytest.approx(20 / 1.0)
     assert steady_samples_per_s(times, samples, skip_points=0) == pytest.approx(30 / 1.5)
     assert steady_samples_per_s([2.0], [10], skip_points=2) == pytest.approx(5.0)
-
-
-@pytest.mark.timeout(120)
-def test_whole_steps_are_measured_per_thread_count_and_cached(tmp_path: Path) -> None:
-    from parnn.models import build_model
-    from parnn.plan.machine import load_or_measure_whole_steps
-
-    model = build_model("lenet5")
-    kwargs = {"name": "lenet5", "input_shape": (1, 28, 28), "batch_size": 4}
-    steps = load_or_measure_whole_steps(model, threads=[1, 2], cache_dir=tmp_path, **kwargs)
-    assert sorted(steps) == [1, 2] and all(0 < s < 5 for s in steps.values())
-    (cached,) = tmp_path.glob("steps-lenet5-*.json")
-    again = load_or_measure_whole_steps(model, threads=[1], cache_dir=tmp_path, **kwargs)
-    assert again == {1: steps[1]}  # read back, not measured again
-    assert cached.exists()

@@ -32,10 +32,8 @@ __all__ = [
     "MachineModel",
     "allreduce_s",
     "load_or_measure_machine",
-    "load_or_measure_whole_steps",
     "measure_allreduce",
     "measure_contention",
-    "measure_whole_steps",
 ]
 
 ALLREDUCE_SIZES_BYTES: tuple[int, ...] = (4 << 10, 64 << 10, 1 << 20, 8 << 20, 32 << 20)
@@ -176,29 +174,6 @@ def measure_contention(
     return {k: max(1.0, statistics.median(values)) for k, values in ratios.items()}
 
 
-def measure_whole_steps(
-    model: Any,
-    input_shape: Sequence[int],
-    *,
-    batch_size: int,
-    threads: Sequence[int],
-    repeats: int = 3,
-) -> dict[int, float]:
-    """``{t: seconds}``: the median of ``repeats`` whole training steps of ``model`` at
-    ``batch_size`` (forward, loss, backward, SGD with momentum; one warm-up step first) in
-    one pinned process with ``t`` intra-op threads, for each ``t`` in ``threads``."""
-    from parnn.launch import LaunchConfig, launch
-
-    shape = tuple(int(s) for s in input_shape)
-    pickled = pickle.dumps(model)  # plain bytes: see measure_contention
-    steps: dict[int, float] = {}
-    for t in threads:
-        config = LaunchConfig(num_processes=1, threads_per_process=t, init_process_group=False)
-        times = launch(_timed_steps, config, pickled, shape, batch_size, repeats)[0]
-        steps[t] = statistics.median(times)
-    return steps
-
-
 def _allreduce_times(
     rank: int, world_size: int, sizes_bytes: Sequence[int], repeats: int
 ) -> list[float]:
@@ -287,43 +262,6 @@ def machine_file_name(model: str, input_shape: Sequence[int], batch_size: int) -
     return profile_file_name(model, input_shape, batch_size=batch_size, threads=1).replace(
         "profile-", "machine-", 1
     )
-
-
-def load_or_measure_whole_steps(
-    model: Any,
-    *,
-    name: str,
-    input_shape: Sequence[int],
-    batch_size: int,
-    threads: Sequence[int],
-    cache_dir: Path | None,
-) -> dict[int, float]:
-    """:func:`measure_whole_steps`, from ``cache_dir`` when every thread count is there,
-    else measured (a few steps per thread count) and stored."""
-    from parnn.results import read_json, write_json
-
-    path = (
-        None
-        if cache_dir is None
-        else Path(cache_dir)
-        / machine_file_name(name, input_shape, batch_size).replace("machine-", "steps-", 1)
-    )
-    if path is not None and path.exists():
-        try:
-            payload = read_json(path)
-            known = {int(t): float(v) for t, v in payload["step_s"].items()}
-            if payload.get("format") == MACHINE_FORMAT and all(t in known for t in threads):
-                return {t: known[t] for t in threads}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass  # unreadable: measure again
-    steps = measure_whole_steps(model, input_shape, batch_size=batch_size, threads=threads)
-    if path is not None:
-        write_json(
-            path,
-            {"format": MACHINE_FORMAT, "batch_size": batch_size,
-             "step_s": {str(t): v for t, v in sorted(steps.items())}},
-        )  # fmt: skip
-    return steps
 
 
 def load_or_measure_machine(

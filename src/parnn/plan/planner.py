@@ -200,7 +200,7 @@ def make_plan(
     from parnn.launch import usable_cores
     from parnn.models import build_model
     from parnn.partition.measure.cache import load_or_measure_comm
-    from parnn.plan.machine import load_or_measure_machine, load_or_measure_whole_steps
+    from parnn.plan.machine import load_or_measure_machine
     from parnn.plan.profiles import ProfileSource
     from parnn.results import machine_facts
 
@@ -240,17 +240,6 @@ def make_plan(
         repeats=config.profile_repeats,
         seed=config.seed,
     )
-    # Whole steps at the global batch, one process, each thread count this machine has:
-    # the threads candidates and hogwild are priced on that batch's profiles.
-    whole_steps = load_or_measure_whole_steps(
-        model,
-        name=config.model,
-        input_shape=shape,
-        batch_size=config.batch_size,
-        threads=range(1, machine_cores + 1),
-        cache_dir=config.cache_dir,
-    )
-    profiles.calibrate(config.batch_size, whole_steps)
     link = CommModel(
         latency_s=config.link_latency_s,
         bandwidth_bytes_per_s=config.link_bandwidth_bytes_per_s,
@@ -282,7 +271,6 @@ def make_plan(
     facts.update(
         {
             "model_of_machine": machine.to_dict(),
-            "whole_step_s": {str(t): v for t, v in sorted(whole_steps.items())},
             "point_to_point": None if comm is None else comm.to_dict(),
             "link": link.to_dict() if config.nodes > 1 else None,
             "extrapolated_threads": sorted(profiles.extrapolated_threads),

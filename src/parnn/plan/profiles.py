@@ -6,13 +6,6 @@ process may use. Beyond that (planning for a bigger node) each unit's times foll
 Amdahl's law fitted to that unit at 1 and at ``T`` threads (``T`` = the largest measured):
 ``time(t) = time(1) (1 - f + f / t)`` with ``f`` chosen so that ``time(T)`` is as measured,
 clipped to ``0 <= f <= 1`` (a unit that did not speed up stays as it was).
-
-A profile times each unit alone, over and over, on warm weights; a whole training step at
-the same batch and threads can run faster or slower than the sum of its units (at batch 128
-LeNet-5's one-thread profile summed to 13.4 ms where its step took 9.4 ms; VGG16's
-two-thread one was a quarter faster than its step). :meth:`ProfileSource.calibrate` takes
-whole steps measured at one batch size and scales that batch's profiles to them, every
-unit by the same factor.
 """
 
 from __future__ import annotations
@@ -65,27 +58,6 @@ def extrapolate_profile(
     )
 
 
-def _calibrated(profile: ModelProfile, whole_step_s: float) -> ModelProfile:
-    """``profile`` with every unit's times scaled by one factor, so that they sum to
-    ``whole_step_s``."""
-    total = sum(u.forward_s + u.backward_s + u.update_s for u in profile.units)
-    if total <= 0:
-        return profile
-    factor = whole_step_s / total
-    units = tuple(
-        replace(
-            u,
-            forward_s=u.forward_s * factor,
-            backward_s=u.backward_s * factor,
-            update_s=u.update_s * factor,
-        )
-        for u in profile.units
-    )
-    return replace(
-        profile, units=units, machine={**profile.machine, "calibrated_to_whole_step": factor}
-    )
-
-
 class ProfileSource:
     """``profile(batch_size, threads)`` for one model, memoised; ``measure(batch_size,
     threads)`` does the measuring (or reads the cache) for ``threads <= max_threads``."""
@@ -102,23 +74,12 @@ class ProfileSource:
         self.comm = comm
         self._memo: dict[tuple[int, int], ModelProfile] = {}
         self.extrapolated_threads: set[int] = set()
-        self._whole_steps: dict[tuple[int, int], float] = {}
-
-    def calibrate(self, batch_size: int, whole_step_s: dict[int, float]) -> None:
-        """Scale the profiles at ``batch_size`` so that at each thread count in
-        ``whole_step_s`` their units sum to that measured whole step (seconds)."""
-        for threads, seconds in whole_step_s.items():
-            if seconds > 0:
-                self._whole_steps[batch_size, threads] = seconds
-                self._memo.pop((batch_size, threads), None)
 
     def profile(self, batch_size: int, threads: int) -> ModelProfile:
         key = (batch_size, threads)
         if key not in self._memo:
             if threads <= self.max_threads:
                 profile = self._measure(batch_size, threads)
-                if key in self._whole_steps:
-                    profile = _calibrated(profile, self._whole_steps[key])
             else:
                 self.extrapolated_threads.add(threads)
                 profile = extrapolate_profile(
