@@ -32,6 +32,7 @@ from parnn.launch import (
     torchrun_env,
     usable_cores,
 )
+from parnn.launch.supervisor import is_peer_symptom
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TWO_CORES = usable_cores()[:2]
@@ -190,6 +191,16 @@ def test_tensors_in_shared_memory_are_shared_with_the_ranks() -> None:
     shared = torch.zeros(2).share_memory_()  # as Hogwild shares a model
     launch(_add_rank_in_place, LaunchConfig(num_processes=2, init_process_group=False), shared)
     assert shared.tolist() == [1.0, 2.0]
+
+
+def test_an_mpi_error_from_a_dead_peer_is_a_symptom_not_the_cause() -> None:
+    # what MPICH raises in the survivor when its peer is killed mid-all-reduce
+    assert is_peer_symptom(
+        "Exception: Other MPI error, error stack: internal_Allreduce_c(342): "
+        "MPI_Allreduce_c(sendbuf=MPI_IN_PLACE, count=567434, MPI_FLOAT) failed"
+    )
+    assert is_peer_symptom("RuntimeError: Connection closed by peer [127.0.0.1]:1234")
+    assert not is_peer_symptom("RuntimeError: injected failure at step 3 (test hook)")
 
 
 def _parameter_sum(rank: int, world_size: int, model: torch.nn.Module) -> float:

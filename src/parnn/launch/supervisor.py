@@ -149,8 +149,16 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-# Errors a rank sees because a peer died: symptoms, not causes.
-_PEER_GONE = ("closed by peer", "reset by peer", "broken pipe", "connection refused")
+# Errors a rank sees because a peer died: symptoms, not causes. MPICH raises "Other MPI
+# error" in a collective whose peer was killed (a rank's own failures raise Python errors).
+_PEER_GONE = (
+    "closed by peer",
+    "reset by peer",
+    "broken pipe",
+    "connection refused",
+    "other mpi error",
+    "proc_failed",
+)
 
 
 def is_peer_symptom(detail: str) -> bool:
