@@ -127,7 +127,12 @@ def check_out_dir(
         raise
     if not create:  # the command creates it when it starts writing
         _remove_empty(created)
-    entries = sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
+    # Another process's probe (two launcher agents checking one --out) is not a run.
+    entries = (
+        sorted(e.name for e in path.iterdir() if not e.name.startswith(".parnn-write-probe-"))
+        if path.is_dir()
+        else []
+    )
     if _launcher_rank() != 0:  # under torchrun/mpirun rank 0 owns the results and decides
         return path
     if not entries or overwrite or resumes is Resumes.RERUN:
