@@ -161,25 +161,26 @@ def _check_versions(plans: list[tuple[AsyncAction, ...]]) -> None:
                 assert action.version <= made, f"{action} before version {action.version}"
 
 
+def _peak_held(actions: tuple[AsyncAction, ...], kept: frozenset[int]) -> int:
+    """The most of the versions in ``kept`` one stage holds at once: each from the stream's
+    start (version 0) or its update until the last forward or backward that uses it."""
+    last_use = {a.version: i for i, a in enumerate(actions) if a.kind in "FB"}
+    held = {0} & kept
+    peak = len(held)
+    for index, action in enumerate(actions):
+        if action.kind == "U" and action.version in kept:
+            held.add(action.version)
+        peak = max(peak, len(held))
+        held = {v for v in held if last_use[v] > index}
+    return peak
+
+
 def held_versions(actions: tuple[AsyncAction, ...]) -> tuple[int, int]:
     """(peak, total) weight versions one stage keeps besides its live weights: a version is
     held (stashed) from the moment it exists (the stream's start or its update) until the last
     backward that uses it; versions no action uses are never stashed."""
-    last_use: dict[int, int] = {}
-    for index, action in enumerate(actions):
-        if action.kind in "FB":
-            last_use[action.version] = index
-    held: set[int] = set()
-    peak = 0
-    if 0 in last_use:
-        held.add(0)
-    peak = len(held)
-    for index, action in enumerate(actions):
-        if action.kind == "U" and action.version in last_use:
-            held.add(action.version)
-        peak = max(peak, len(held))
-        held = {v for v in held if last_use[v] > index}
-    return peak, len(last_use)
+    used = frozenset(a.version for a in actions if a.kind in "FB")
+    return _peak_held(actions, used), len(used)
 
 
 def copied_versions(actions: tuple[AsyncAction, ...]) -> frozenset[int]:
@@ -208,16 +209,7 @@ def copied_versions(actions: tuple[AsyncAction, ...]) -> frozenset[int]:
 def peak_copies(actions: tuple[AsyncAction, ...]) -> int:
     """The most :func:`copied_versions` one stage holds at once: what its stash costs in
     memory, in copies of its parameters."""
-    copies = copied_versions(actions)
-    last_use = {a.version: i for i, a in enumerate(actions) if a.kind in "FB"}
-    held = {0} & copies
-    peak = len(held)
-    for index, action in enumerate(actions):
-        if action.kind == "U" and action.version in copies:
-            held.add(action.version)
-        peak = max(peak, len(held))
-        held = {v for v in held if last_use[v] > index}
-    return peak
+    return _peak_held(actions, copied_versions(actions))
 
 
 def format_async_schedule(plans: tuple[tuple[AsyncAction, ...], ...]) -> str:
