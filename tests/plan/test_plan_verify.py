@@ -16,7 +16,7 @@ from parnn.plan import (
     measure_candidate,
     measure_run,
 )
-from parnn.plan.verify import MAX_VERIFY_STEPS, run_length
+from parnn.plan.verify import MAX_VERIFY_SAMPLES, MAX_VERIFY_STEPS, run_length
 from parnn.train.optim import OptimizerConfig
 
 LENET5 = (1, 28, 28)
@@ -102,8 +102,12 @@ def test_a_fast_candidate_runs_long_enough_to_be_measured() -> None:
     slow = Prediction(samples_per_s=64.0, step_s=0.5, compute_s=0.5)
     assert run_length(settings, fast).steps == 2 + 200  # 1 s measured at 5 ms a step
     assert run_length(settings, slow).steps == 6  # never fewer than asked
+    # the whole run is one epoch (an epoch's end drains an asynchronous pipeline), capped
+    assert run_length(settings, fast).num_samples == 203 * 32
+    assert run_length(settings, slow).num_samples == 7 * 32
     tiny = Prediction(samples_per_s=1e9, step_s=1e-9, compute_s=1e-9)
     assert run_length(settings, tiny).steps == MAX_VERIFY_STEPS
+    assert run_length(settings, tiny).num_samples == MAX_VERIFY_SAMPLES
     exact = VerifySettings(
         model="lenet5", input_shape=(1, 28, 28), batch_size=32, steps=6, warmup_steps=2
     )

@@ -29,8 +29,12 @@ from parnn.plan.predict import Prediction
 if TYPE_CHECKING:
     from parnn.train.optim import OptimizerConfig
 
-__all__ = ["MAX_VERIFY_STEPS", "Measurement", "VerifySettings", "measure_candidate",
-           "measure_run", "run_length", "steady_samples_per_s"]  # fmt: skip
+__all__ = ["MAX_VERIFY_SAMPLES", "MAX_VERIFY_STEPS", "Measurement", "VerifySettings",
+           "measure_candidate", "measure_run", "run_length", "steady_samples_per_s"]  # fmt: skip
+
+
+MAX_VERIFY_SAMPLES = 8192
+"""The most samples a verification run loads or draws (longer runs take several epochs)."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -75,9 +79,14 @@ class VerifySettings:
 
     @property
     def num_samples(self) -> int | None:
-        """Samples to load: enough for two distinct batches (synthetic: what to draw); the
+        """Samples to load (synthetic: to draw): enough that the run's steps make one epoch,
+        up to :data:`MAX_VERIFY_SAMPLES` (an epoch's end drains an asynchronous pipeline:
+        with two batches an epoch, PipeDream on MobileNetV2 measured half its pace); the
         whole dataset (None) when training for epochs."""
-        return None if self.epochs is not None else 2 * self.batch_size + 64
+        if self.epochs is not None:
+            return None
+        wanted = (self.steps + 1) * self.batch_size
+        return max(2 * self.batch_size + 64, min(wanted, MAX_VERIFY_SAMPLES))
 
 
 @dataclass(frozen=True, slots=True)
