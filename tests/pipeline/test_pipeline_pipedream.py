@@ -192,3 +192,27 @@ def test_a_run_resumed_from_its_epoch_checkpoint_ends_where_an_uninterrupted_one
         torch.testing.assert_close(resumed.parameters[name], tensor, rtol=1e-6, atol=1e-7)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert resumed.history[-1]["val_accuracy"] == whole.history[-1]["val_accuracy"]
+
+
+def test_the_stash_copies_only_what_it_must_and_leaves_frozen_weights_alone() -> None:
+    from torch import nn
+
+    from parnn.pipeline.async_stage import WeightStash
+
+    module = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    module[0].bias.requires_grad_(False)  # frozen
+    stash = WeightStash(module)
+    stash.live_grads()
+    assert module[0].bias.grad is None and module[0].weight.grad is not None
+    stash.make(0, copy=False)  # the live weights are version 0: nothing copied
+    stash.make(1, copy=True)
+    copy = stash.versions[1]
+    assert stash.versions[0] is None and copy is not None
+    assert copy["0.weight"].grad is module[0].weight.grad  # one gradient buffer for all
+    assert not copy["0.bias"].requires_grad and copy["0.bias"].grad is None
+    assert copy["0.weight"].data_ptr() != module[0].weight.data_ptr()
+    stash.drop(1)
+    stash.make(2, copy=True)  # reuses the dropped copy's buffers
+    again = stash.versions[2]
+    assert again is not None and again["0.weight"] is copy["0.weight"]
+    assert (stash.peak, stash.peak_copies) == (2, 1)

@@ -71,9 +71,10 @@ class WeightStash:
     """Most copies held at once: what the stash costs in memory."""
 
     def live_grads(self) -> None:
-        """Give every live parameter a gradient buffer that the versions share."""
+        """Give every trained live parameter a gradient buffer that the versions share (a
+        frozen one keeps none, so the optimizer leaves it alone)."""
         for parameter in self.module.parameters():
-            if parameter.grad is None:
+            if parameter.requires_grad and parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
 
     def make(self, version: int, *, copy: bool) -> None:
@@ -87,7 +88,8 @@ class WeightStash:
                     if buffers is not None:
                         leaf = buffers[name].copy_(parameter)
                     else:
-                        leaf = parameter.detach().clone().requires_grad_(True)
+                        leaf = parameter.detach().clone()
+                        leaf.requires_grad_(parameter.requires_grad)
                     leaf.grad = parameter.grad
                     weights[name] = leaf
             self.versions[version] = weights
