@@ -64,9 +64,9 @@ class TorchTransport:
 
 
 def _replica_tensors(model: nn.Module) -> list[torch.Tensor]:
-    tensors = [param.data for param in model.parameters()]
-    tensors += [buffer for buffer in model.buffers() if buffer.is_floating_point()]
-    return tensors
+    """What a replica averages: its parameters, then its floating-point buffers (the
+    tensors themselves; callers work on them under ``torch.no_grad``)."""
+    return [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
 
 
 def _pack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -87,7 +87,7 @@ def flatten_replica_(model: nn.Module) -> torch.Tensor | None:
     (each becomes a view of its part, values unchanged) and return it; None, leaving the
     model as it is, when one of them is not float32. Call it before the optimizer is built
     (the optimizer then steps the views)."""
-    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    tensors = _replica_tensors(model)
     if not tensors or any(t.dtype != torch.float32 or t.is_sparse for t in tensors):
         return None
     flat = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float32)  # (P,)
