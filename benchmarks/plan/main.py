@@ -3,12 +3,14 @@ predictions? Every candidate it enumerates on this machine is verified (run for 
 steps through the real engines), for several models and batch sizes.
 
 Per cell (model, data, batch): ``make_plan`` with ``verify`` = every candidate, on this
-machine's cores. Reported: the picked configuration's measured samples/s over the best
+machine's cores, each run ``--verify-repeats`` times in rotating rounds (its figure is the
+median: with one run, the best of ten noisy figures is biased up, and ties within a few
+percent fall either way). Reported: the picked configuration's measured samples/s over the best
 measured (target >= 0.95 in every cell), and the absolute prediction error
 ``|predicted - measured| / measured`` per axis (target: median <= 15%). The 1-minute load
 average is written beside every cell: on a shared machine it explains more than the code.
 
-    .venv/bin/python benchmarks/plan/main.py                       # every cell (~10-20 min)
+    .venv/bin/python benchmarks/plan/main.py                       # every cell (~30 min quiet)
     .venv/bin/python benchmarks/plan/main.py --models lenet5,user --batch-sizes 32
 """
 
@@ -65,7 +67,13 @@ def cells(models: list[str], batch_sizes: list[int], mnist_dir: Path) -> list[Ce
 
 
 def run_cell(
-    cell: Cell, *, steps: int, warmup: int, verify_seconds: float, cache_dir: Path
+    cell: Cell,
+    *,
+    steps: int,
+    warmup: int,
+    verify_seconds: float,
+    verify_repeats: int,
+    cache_dir: Path,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -79,6 +87,7 @@ def run_cell(
         steps=steps,
         warmup_steps=warmup,
         verify_seconds=verify_seconds,
+        verify_repeats=verify_repeats,
         cache_dir=cache_dir,
     )
     result = make_plan(config)
@@ -147,6 +156,7 @@ def print_cell(cell: dict[str, Any]) -> None:
             f"{c['predicted_samples_per_s']:>10,.0f}"
             f"{'-' if measured is None else f'{measured:,.0f}':>10}"
             f"{'-' if error is None else f'{100 * error:+.0f}%':>8}"
+            f"  {' '.join(f'{run:,.0f}' for run in c['measured_runs'])}"
         )
 
 
@@ -162,6 +172,12 @@ def main() -> None:
         default=1.0,
         help="measure each run at least this long (steps added as predicted)",
     )
+    parser.add_argument(
+        "--verify-repeats",
+        type=int,
+        default=3,
+        help="runs of every candidate, in rotating rounds; each figure is their median",
+    )
     parser.add_argument("--mnist-dir", type=Path, default=SHARED_DATA / "mnist")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     parser.add_argument("--out", type=Path, default=HERE / "results" / "results.json")
@@ -175,6 +191,7 @@ def main() -> None:
             steps=args.steps,
             warmup=args.warmup,
             verify_seconds=args.verify_seconds,
+            verify_repeats=args.verify_repeats,
             cache_dir=args.cache_dir,
         )
         print_cell(result)

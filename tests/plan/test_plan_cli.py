@@ -116,3 +116,56 @@ def test_bad_input_is_one_error_line(args: list[str], words: str, tmp_path: Path
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("parnn: error:"), result.output
     assert words in lines[0]
+
+
+def test_verify_repeats_run_in_rotating_rounds_and_report_the_median(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each verified candidate runs once per round, each round starting one candidate
+    later; its figure is the median of its runs, a failed run is reported beside the
+    others, and the table shows the runs' range."""
+    import parnn.plan.planner as planner
+
+    order: list[str] = []
+    figures: dict[str, list[float]] = {}
+
+    def reset() -> None:
+        figures.clear()
+        figures.update({"1 process x 1t": [90.0, 100.0, 300.0],
+                        "1 process x 2t": [200.0, 180.0, 220.0]})  # fmt: skip
+
+    def fake_measure(candidate: Any, prediction: Any, settings: Any) -> float:
+        order.append(candidate.label)
+        runs = figures.setdefault(candidate.label, [50.0, 60.0, 70.0])
+        value = runs.pop(0)
+        if candidate.label == "ddp x2 (1t)" and value == 60.0:
+            raise planner.ParnnError("rank 1 timed out")
+        return value
+
+    monkeypatch.setattr(planner, "measure_candidate", fake_measure)
+    reset()
+    args = ["--model", "lenet5", "--batch-size", str(BATCH), "--cores", "2",
+            "--cache-dir", str(cache_dir), "--verify", "10", "--verify-repeats", "3"]  # fmt: skip
+    payload = run_json(*args)
+    assert payload["settings"]["verify_repeats"] == 3
+    rows = {row["config"]["label"]: row for row in payload["candidates"]}
+    assert rows["1 process x 1t"]["measured_runs"] == [90.0, 100.0, 300.0]
+    assert rows["1 process x 1t"]["measured_samples_per_s"] == 100.0  # the median
+    assert rows["1 process x 2t"]["measured_samples_per_s"] == 200.0
+    assert payload["best_measured"]["config"]["label"] == "1 process x 2t"
+    assert rows["ddp x2 (1t)"]["measured_runs"] == [50.0, 70.0]  # the second run failed
+    assert rows["ddp x2 (1t)"]["measured_samples_per_s"] == 60.0
+    assert rows["ddp x2 (1t)"]["verify_error"] == "rank 1 timed out"
+    n = len(rows)
+    first, second, third = order[:n], order[n : 2 * n], order[2 * n :]
+    assert len(third) == n and set(first) == set(rows)
+    assert second == first[1:] + first[:1] and third == first[2:] + first[:2]
+    reset()
+    table = run(*args)
+    assert table.exit_code == 0, table.output
+    assert "(90-300)" in table.output.replace(",", "")
+
+
+def test_verify_repeats_must_be_positive(cache_dir: Path) -> None:
+    result = run("--verify-repeats", "0", "--cache-dir", str(cache_dir))
+    assert result.exit_code == 2 and "--verify-repeats 0" in result.output

@@ -35,6 +35,16 @@ from parnn.cli._options import (
 __all__ = ["COMMANDS", "plan"]
 
 
+def _measured_cell(median: float | None, runs: list[float]) -> str:
+    """The median of a candidate's verification runs, and their range when there were
+    several."""
+    if median is None:
+        return "-"
+    if len(runs) < 2:
+        return f"{median:,.0f}"
+    return f"{median:,.0f} ({min(runs):,.0f}-{max(runs):,.0f})"
+
+
 def _render(payload: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -56,7 +66,7 @@ def _render(payload: dict[str, Any]) -> None:
             row["axis"],
             row["config"]["label"],
             f"{row['predicted_samples_per_s']:,.0f}",
-            "-" if measured is None else f"{measured:,.0f}",
+            _measured_cell(measured, row["measured_runs"]),
             "-" if error is None else f"{100 * error:+.0f}%",
         )
     stdout_console.print(table)
@@ -112,6 +122,13 @@ def _render(payload: dict[str, Any]) -> None:
     help="Measure each verification run at least this long (more steps for fast "
     "candidates, as predicted); 0: exactly --steps.",
 )
+@click.option(
+    "--verify-repeats",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Runs of each verified candidate, in rotating rounds; its figure is their median.",
+)
 @data_option("synthetic")
 @data_dir_option
 @click.option(
@@ -134,6 +151,7 @@ def plan(
     verify: int,
     steps: int,
     verify_seconds: float,
+    verify_repeats: int,
     data: str,
     data_dir: Path | None,
     cache_dir: Path | None,
@@ -159,6 +177,7 @@ def plan(
         steps=steps,
         warmup_steps=min(2, steps - 1),
         verify_seconds=verify_seconds,
+        verify_repeats=verify_repeats,
         cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
         seed=seed,
     )

@@ -44,6 +44,9 @@ class PlanConfig:
     """Each verification run measures at least about this long: steps are added to
     ``steps`` as the candidate's predicted step time says (a few steps of a small model
     last milliseconds and measure its warm-up, not its pace). 0: exactly ``steps``."""
+    verify_repeats: int = 1
+    """Runs of each verified candidate, in rotating rounds; its measurement is their median
+    (candidates within a few percent of each other need several to be told apart)."""
     profile_warmup: int = 1
     """Untimed passes before a unit profile's timed ones."""
     profile_repeats: int = 5
@@ -75,6 +78,8 @@ class PlanConfig:
             )
         if not self.verify_seconds >= 0:
             raise ConfigError(f"--verify-seconds {self.verify_seconds} must be >= 0, e.g. 1")
+        if self.verify_repeats < 1:
+            raise ConfigError(f"--verify-repeats {self.verify_repeats} must be >= 1, e.g. 3")
         if self.profile_repeats < 1 or self.profile_warmup < 0:
             raise ConfigError("profile repeats must be >= 1 and warm-up passes >= 0")
         if self.input_shape is not None:
@@ -106,4 +111,5 @@ class PlanConfig:
             "steps": self.steps,
             "warmup_steps": self.warmup_steps,
             "verify_seconds": self.verify_seconds,
+            "verify_repeats": self.verify_repeats,
         }

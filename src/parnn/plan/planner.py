@@ -7,6 +7,7 @@ winner, and (``verify``) run the best ones and the single-process baselines for 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,8 +54,11 @@ class PlannedCandidate:
     rank: int
     """1 = the fastest predicted."""
     measured_samples_per_s: float | None = None
+    """The median of its verification runs (``measured_runs``)."""
     verify_error: str | None = None
-    """Why its verification run failed (the run's one-line error), when it did."""
+    """Why a verification run failed (the run's one-line error), when one did."""
+    measured_runs: tuple[float, ...] = ()
+    """Samples/s of each verification run that succeeded, in the order they ran."""
 
     @property
     def error(self) -> float | None:
@@ -72,6 +76,7 @@ class PlannedCandidate:
             "measured_samples_per_s": None
             if self.measured_samples_per_s is None
             else round(self.measured_samples_per_s, 2),
+            "measured_runs": [round(value, 2) for value in self.measured_runs],
             "rank": self.rank,
             "runnable": self.candidate.runnable,
             "prediction_error": None if self.error is None else round(self.error, 4),
@@ -319,18 +324,31 @@ def _verify(
         c = planned.candidate
         if c.axis == "threads" and c.threads in (1, cores):
             chosen.add(id(planned))  # the baselines
-    out = []
-    for planned in ranked:
-        if id(planned) in chosen:
-            measured, failure = None, None
+    to_run = [planned for planned in ranked if id(planned) in chosen]
+    runs: dict[int, list[float]] = {id(planned): [] for planned in to_run}
+    failures: dict[int, str] = {}
+    done = {id(planned): planned for planned in ranked}
+    for repeat in range(config.verify_repeats):
+        # each round starts one candidate later, so that none always runs first (or right
+        # after the same neighbour) while the machine warms up or drifts
+        shift = repeat % len(to_run) if to_run else 0
+        for planned in to_run[shift:] + to_run[:shift]:
+            key = id(planned)
             try:
-                measured = measure_candidate(planned.candidate, planned.prediction, settings)
+                value = measure_candidate(planned.candidate, planned.prediction, settings)
             except ParnnError as error:  # one failed run (a rank timed out) is a result too
-                failure = " ".join(str(error).split())
-            planned = PlannedCandidate(
-                planned.candidate, planned.prediction, planned.rank, measured, failure
+                failures[key] = " ".join(str(error).split())
+            else:
+                if value is not None:
+                    runs[key].append(value)
+            done[key] = PlannedCandidate(
+                planned.candidate,
+                planned.prediction,
+                planned.rank,
+                statistics.median(runs[key]) if runs[key] else None,
+                failures.get(key),
+                tuple(runs[key]),
             )
             if on_measured is not None:
-                on_measured(planned)
-        out.append(planned)
-    return out
+                on_measured(done[key])
+    return [done[id(planned)] for planned in ranked]
