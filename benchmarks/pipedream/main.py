@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.97)
     parser.add_argument("--lr-schedule", default="cosine", help="of the accuracy runs")
     parser.add_argument("--models", default="lenet5,vgg-cifar", help="throughput cells")
+    parser.add_argument(
+        "--microbatches", default="4", help="micro-batches of 8 samples a mini-batch, e.g. 2,4"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "results.json")
     args = parser.parse_args()
 
@@ -43,6 +46,7 @@ def main() -> None:
         target_accuracy=args.target,
         lr_schedule=args.lr_schedule,
         models=tuple(args.models.split(",")),
+        microbatches=tuple(int(v) for v in args.microbatches.split(",")),
         parts=tuple(args.parts.split(",")),
     )
     payload = run_pipedream_study(config, report=lambda line: print(line, flush=True))

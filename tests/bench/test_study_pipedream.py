@@ -112,3 +112,26 @@ def test_throughput_rows_take_the_ratio_per_repeat_once_every_run_finished() -> 
     assert [run["samples_per_s"] for run in row["runs"]["1f1b"]] == [200, 240]
     # one run missing: the row waits for it
     assert pipedream_payload(settings, records[:-1])["throughput"]["rows"] == []
+
+
+def test_each_microbatch_count_is_its_own_cell_and_row() -> None:
+    """m = 4 keeps the keys of a store made before the choice; m = 2 is a cell (and a
+    throughput row) of its own, of 8-sample micro-batches."""
+    config = PipeDreamStudyConfig(repeats=1, models=("lenet5",), microbatches=(2, 4))
+    keys = [cell.key for cell in study_cells(config) if cell.key["part"] != "accuracy"]
+    assert [key.get("microbatches", 4) for key in keys] == [2, 4] + [2] * 3 + [4] * 3
+    assert "microbatches" not in keys[1]
+    assert len({str(sorted(key.items())) for key in keys}) == len(keys)
+    records = []
+    for m, speeds in ((2, (100, 100, 150)), (4, (100, 120, 130))):
+        for schedule, speed in zip(("gpipe", "1f1b", "pipedream"), speeds, strict=True):
+            record = _throughput_record(0, schedule, speed, speed)
+            if m != 4:
+                record["key"]["microbatches"] = m
+            records.append(record)
+    rows = pipedream_payload({"parts": ["throughput"], "repeats": 1}, records)["throughput"]
+    by_m = {row["microbatches"]: row for row in rows["rows"]}
+    assert by_m[2]["pipedream_vs_1f1b"]["median"] == 1.5
+    assert by_m[4]["pipedream_vs_1f1b"]["median"] == pytest.approx(130 / 120)
+    with pytest.raises(ConfigError, match="microbatches"):
+        PipeDreamStudyConfig(microbatches=(0,))

@@ -3,9 +3,9 @@ throughput, the simulator's prediction, and accuracy against time (the study of
 ``benchmarks/pipedream/``).
 
 ``--json`` prints one object (stable keys): command ("study pipedream"), study, settings,
-load_average_start, predict (rows: label, stages, partition, predicted {schedule:
+load_average_start, predict (rows: label, stages, microbatches, partition, predicted {schedule:
 step_time_s, samples_per_s, bubble_fraction}, pipedream_vs_1f1b), throughput (rows: label,
-stages, oversubscribed, partition, samples_per_s {schedule: summary}, bubble_fraction,
+stages, microbatches, oversubscribed, partition, samples_per_s {schedule: summary}, bubble_fraction,
 pipedream_vs_1f1b, pipedream_vs_1f1b_per_repeat, pipedream_vs_1f1b_whole_run, runs),
 accuracy (label, partition, curves {name: points (epoch, samples, train_s, val_accuracy),
 final_accuracy, time_to_target_s, epochs_to_target, accuracy_minus_sync_points,
@@ -37,6 +37,12 @@ __all__ = ["pipedream"]
 @click.option("--target-accuracy", type=float, default=0.97, show_default=True)
 @click.option("--models", default="lenet5,vgg-cifar", show_default=True, help="Throughput cells.")
 @click.option(
+    "--microbatches",
+    default="4",
+    show_default=True,
+    help="Micro-batches of 8 samples a mini-batch in the throughput cells, e.g. 2,4.",
+)
+@click.option(
     "--parts", default="throughput,predict,accuracy", show_default=True, help="What to run."
 )
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/pipedream"))
@@ -55,6 +61,7 @@ def pipedream(
     epochs: int,
     target_accuracy: float,
     models: str,
+    microbatches: str,
     parts: str,
     out: Path,
     overwrite: bool,
@@ -76,6 +83,12 @@ def pipedream(
         depths = tuple(int(v) for v in stages.split(","))
     except ValueError:
         raise ConfigError(f"--stages {stages!r}: give whole numbers, e.g. 2,4") from None
+    try:
+        counts = tuple(int(v) for v in microbatches.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--microbatches {microbatches!r}: give whole numbers, e.g. 2,4"
+        ) from None
     config = PipeDreamStudyConfig(
         data_dir=data_dir,
         stages=depths,
@@ -84,6 +97,7 @@ def pipedream(
         epochs=epochs,
         target_accuracy=target_accuracy,
         models=tuple(m.strip() for m in models.split(",") if m.strip()),
+        microbatches=counts,
         parts=tuple(p.strip() for p in parts.split(",") if p.strip()),
     )
     # an earlier study here resumes (re-running skips its finished cells); anything else

@@ -4,7 +4,9 @@ throughput and in statistical efficiency (``parnn study pipedream``,
 
 1. Throughput: the same model, partition (the profile-balanced ``time`` one, from the
    profile cache, so that the prediction below prices the same partition), batch and
-   micro-batch size trained with ``gpipe``, ``1f1b`` and ``pipedream`` on ``k`` stages;
+   micro-batch size (8) trained with ``gpipe``, ``1f1b`` and ``pipedream`` on ``k`` stages,
+   ``m`` micro-batches a mini-batch (``microbatches``; 1F1B's flush costs it about
+   ``(k - 1) / (m + k - 1)`` of a step, what an asynchronous pipeline can win back);
    LeNet-5 on MNIST (or the bundled digits) and a VGG-style CNN on CIFAR-shaped synthetic
    data. Per run: the median step time after warm-up (pipedream: the period between two
    updates of the first stage, the steady state), the bubble fraction, samples over the
@@ -56,6 +58,8 @@ OPTIMIZER = OptimizerConfig(name="adam", lr=0.003)
 RESULT_FILE = "pipedream.json"
 VGG = "parnn.bench.studies.pipedream:build_vgg_cifar"
 PARTS = ("throughput", "predict", "accuracy")
+MICROBATCH_SIZE = 8
+"""Samples of one micro-batch in every cell: a mini-batch of m micro-batches is 8 m."""
 Report = Callable[[str], None]
 
 
@@ -108,6 +112,9 @@ class PipeDreamStudyConfig:
     the final accuracy is the converged one, not one epoch's fluctuation."""
     models: tuple[str, ...] = ("lenet5", "vgg-cifar")
     """Throughput cells: lenet5, vgg-cifar."""
+    microbatches: tuple[int, ...] = (4,)
+    """Micro-batches a mini-batch in the throughput and prediction cells (of 8 samples
+    each, so the batch is 8 m); the accuracy runs take 4 (batch 32)."""
     parts: tuple[str, ...] = PARTS
     """Which of throughput, predict, accuracy to run."""
 
@@ -115,6 +122,8 @@ class PipeDreamStudyConfig:
         for name in ("repeats", "steps", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.microbatches or min(self.microbatches) < 1:
+            raise ConfigError(f"microbatches {self.microbatches}: each must be >= 1, e.g. 2,4")
         if not self.stages or min(self.stages) < 2:
             raise ConfigError(f"stages {self.stages}: every pipeline needs >= 2 stages")
         unknown = set(self.models) - {"lenet5", "vgg-cifar"}
@@ -149,15 +158,16 @@ class Workload:
     data: str
     input_shape: tuple[int, int, int] | None
     num_samples: int | None
-    batch_size: int = 32
+    batch_size: int = 4 * MICROBATCH_SIZE
     num_microbatches: int = 4
 
 
-def _workloads(data_dir: Path | None) -> list[Workload]:
+def _workloads(data_dir: Path | None, microbatches: int = 4) -> list[Workload]:
     mnist = "mnist" if data_dir is not None else "digits"
+    m = {"batch_size": MICROBATCH_SIZE * microbatches, "num_microbatches": microbatches}
     return [
-        Workload("lenet5 " + mnist, "lenet5", mnist, None, None),
-        Workload("vgg-cifar synthetic", VGG, "synthetic", (3, 32, 32), 2048),
+        Workload("lenet5 " + mnist, "lenet5", mnist, None, None, **m),
+        Workload("vgg-cifar synthetic", VGG, "synthetic", (3, 32, 32), 2048, **m),
     ]
 
 
@@ -302,41 +312,52 @@ def study_cells(config: PipeDreamStudyConfig) -> list[Cell]:
     cells = []
     if "predict" in config.parts:
         cells += [
-            Cell({"part": "predict", "model": m, "stages": k})
-            for m in models
+            Cell(_key({"part": "predict", "model": model, "stages": k}, m))
+            for model in models
             for k in config.stages
+            for m in config.microbatches
         ]
     if "throughput" in config.parts:
         for model in models:
             for stages in config.stages:
-                for repeat in range(config.repeats):
-                    order = SCHEDULES[repeat % 3 :] + SCHEDULES[: repeat % 3]
-                    cells += [
-                        Cell({"part": "throughput", "model": model, "stages": stages,
-                              "repeat": repeat, "schedule": schedule})
-                        for schedule in order
-                    ]  # fmt: skip
+                for m in config.microbatches:
+                    for repeat in range(config.repeats):
+                        order = SCHEDULES[repeat % 3 :] + SCHEDULES[: repeat % 3]
+                        cells += [
+                            Cell(_key({"part": "throughput", "model": model, "stages": stages,
+                                       "repeat": repeat, "schedule": schedule}, m))
+                            for schedule in order
+                        ]  # fmt: skip
     if "accuracy" in config.parts:
         cells += [Cell({"part": "accuracy", "side": side}) for side in SIDES]
     return cells
 
 
-def _measure(config: PipeDreamStudyConfig, say: Report) -> Callable[[Cell], dict[str, Any]]:
-    workloads = {c.label: c for c in _workloads(config.data_dir)}
-    partitions: dict[tuple[str, int], Partition] = {}
+def _key(key: dict[str, Any], microbatches: int) -> dict[str, Any]:
+    """A cell's key; m = 4, the study's first and default setting, is left out (so that
+    the cells of a store made before there was a choice keep their ids)."""
+    return key if microbatches == 4 else {**key, "microbatches": microbatches}
 
-    def partition(label: str, stages: int) -> Partition:
-        if (label, stages) not in partitions:
-            partitions[label, stages] = _partition(config, workloads[label], stages)
-        return partitions[label, stages]
+
+def _measure(config: PipeDreamStudyConfig, say: Report) -> Callable[[Cell], dict[str, Any]]:
+    workloads = {
+        (c.label, m): c for m in (4, *config.microbatches) for c in _workloads(config.data_dir, m)
+    }
+    partitions: dict[tuple[str, int, int], Partition] = {}
+
+    def partition(label: str, stages: int, m: int = 4) -> Partition:
+        if (label, stages, m) not in partitions:
+            partitions[label, stages, m] = _partition(config, workloads[label, m], stages)
+        return partitions[label, stages, m]
 
     def measure(cell: Cell) -> dict[str, Any]:
         key = cell.key
+        m = int(key.get("microbatches", 4))
         if key["part"] == "predict":
-            measured = _predict(config, workloads[key["model"]], key["stages"])
+            measured = _predict(config, workloads[key["model"], m], key["stages"])
             predicted = measured["predicted"]
             say(
-                f"{key['model']} k={key['stages']} predicted: "
+                f"{key['model']} k={key['stages']} m={m} predicted: "
                 + ", ".join(
                     f"{s} {p['samples_per_s']:,.0f}/s bubble {100 * p['bubble_fraction']:.0f}%"
                     for s, p in predicted.items()
@@ -347,18 +368,18 @@ def _measure(config: PipeDreamStudyConfig, say: Report) -> Callable[[Cell], dict
             return measured
         if key["part"] == "throughput":
             label, stages, schedule = key["model"], key["stages"], key["schedule"]
-            cut = partition(label, stages)
+            cut = partition(label, stages, m)
             run = _throughput_run(
-                workloads[label], schedule, stages, cut, config.steps, config.data_dir
+                workloads[label, m], schedule, stages, cut, config.steps, config.data_dir
             )
             say(
-                f"{label} k={stages} r{key['repeat'] + 1} {schedule:<9} "
+                f"{label} k={stages} m={m} r{key['repeat'] + 1} {schedule:<9} "
                 f"{run['samples_per_s']:8.0f} samples/s (steady), "
                 f"{run['train_samples_per_s']:8.0f} (whole run), bubble "
                 f"{100 * run['bubble_fraction']:4.0f}%, load {run['load_1m']:.1f}",
             )
             return {
-                "workload": asdict(workloads[label]),
+                "workload": asdict(workloads[label, m]),
                 "oversubscribed": stages > (os.cpu_count() or 1),
                 "partition": list(cut.boundaries),
                 "run": run,

@@ -48,6 +48,7 @@ def _predict(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             {
                 "label": record["key"]["model"],
                 "stages": record["key"]["stages"],
+                "microbatches": int(record["key"].get("microbatches", 4)),
                 "partition": record["partition"],
                 "predicted": predicted,
                 "pipedream_vs_1f1b": predicted["1f1b"]["step_time_s"]
@@ -58,13 +59,15 @@ def _predict(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _throughput(records: Sequence[Mapping[str, Any]], repeats: int) -> dict[str, Any]:
-    """One row per (model, stages) whose every schedule has all its repeats; the ratio
-    pipedream / 1f1b is taken per repeat."""
-    groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    """One row per (model, stages, micro-batches) whose every schedule has all its
+    repeats; the ratio pipedream / 1f1b is taken per repeat."""
+    groups: dict[tuple[str, int, int], list[Mapping[str, Any]]] = {}
     for record in records:
-        groups.setdefault((record["key"]["model"], record["key"]["stages"]), []).append(record)
+        key = record["key"]
+        cell = (key["model"], key["stages"], int(key.get("microbatches", 4)))
+        groups.setdefault(cell, []).append(record)
     rows = []
-    for (label, stages), group in groups.items():
+    for (label, stages, m), group in groups.items():
         runs: dict[str, list[dict[str, Any]]] = {}
         for schedule in SCHEDULES:
             done = sorted(
@@ -88,6 +91,7 @@ def _throughput(records: Sequence[Mapping[str, Any]], repeats: int) -> dict[str,
                 "cell": first["workload"],
                 "label": label,
                 "stages": stages,
+                "microbatches": m,
                 "oversubscribed": first["oversubscribed"],
                 "partition": first["partition"],
                 "samples_per_s": {
@@ -186,6 +190,7 @@ def build_pipedream_report(data: StudyData) -> Report:
             [
                 row["label"],
                 str(row["stages"]),
+                str(row["microbatches"]),
                 ",".join(str(b) for b in row["partition"]),
                 *(
                     f"{row['predicted'][s]['samples_per_s']:,.0f} "
@@ -201,10 +206,13 @@ def build_pipedream_report(data: StudyData) -> Report:
                 "Prediction: the simulator on the profiled stage costs",
                 paragraphs=[
                     "Predicted samples/s of the steady state (bubble share in brackets) on the "
-                    "profile-balanced partition every schedule runs."
+                    "profile-balanced partition every schedule runs; m micro-batches of 8 "
+                    "samples a mini-batch."
                 ],
                 tables=[
-                    Table(("model", "stages", "boundaries", *SCHEDULES, "pipedream/1f1b"), rows)
+                    Table(
+                        ("model", "stages", "m", "boundaries", *SCHEDULES, "pipedream/1f1b"), rows
+                    )
                 ],
             )
         )
@@ -213,6 +221,7 @@ def build_pipedream_report(data: StudyData) -> Report:
             [
                 row["label"],
                 _stages(row),
+                str(row["microbatches"]),
                 *(
                     f"{row['samples_per_s'][s]['median']:,.0f} "
                     f"({100 * row['bubble_fraction'][s]:.0f}%)"
@@ -237,7 +246,7 @@ def build_pipedream_report(data: StudyData) -> Report:
                 paragraphs=paragraphs,
                 tables=[
                     Table(
-                        ("model", "stages", *SCHEDULES, "pipedream/1f1b", "whole run"),
+                        ("model", "stages", "m", *SCHEDULES, "pipedream/1f1b", "whole run"),
                         rows,
                     )
                 ]
