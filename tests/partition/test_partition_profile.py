@@ -113,3 +113,28 @@ def test_comm_is_measured_between_two_processes() -> None:
     assert model.sizes_bytes == (1024, 65536, 1 << 20)
     assert all(t > 0 for t in model.times_s)
     assert model.latency_s >= 0 and model.bandwidth_bytes_per_s > 0
+
+
+def test_timed_passes_last_at_least_the_time_floor() -> None:
+    """A profile of a tiny model takes more passes than asked until they last
+    ``min_seconds`` (so that one slow moment of the machine is a minority of them), and
+    exactly the passes asked without a floor; the profile records the passes it timed."""
+    from parnn.partition.measure.profiler import MAX_PASSES, measure_units
+
+    model = build_model("mlp", input_shape=(1, 8, 8))
+    inputs, targets = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    passes: list[int] = []
+    measure_units(model, inputs, targets, warmup=1, repeats=3, on_pass=lambda: passes.append(1))
+    assert len(passes) == 4
+    passes.clear()
+    measure_units(
+        model, inputs, targets, warmup=1, repeats=3, min_seconds=0.05,
+        on_pass=lambda: passes.append(1),
+    )  # fmt: skip
+    assert 4 < len(passes) <= 1 + MAX_PASSES
+    profile = load_or_profile(
+        model, input_shape=(1, 8, 8), batch_size=4, warmup=1, repeats=3, cache_dir=None
+    )
+    assert 3 < profile.repeats <= MAX_PASSES
+    with pytest.raises(ValueError, match="min_seconds"):
+        measure_units(model, inputs, targets, min_seconds=-1.0)

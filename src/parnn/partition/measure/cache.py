@@ -26,7 +26,7 @@ from torch import nn
 from parnn.errors import ConfigError
 from parnn.partition.comm import CommModel
 from parnn.partition.measure.comm import measure_comm_model
-from parnn.partition.measure.profiler import make_batch, measure_units
+from parnn.partition.measure.profiler import PROFILE_MIN_SECONDS, make_batch, measure_units
 from parnn.partition.profile import PROFILE_FORMAT, ModelProfile
 from parnn.progress import progress_bar
 from parnn.results import machine_facts, read_json, write_json
@@ -98,8 +98,10 @@ def profile_model(
     seed: int = 0,
     comm: CommModel | None = None,
     quiet: bool = True,
+    min_seconds: float = PROFILE_MIN_SECONDS,
 ) -> ModelProfile:
-    """Measure every unit of ``model`` at ``batch_size`` with ``threads`` intra-op threads."""
+    """Measure every unit of ``model`` at ``batch_size`` with ``threads`` intra-op threads
+    (at least ``repeats`` timed passes lasting ``min_seconds`` together)."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     if threads < 1:
@@ -115,13 +117,21 @@ def profile_model(
         inputs, targets = make_batch(shape, batch_size, num_classes, seed=seed)
         description = f"profile {name} b={batch_size}"
         with progress_bar(warmup + repeats, description, quiet=quiet) as bar:
+            passes = 0
+
+            def on_pass() -> None:
+                nonlocal passes
+                passes += 1
+                bar.advance(1)
+
             units = measure_units(
                 model,
                 inputs,
                 targets,
                 warmup=warmup,
                 repeats=repeats,
-                on_pass=lambda: bar.advance(1),
+                min_seconds=min_seconds,
+                on_pass=on_pass,
             )
         facts = machine_facts()
     finally:
@@ -135,7 +145,7 @@ def profile_model(
         comm=comm,
         input_bytes=inputs.numel() * inputs.element_size(),
         warmup=warmup,
-        repeats=repeats,
+        repeats=passes - warmup,  # the timed passes taken (at least ``repeats``)
         machine=facts,
     )
 

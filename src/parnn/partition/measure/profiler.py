@@ -13,7 +13,12 @@ from torch import nn
 from parnn.errors import ConfigError, ModelError, ParnnError
 from parnn.partition.profile import UnitProfile
 
-__all__ = ["make_batch", "measure_units"]
+__all__ = ["MAX_PASSES", "PROFILE_MIN_SECONDS", "make_batch", "measure_units"]
+
+PROFILE_MIN_SECONDS = 0.2
+"""The timed passes of a profile last at least this long together (see :func:`measure_units`)."""
+MAX_PASSES = 200
+"""The most timed passes a profile takes to reach its time floor."""
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
@@ -45,21 +50,29 @@ def measure_units(
     *,
     warmup: int = 2,
     repeats: int = 7,
+    min_seconds: float = 0.0,
     on_pass: Callable[[], None] | None = None,
 ) -> tuple[UnitProfile, ...]:
     """Time every unit of ``model`` on ``inputs`` (B, ...) with loss on ``targets`` (B,).
 
-    Runs ``warmup + repeats`` full passes (forward through all units, then backward in
-    reverse); keeps the medians of the timed passes. ``on_pass`` is called after each pass
-    (a progress bar). The model is left in training mode with its gradients cleared.
+    Runs ``warmup`` passes, then timed passes (forward through all units, then backward in
+    reverse, then the updates) until there are ``repeats`` of them and they took
+    ``min_seconds`` together (at most :data:`MAX_PASSES`); keeps each unit's median. Timed
+    passes of a small model last milliseconds, so that a few of them fit inside one slow
+    moment of the machine and the median would carry it; a time floor spreads them out.
+    ``on_pass`` is called after each pass (a progress bar). The model is left in training
+    mode with its gradients cleared.
     """
-    if warmup < 0 or repeats < 1:
-        raise ConfigError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    if warmup < 0 or repeats < 1 or not min_seconds >= 0:
+        raise ConfigError(
+            f"need warmup >= 0, repeats >= 1 and min_seconds >= 0, got {warmup}, {repeats} "
+            f"and {min_seconds}"
+        )
     units: list[tuple[str, nn.Module]] = list(model.named_children())
     if not units:
         raise ModelError("the model has no units (children) to profile")
     try:
-        return _measure(model, units, inputs, targets, warmup, repeats, on_pass)
+        return _measure(model, units, inputs, targets, warmup, repeats, min_seconds, on_pass)
     except ParnnError:
         raise
     except (RuntimeError, ValueError) as error:
@@ -77,6 +90,7 @@ def _measure(
     targets: torch.Tensor,
     warmup: int,
     repeats: int,
+    min_seconds: float,
     on_pass: Callable[[], None] | None,
 ) -> tuple[UnitProfile, ...]:
     criterion = nn.CrossEntropyLoss()
@@ -94,7 +108,14 @@ def _measure(
     activation_bytes = [0] * num_units
     output_shapes: list[tuple[int, ...]] = [()] * num_units
     saved = [0] * num_units
-    for pass_index in range(warmup + repeats):
+    timed_s = 0.0
+    pass_index = -1
+    while True:
+        pass_index += 1
+        timed_passes = pass_index - warmup
+        if timed_passes >= repeats and (timed_passes >= MAX_PASSES or timed_s >= min_seconds):
+            break
+        pass_started = time.perf_counter()
         stage_inputs: list[torch.Tensor] = []
         stage_outputs: list[torch.Tensor] = []
         hidden = inputs
@@ -139,6 +160,8 @@ def _measure(
                 optimizer.step()
             if timed:
                 update_times[index].append(time.perf_counter() - start)
+        if timed:
+            timed_s += time.perf_counter() - pass_started
         if on_pass is not None:
             on_pass()
     model.zero_grad(set_to_none=True)
