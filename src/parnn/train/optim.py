@@ -55,13 +55,13 @@ class OptimizerConfig:
 def make_optimizer(
     params: Iterable[nn.Parameter] | Iterable[torch.Tensor], config: OptimizerConfig
 ) -> torch.optim.Optimizer:
-    import torch
-
     """Build the optimizer ``config`` names over ``params`` (e.g. ``model.parameters()``).
 
     Engines that hold a slice of the model (a pipeline stage) pass that slice's parameters;
     the update of each parameter is then the one the reference applies.
     """
+    import torch
+
     if config.name == "sgd":
         return torch.optim.SGD(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -70,7 +70,7 @@ def make_optimizer(
 
 
 def make_criterion() -> nn.CrossEntropyLoss:
+    """Cross-entropy averaged over the mini-batch: the loss every engine optimises."""
     from torch import nn
 
-    """Cross-entropy averaged over the mini-batch: the loss every engine optimises."""
     return nn.CrossEntropyLoss(reduction="mean")
