@@ -32,10 +32,12 @@ from torch import nn
 from parnn.bench.cells import Cell, StudyStore, measure_timed
 from parnn.bench.report import render_study
 from parnn.bench.studies.pipedream_report import (
+    DEFAULT_MICROBATCHES,
     KIND,
     SCHEDULES,
     SIDES,
     build_pipedream_report,
+    key_microbatches,
     pipedream_payload,
 )
 from parnn.errors import ConfigError
@@ -112,7 +114,7 @@ class PipeDreamStudyConfig:
     the final accuracy is the converged one, not one epoch's fluctuation."""
     models: tuple[str, ...] = ("lenet5", "vgg-cifar")
     """Throughput cells: lenet5, vgg-cifar."""
-    microbatches: tuple[int, ...] = (4,)
+    microbatches: tuple[int, ...] = (DEFAULT_MICROBATCHES,)
     """Micro-batches a mini-batch in the throughput and prediction cells (of 8 samples
     each, so the batch is 8 m); the accuracy runs take 4 (batch 32)."""
     parts: tuple[str, ...] = PARTS
@@ -158,11 +160,11 @@ class Workload:
     data: str
     input_shape: tuple[int, int, int] | None
     num_samples: int | None
-    batch_size: int = 4 * MICROBATCH_SIZE
-    num_microbatches: int = 4
+    batch_size: int = DEFAULT_MICROBATCHES * MICROBATCH_SIZE
+    num_microbatches: int = DEFAULT_MICROBATCHES
 
 
-def _workloads(data_dir: Path | None, microbatches: int = 4) -> list[Workload]:
+def _workloads(data_dir: Path | None, microbatches: int = DEFAULT_MICROBATCHES) -> list[Workload]:
     mnist = "mnist" if data_dir is not None else "digits"
     m = {"batch_size": MICROBATCH_SIZE * microbatches, "num_microbatches": microbatches}
     return [
@@ -334,25 +336,27 @@ def study_cells(config: PipeDreamStudyConfig) -> list[Cell]:
 
 
 def _key(key: dict[str, Any], microbatches: int) -> dict[str, Any]:
-    """A cell's key; m = 4, the study's first and default setting, is left out (so that
-    the cells of a store made before there was a choice keep their ids)."""
-    return key if microbatches == 4 else {**key, "microbatches": microbatches}
+    """A cell's key; the default count is left out (so that the cells of a store made
+    before there was a choice keep their ids)."""
+    return key if microbatches == DEFAULT_MICROBATCHES else {**key, "microbatches": microbatches}
 
 
 def _measure(config: PipeDreamStudyConfig, say: Report) -> Callable[[Cell], dict[str, Any]]:
     workloads = {
-        (c.label, m): c for m in (4, *config.microbatches) for c in _workloads(config.data_dir, m)
+        (c.label, m): c
+        for m in (DEFAULT_MICROBATCHES, *config.microbatches)
+        for c in _workloads(config.data_dir, m)
     }
     partitions: dict[tuple[str, int, int], Partition] = {}
 
-    def partition(label: str, stages: int, m: int = 4) -> Partition:
+    def partition(label: str, stages: int, m: int = DEFAULT_MICROBATCHES) -> Partition:
         if (label, stages, m) not in partitions:
             partitions[label, stages, m] = _partition(config, workloads[label, m], stages)
         return partitions[label, stages, m]
 
     def measure(cell: Cell) -> dict[str, Any]:
         key = cell.key
-        m = int(key.get("microbatches", 4))
+        m = key_microbatches(key)
         if key["part"] == "predict":
             measured = _predict(config, workloads[key["model"], m], key["stages"])
             predicted = measured["predicted"]

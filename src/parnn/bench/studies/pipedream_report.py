@@ -18,11 +18,13 @@ from parnn.bench.report import Report, Section, StudyData, Table
 from parnn.bench.stats import summarize
 
 __all__ = [
+    "DEFAULT_MICROBATCHES",
     "KIND",
     "PLOT_FILE",
     "SCHEDULES",
     "SIDES",
     "build_pipedream_report",
+    "key_microbatches",
     "pipedream_payload",
 ]
 
@@ -34,6 +36,14 @@ SIDES = ("1f1b", "pipedream", "pipedream +vsync")
 """The accuracy part's runs: the synchronous yardstick, PipeDream, PipeDream with vertical
 sync."""
 PLOT_FILE = "accuracy_vs_time.png"
+DEFAULT_MICROBATCHES = 4
+"""Micro-batches a mini-batch of the accuracy runs and of every cell whose key names none
+(the cells of a store made before the count was a setting)."""
+
+
+def key_microbatches(key: Mapping[str, Any]) -> int:
+    """The micro-batch count of a cell's key."""
+    return int(key.get("microbatches", DEFAULT_MICROBATCHES))
 
 
 def _part(records: Sequence[Mapping[str, Any]], part: str) -> list[Mapping[str, Any]]:
@@ -48,7 +58,7 @@ def _predict(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             {
                 "label": record["key"]["model"],
                 "stages": record["key"]["stages"],
-                "microbatches": int(record["key"].get("microbatches", 4)),
+                "microbatches": key_microbatches(record["key"]),
                 "partition": record["partition"],
                 "predicted": predicted,
                 "pipedream_vs_1f1b": predicted["1f1b"]["step_time_s"]
@@ -64,7 +74,7 @@ def _throughput(records: Sequence[Mapping[str, Any]], repeats: int) -> dict[str,
     groups: dict[tuple[str, int, int], list[Mapping[str, Any]]] = {}
     for record in records:
         key = record["key"]
-        cell = (key["model"], key["stages"], int(key.get("microbatches", 4)))
+        cell = (key["model"], key["stages"], key_microbatches(key))
         groups.setdefault(cell, []).append(record)
     rows = []
     for (label, stages, m), group in groups.items():
